@@ -1,0 +1,105 @@
+"""The one error hierarchy. Every error a client can see is a WardenError.
+
+Each class knows its HTTP status, its envelope ``type`` and a stable ``code``.
+Messages are written for the client: they never hold secrets, SQL or tracebacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WardenError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str = "internal error",
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.param = param
+        self.headers = headers or {}
+
+    def envelope(self, request_id: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.type, "code": self.code, "message": self.message}
+        if self.param is not None:
+            body["param"] = self.param
+        if request_id is not None:
+            body["request_id"] = request_id
+        return {"error": body}
+
+
+class InvalidRequest(WardenError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class Unauthorized(WardenError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(WardenError):
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
+class NotFound(WardenError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class Conflict(WardenError):
+    status = 409
+    type = "conflict_error"
+    code = "conflict"
+
+
+class PayloadTooLarge(WardenError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class ValidationFailed(WardenError):
+    status = 422
+    type = "invalid_request_error"
+    code = "validation_error"
+
+
+class RateLimitExceeded(WardenError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(WardenError):
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
+class ServiceUnavailable(WardenError):
+    status = 503
+    type = "service_unavailable"
+    code = "service_unavailable"
+
+
+class ConfigError(Exception):
+    """Bad configuration at start-up: the message is one line naming the variable."""

@@ -1,0 +1,128 @@
+"""The closed taxonomy of provider errors (DESIGN.md, "Errors").
+
+Each class says whether it is worth retrying on the same deployment
+(``retryable``), worth moving to the next deployment (``failover``), or final.
+Adapters classify from status codes and structured error bodies only.
+"""
+
+from __future__ import annotations
+
+from warden.errors import WardenError
+
+
+class ProviderError(WardenError):
+    """An error from (or on the way to) an upstream provider."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+    retryable = False
+    failover = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        upstream_status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.provider = provider
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.provider!r}, {self.upstream_status!r}, {self.message!r})"
+
+
+class RateLimited(ProviderError):
+    status = 429
+    type = "rate_limit_error"
+    code = "upstream_rate_limited"
+    retryable = True
+    failover = True
+
+
+class Overloaded(ProviderError):
+    status = 503
+    type = "upstream_error"
+    code = "upstream_overloaded"
+    retryable = True
+    failover = True
+
+
+class Timeout(ProviderError):
+    status = 504
+    type = "upstream_error"
+    code = "upstream_timeout"
+    retryable = True
+    failover = True
+
+
+class ConnectFailed(ProviderError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_unreachable"
+    retryable = True
+    failover = True
+
+
+class AuthFailed(ProviderError):
+    """The provider refused our credential: another deployment may still work."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_auth_failed"
+    retryable = False
+    failover = True
+
+
+class BadRequest(ProviderError):
+    """The request itself is wrong: every deployment would refuse it."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "upstream_bad_request"
+    retryable = False
+    failover = False
+
+
+class ContextTooLong(ProviderError):
+    """Too long for this model; a deployment with a larger window may take it."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "context_length_exceeded"
+    retryable = False
+    failover = True
+
+
+class ContentFiltered(ProviderError):
+    status = 400
+    type = "invalid_request_error"
+    code = "content_filtered"
+    retryable = False
+    failover = False
+
+
+class UpstreamMalformed(ProviderError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_malformed"
+    retryable = True
+    failover = True
+
+
+ALL_PROVIDER_ERRORS: tuple[type[ProviderError], ...] = (
+    RateLimited,
+    Overloaded,
+    Timeout,
+    ConnectFailed,
+    AuthFailed,
+    BadRequest,
+    ContextTooLong,
+    ContentFiltered,
+    UpstreamMalformed,
+)
