@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # Seconds an API-key lookup stays cached in memory (revocations by this
     # instance are honoured at once; other instances within this bound).
-    key_cache_ttl: float = Field(default=5.0, ge=0)
+    key_cache_ttl: float = Field(default=3.0, ge=0)
+    access_log: bool = True
 
     @field_validator("database_url")
     @classmethod

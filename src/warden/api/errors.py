@@ -1,0 +1,76 @@
+"""Every error on every route leaves in one envelope, with the right status."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from warden.errors import WardenError
+from warden.logs import request_id_var
+
+log = logging.getLogger("warden.api")
+
+_HTTP_CODES = {
+    400: ("invalid_request_error", "bad_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", "forbidden"),
+    404: ("not_found_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "payload_too_large"),
+    415: ("invalid_request_error", "unsupported_media_type"),
+}
+
+
+def error_response(status: int, type_: str, code: str, message: str,
+                   param: str | None = None, headers: dict[str, str] | None = None) -> Response:
+    body: dict = {"type": type_, "code": code, "message": message}
+    if param is not None:
+        body["param"] = param
+    body["request_id"] = request_id_var.get()
+    return Response(orjson.dumps({"error": body}), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def _field_name(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+async def _warden_error(_: Request, exc: WardenError) -> Response:
+    return error_response(exc.status, exc.type, exc.code, exc.message, exc.param, exc.headers)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    field = _field_name(tuple(first.get("loc", ())))
+    msg = first.get("msg", "invalid value")
+    if first.get("type") == "json_invalid":
+        return error_response(400, "invalid_request_error", "invalid_json",
+                              "request body is not valid JSON")
+    return error_response(422, "invalid_request_error", "validation_error",
+                          f"{field}: {msg}", param=field)
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    type_, code = _HTTP_CODES.get(exc.status_code, ("server_error", "http_error"))
+    detail = exc.detail if isinstance(exc.detail, str) else "request failed"
+    return error_response(exc.status_code, type_, code, detail, headers=exc.headers)
+
+
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    # The trace goes to the log (redacted), never to the client.
+    log.error("unhandled error", exc_info=exc)
+    return error_response(500, "server_error", "internal_error", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(WardenError, _warden_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)

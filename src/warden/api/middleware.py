@@ -1,0 +1,107 @@
+"""One pure-ASGI middleware for what every request needs: a request id, a body
+size limit, metrics and an access log. Pure ASGI (not BaseHTTPMiddleware) so
+streams pass through untouched and the per-request cost stays in microseconds."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from warden.api.errors import error_response
+from warden.api.metrics import REQUEST_LATENCY, REQUESTS
+from warden.logs import request_id_var
+
+log = logging.getLogger("warden.access")
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class _BodyTooLarge(HTTPException):
+    """An HTTPException so the framework re-raises it instead of calling it a parse error."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds {limit} bytes")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, access_log: bool = True) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                rid = candidate if _SANE_ID.match(candidate) else None
+                break
+        rid = rid or uuid.uuid4().hex
+        token = request_id_var.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        scope["state"]["started"] = started
+        status_holder = [500]
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        try:
+            if scope["type"] == "http" and self._declared_too_large(scope):
+                await self._reject_too_large(scope, receive, send_wrapped)
+                return
+            await self.app(scope, self._limited(receive), send_wrapped)
+        except _BodyTooLarge:
+            await self._reject_too_large(scope, receive, send_wrapped)
+        finally:
+            if scope["type"] == "http":
+                self._observe(scope, status_holder[0], time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _declared_too_large(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    return int(value) > self.max_body
+                except ValueError:
+                    return False
+        return False
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _BodyTooLarge(self.max_body)
+            return message
+
+        return wrapped
+
+    async def _reject_too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resp = error_response(413, "invalid_request_error", "payload_too_large",
+                              f"request body exceeds {self.max_body} bytes")
+        await resp(scope, receive, send)
+
+    def _observe(self, scope: Scope, status: int, elapsed: float) -> None:
+        route = scope.get("route")
+        path = getattr(route, "path", None) or "unmatched"
+        method = scope["method"]
+        REQUESTS.labels(method, path, str(status)).inc()
+        REQUEST_LATENCY.labels(method, path).observe(elapsed)
+        if self.access_log and log.isEnabledFor(logging.INFO):
+            log.info("%s %s %d %.1fms", method, path, status, elapsed * 1000)

@@ -1,0 +1,51 @@
+"""The ASGI application: wires routes, middleware and services. No logic here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from warden import __version__
+from warden.api import health, keys, workspaces
+from warden.api.errors import install_error_handlers
+from warden.api.metrics import metrics_endpoint
+from warden.api.middleware import RequestContextMiddleware
+from warden.config import Settings, load_settings
+from warden.logs import configure_logging
+from warden.services import Services
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+    settings = settings or (services.settings if services else load_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = services is None
+        app.state.services = services or await Services.start(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.services.close()
+
+    app = FastAPI(title="Warden", version=__version__, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    if services is not None:
+        app.state.services = services  # tests and embedders may skip the lifespan
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
+                       access_log=settings.access_log)
+    app.include_router(health.router)
+    app.include_router(keys.router)
+    app.include_router(workspaces.router)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Entry for ``uvicorn --factory`` in each worker process."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,64 @@
+"""Structured JSON logs carrying the request id, with secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from contextvars import ContextVar
+
+from pythonjsonlogger.json import JsonFormatter
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+# Anything shaped like a credential: bearer tokens, Warden keys, common provider keys.
+_SECRET = re.compile(
+    r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"
+    r"|\bwk-[A-Za-z0-9_-]{8,}"
+    r"|\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{8,}"
+    r"|\bAIza[A-Za-z0-9_-]{20,}"
+    r"|\b(?:gsk|xai|fw|csk)[-_][A-Za-z0-9_-]{12,}"
+)
+
+
+def redact(text: str) -> str:
+    return _SECRET.sub(lambda m: (m.group(1) or "") + "[REDACTED]", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts the rendered message and string args of every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = record.getMessage()
+            record.args = None
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        record.request_id = request_id_var.get()
+        return True
+
+
+class _RedactingJsonFormatter(JsonFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def configure_logging(level: str = "info", stream=None) -> None:  # noqa: ANN001
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(_RedactingJsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+        rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+    ))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_warden", False):
+            root.removeHandler(h)
+    handler._warden = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        lg.handlers = []
+        lg.propagate = True
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # we log requests ourselves

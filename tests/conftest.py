@@ -1,0 +1,91 @@
+"""Shared fixtures: settings on a temporary data dir, started services, an HTTP
+client on the real ASGI app, and the PostgreSQL / Redis servers CI provides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from warden.app import create_app
+from warden.config import Settings, load_settings
+from warden.services import Services
+
+ADMIN_KEY = "wk-test-admin-0123456789abcdefghijklmnop"
+PG_URL = os.environ.get("WARDEN_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("WARDEN_TEST_REDIS_URL")
+
+requires_pg = pytest.mark.skipif(not PG_URL, reason="WARDEN_TEST_DATABASE_URL is not set")
+requires_redis = pytest.mark.skipif(not REDIS_URL, reason="WARDEN_TEST_REDIS_URL is not set")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's own WARDEN_* or provider variables."""
+    for name in list(os.environ):
+        if name.startswith("WARDEN_") and not name.startswith("WARDEN_TEST_"):
+            monkeypatch.delenv(name)
+        if name.endswith("_API_KEY") or name == "GOOGLE_API_KEY":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+async def reset_pg(url: str) -> None:
+    """Drop everything in the test database so each test starts from an empty schema."""
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await engine.dispose()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return load_settings(data_dir=data_dir, admin_key=ADMIN_KEY, access_log=False)
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    svc = await Services.start(settings)
+    yield svc
+    await svc.close()
+
+
+@pytest.fixture
+async def pg_services(data_dir: Path) -> AsyncIterator[Services]:
+    if not PG_URL:
+        pytest.skip("WARDEN_TEST_DATABASE_URL is not set")
+    await reset_pg(PG_URL)
+    svc = await Services.start(load_settings(data_dir=data_dir, admin_key=ADMIN_KEY,
+                                             database_url=PG_URL, access_log=False))
+    yield svc
+    await svc.close()
+
+
+def client_for(services: Services, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
+    app = create_app(services=services)
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://warden.test", headers=headers)
+
+
+@pytest.fixture
+async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(services) as c:
+        yield c
+
+
+@pytest.fixture
+async def anon(services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(services, key=None) as c:
+        yield c

@@ -1,0 +1,284 @@
+"""The vault: AES-GCM sealing bound to its context, the master key's life cycle, masking."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from warden.errors import ConfigError, WardenError
+from warden.vault import (
+    Sealed,
+    Vault,
+    VaultError,
+    check_key_matches,
+    fingerprint,
+    generate_master_key,
+    load_master_key,
+    mask_secret,
+)
+
+SECRET = "sk-proj-Zq8vR2mT5xW9yB3nK7cL1pD4fH6jA0sE"
+CTX = {"workspace_id": "default", "credential_id": "cred_1"}
+
+
+@pytest.fixture
+def key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def vault(key: bytes) -> Vault:
+    return Vault(key)
+
+
+# --- sealing -----------------------------------------------------------------
+
+
+def test_roundtrip(vault: Vault) -> None:
+    sealed = vault.seal(SECRET, **CTX)
+    assert SECRET.encode() not in sealed.ciphertext
+    assert sealed.key_id == vault.key_id
+    assert vault.open(sealed, **CTX) == SECRET
+
+
+def test_opens_a_row_given_as_ciphertext_and_key_id(vault: Vault) -> None:
+    sealed = vault.seal("ünïcode-kéy", **CTX)
+    assert vault.open((sealed.ciphertext, sealed.key_id), **CTX) == "ünïcode-kéy"
+
+
+def test_fresh_nonce_per_seal(vault: Vault) -> None:
+    a, b = vault.seal(SECRET, **CTX), vault.seal(SECRET, **CTX)
+    assert a.ciphertext[:12] != b.ciphertext[:12]
+    assert a.ciphertext != b.ciphertext
+    # nonce (12) + plaintext + tag (16)
+    assert len(a.ciphertext) == 12 + len(SECRET) + 16
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"workspace_id": "other", "credential_id": "cred_1"},
+        {"workspace_id": "default", "credential_id": "cred_2"},
+        # ids that would collide if the two were simply concatenated
+        {"workspace_id": "defaultcred", "credential_id": "_1"},
+        {"workspace_id": "", "credential_id": "defaultcred_1"},
+    ],
+)
+def test_swapped_context_fails(vault: Vault, other: dict[str, str]) -> None:
+    sealed = vault.seal(SECRET, **CTX)
+    with pytest.raises(VaultError) as exc:
+        vault.open(sealed, **other)
+    assert "could not be decrypted" in str(exc.value)
+    assert SECRET not in str(exc.value)
+
+
+@pytest.mark.parametrize("index", [0, 11, 12, -1])  # nonce, first ct byte, tag
+def test_tampered_byte_fails(vault: Vault, index: int) -> None:
+    sealed = vault.seal(SECRET, **CTX)
+    blob = bytearray(sealed.ciphertext)
+    blob[index] ^= 0x01
+    with pytest.raises(VaultError, match="tampered"):
+        vault.open(Sealed(bytes(blob), sealed.key_id), **CTX)
+
+
+def test_truncated_ciphertext_fails(vault: Vault) -> None:
+    with pytest.raises(VaultError, match="truncated"):
+        vault.open(Sealed(b"\x00" * 27, vault.key_id), **CTX)
+
+
+def test_wrong_master_key_fails_clearly(vault: Vault, key: bytes) -> None:
+    sealed = vault.seal(SECRET, **CTX)
+    other_key = os.urandom(32)
+    other = Vault(other_key)
+    with pytest.raises(VaultError) as exc:
+        other.open(sealed, **CTX)
+    text = str(exc.value)
+    assert f"master key id {vault.key_id}" in text and other.key_id in text
+    for k in (key, other_key):
+        assert k.hex() not in text and base64.b64encode(k).decode() not in text
+    assert SECRET not in text
+
+
+def test_wrong_key_under_a_forged_key_id_still_fails(vault: Vault) -> None:
+    sealed = vault.seal(SECRET, **CTX)
+    other = Vault(os.urandom(32))
+    with pytest.raises(VaultError, match="could not be decrypted"):
+        other.open(Sealed(sealed.ciphertext, other.key_id), **CTX)
+
+
+def test_reseal_rotates_to_new_key(vault: Vault) -> None:
+    sealed = vault.seal(SECRET, **CTX)
+    new = Vault(os.urandom(32))
+    rotated = vault.reseal(sealed, new=new, **CTX)
+    assert rotated.key_id == new.key_id != vault.key_id
+    assert new.open(rotated, **CTX) == SECRET
+    with pytest.raises(VaultError):
+        vault.open(rotated, **CTX)
+    with pytest.raises(VaultError):  # bytes alone, relabelled with the old id
+        vault.open(Sealed(rotated.ciphertext, vault.key_id), **CTX)
+
+
+def test_master_key_must_be_32_bytes() -> None:
+    with pytest.raises(VaultError, match="32 bytes, got 16"):
+        Vault(b"k" * 16)
+
+
+def test_key_id_is_stable_and_reveals_nothing(key: bytes, vault: Vault) -> None:
+    assert Vault(key).key_id == vault.key_id
+    assert len(vault.key_id) == 16 and int(vault.key_id, 16) >= 0
+    for form in (key.hex(), base64.b64encode(key).decode()):
+        assert vault.key_id not in form and form not in vault.key_id
+    assert key.hex() not in repr(vault) and vault.key_id in repr(vault)
+    assert Vault(os.urandom(32)).key_id != vault.key_id
+
+
+def test_vault_error_is_server_error_and_config_error() -> None:
+    err = VaultError("x")
+    assert isinstance(err, WardenError) and isinstance(err, ConfigError)
+    assert err.status == 500
+    assert err.envelope()["error"]["code"] == "vault_error"
+
+
+# --- key checks and generation ----------------------------------------------
+
+
+def test_check_key_matches(vault: Vault) -> None:
+    check_key_matches(vault, set())
+    check_key_matches(vault, {vault.key_id})
+    with pytest.raises(VaultError) as exc:
+        check_key_matches(vault, {vault.key_id, "deadbeefdeadbeef"})
+    assert "deadbeefdeadbeef" in str(exc.value) and vault.key_id in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_generate_master_key() -> None:
+    a, b = generate_master_key(), generate_master_key()
+    assert a != b
+    assert len(base64.b64decode(a, validate=True)) == 32
+
+
+# --- loading the master key -------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_key_file_created_0600_once_and_reused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "nested" / "data"
+    first = load_master_key(None, data_dir, has_encrypted_data=False)
+    path = data_dir / "master.key"
+    assert len(first) == 32
+    assert _mode(path) == 0o600
+    assert _mode(data_dir) & 0o077 == 0
+    assert base64.b64decode(path.read_text().strip()) == first
+    assert load_master_key(None, data_dir, has_encrypted_data=True) == first
+    assert load_master_key(None, data_dir, has_encrypted_data=False) == first
+    assert sorted(p.name for p in data_dir.iterdir()) == ["master.key"]  # no temp left
+
+
+def test_existing_data_dir_keeps_its_mode(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    load_master_key(None, tmp_path, has_encrypted_data=False)
+    assert _mode(tmp_path) == 0o755
+
+
+def test_env_key_preferred(tmp_path: Path) -> None:
+    env_key = os.urandom(32)
+    b64 = base64.b64encode(env_key).decode()
+    assert load_master_key(b64, tmp_path, has_encrypted_data=True) == env_key
+    assert not (tmp_path / "master.key").exists()
+    file_key = load_master_key(None, tmp_path, has_encrypted_data=False)
+    assert file_key != env_key
+    assert load_master_key(b64, tmp_path, has_encrypted_data=True) == env_key
+
+
+@pytest.mark.parametrize("bad", ["not base64!", base64.b64encode(b"short").decode()])
+def test_malformed_env_key_refused(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(VaultError, match="WARDEN_MASTER_KEY: must be the base64 of exactly 32"):
+        load_master_key(bad, tmp_path, has_encrypted_data=False)
+
+
+def test_refuses_to_create_key_over_existing_data(tmp_path: Path) -> None:
+    with pytest.raises(VaultError) as exc:
+        load_master_key(None, tmp_path, has_encrypted_data=True)
+    assert str(exc.value) == (
+        "encrypted credentials exist but no master key: "
+        f"set WARDEN_MASTER_KEY or restore {tmp_path / 'master.key'}"
+    )
+    assert not (tmp_path / "master.key").exists()
+
+
+def test_key_file_open_to_group_refused(tmp_path: Path) -> None:
+    load_master_key(None, tmp_path, has_encrypted_data=False)
+    path = tmp_path / "master.key"
+    path.chmod(0o640)
+    with pytest.raises(VaultError, match="chmod 600"):
+        load_master_key(None, tmp_path, has_encrypted_data=True)
+
+
+def test_corrupt_key_file_refused(tmp_path: Path) -> None:
+    path = tmp_path / "master.key"
+    path.write_text("garbage\n")
+    path.chmod(0o600)
+    with pytest.raises(VaultError, match="master.key: must be the base64 of exactly 32 bytes"):
+        load_master_key(None, tmp_path, has_encrypted_data=False)
+
+
+def test_key_file_written_by_a_racing_start_is_kept(tmp_path: Path) -> None:
+    # Simulate another worker winning between our existence check and our link:
+    # a fresh key file must never replace one that is already in place.
+    from warden import vault as vault_module
+
+    winner = base64.b64encode(os.urandom(32)).decode()
+    (tmp_path / "master.key").write_text(winner)
+    (tmp_path / "master.key").chmod(0o600)
+    vault_module._create_key_file(tmp_path / "master.key")
+    assert (tmp_path / "master.key").read_text() == winner
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["master.key"]
+
+
+# --- masking and fingerprints -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("secret", "masked"),
+    [
+        ("sk-proj-Zq8vR2mT5xW9yB3nK7cL1pD4fH6jabcd", "sk-…abcd"),
+        ("sk-ant-api03-Zq8vR2mT5xW9yB3nK7cLwxyz", "sk-…wxyz"),
+        ("gsk_Zq8vR2mT5xW9yB3nK7cL1pD4fH6j1234", "gsk_…1234"),
+        ("xai-Zq8vR2mT5xW9yB3nK7cL1pD4fH6j9876", "xai-…9876"),
+        ("AIzaSyZq8vR2mT5xW9yB3nK7cL1pD4fH6jQRST", "…QRST"),  # no prefix
+        ("-leadingdash-and-more", "…more"),  # separator first: no prefix
+        ("ab!-cdefghijklmn", "…klmn"),  # prefix must be alphanumeric
+        ("éé-cdefghijklmn", "…klmn"),  # and ASCII
+        ("exactly12chr", "…2chr"),
+        ("elevenchars", "…"),  # short keys reveal nothing
+        ("x", "…"),
+    ],
+)
+def test_mask_secret(secret: str, masked: str) -> None:
+    assert mask_secret(secret) == masked
+
+
+@pytest.mark.parametrize("func", [mask_secret, fingerprint])
+@pytest.mark.parametrize("empty", ["", "   ", "\n"])
+def test_empty_secret_is_an_error(func: Callable[[str], str], empty: str) -> None:
+    with pytest.raises(ValueError, match="empty secret"):
+        func(empty)
+
+
+def test_fingerprint() -> None:
+    fp = fingerprint(SECRET)
+    assert fp == fingerprint(SECRET)
+    assert fp.startswith("sha256:") and len(fp) == len("sha256:") + 12
+    assert fp != fingerprint(SECRET + "x")
+    # The documented self-check: first 12 hex of plain SHA-256 of the key.
+    assert fp == "sha256:" + hashlib.sha256(SECRET.encode()).hexdigest()[:12]
+    assert fingerprint("é") == "sha256:" + hashlib.sha256("é".encode()).hexdigest()[:12]
