@@ -8,7 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from warden import __version__
-from warden.api import health, keys, workspaces
+from warden.api import (
+    anthropic_compat,
+    health,
+    keys,
+    model_groups,
+    openai_compat,
+    route,
+    usage,
+    workspaces,
+)
+from warden.api import byok as byok_api
 from warden.api.errors import install_error_handlers
 from warden.api.metrics import metrics_endpoint
 from warden.api.middleware import RequestContextMiddleware
@@ -40,6 +50,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(workspaces.router)
+    app.include_router(openai_compat.router)
+    app.include_router(anthropic_compat.router)
+    app.include_router(byok_api.router)
+    app.include_router(model_groups.router)
+    app.include_router(route.router)
+    app.include_router(usage.router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     return app
 

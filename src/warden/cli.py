@@ -28,6 +28,15 @@ out = Console()
 err = Console(stderr=True)
 
 
+def id_table(*columns: str) -> Table:
+    """A table whose first column is an id, never truncated (people copy ids)."""
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=24)
+    for name in columns:
+        table.add_column(name)
+    return table
+
+
 def _fail(message: str, code: int = 1) -> None:
     err.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
@@ -137,7 +146,7 @@ def keys_list(workspace: Annotated[str | None, typer.Option(help="Workspace name
         names = {w.id: w.name for w in await s.accounts.list_workspaces()}
         return [(k, names.get(k.workspace_id, "?")) for k in await s.accounts.list_keys(ws_id)]
 
-    table = Table("id", "name", "workspace", "role", "prefix", "created", "revoked")
+    table = id_table("name", "workspace", "role", "prefix", "created", "revoked")
     for k, ws_name in run_with_services(fn):
         table.add_row(k.id, k.name, ws_name, k.role, k.prefix + "…",
                       k.created_at.strftime("%Y-%m-%d %H:%M"),
@@ -162,10 +171,120 @@ def ws_create(name: str) -> None:
 @ws_app.command("list")
 def ws_list() -> None:
     """List workspaces."""
-    table = Table("id", "name", "created")
+    table = id_table("name", "created")
     for w in run_with_services(lambda s: s.accounts.list_workspaces()):
         table.add_row(w.id, w.name, w.created_at.strftime("%Y-%m-%d %H:%M"))
     out.print(table)
+
+
+# --- BYOK and the vault --------------------------------------------------------
+
+byok_app = typer.Typer(help="Provider keys (BYOK), encrypted at rest.", no_args_is_help=True)
+vault_app = typer.Typer(help="The master key that encrypts provider keys.", no_args_is_help=True)
+app.add_typer(byok_app, name="byok")
+app.add_typer(vault_app, name="vault")
+WorkspaceOpt = Annotated[str, typer.Option(help="Workspace name.")]
+
+
+def _secret_arg(value: str | None, what: str) -> str | None:
+    """``-`` reads the secret from standard input, keeping it out of shell history."""
+    if value != "-":
+        return value
+    text = sys.stdin.readline().strip()
+    if not text:
+        _fail(f"no {what} on standard input")
+    return text
+
+
+@byok_app.command("add")
+def byok_add(
+    provider: Annotated[str, typer.Argument(help="Provider id (see GET /api/providers).")],
+    key: Annotated[str | None, typer.Option("--key", help="The API key, or - to read it from stdin.")] = None,
+    label: Annotated[str, typer.Option(help="Tells several keys of one provider apart.")] = "default",
+    base_url: Annotated[str | None, typer.Option("--base-url", help="Override the provider's URL.")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="A model it serves (repeatable).")] = None,
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """Store a provider key (encrypted); prints its masked view."""
+    data = {"provider": provider, "api_key": _secret_arg(key, "key"), "label": label,
+            "base_url": base_url, "models": [{"id": m} for m in model] if model else None}
+
+    async def fn(s: Services):
+        ws = await s.accounts.workspace_by_name(workspace)
+        return await s.byok.create(ws.id, data, actor="cli")
+
+    view = run_with_services(fn)
+    out.print(f"added {view.id} ({view.provider}/{view.label}) {view.masked or 'no key'} "
+              f"{view.fingerprint or ''}".rstrip(), highlight=False)
+
+
+@byok_app.command("list")
+def byok_list(workspace: WorkspaceOpt = "default") -> None:
+    """List provider keys (masked; environment ones included for 'default')."""
+
+    async def fn(s: Services):
+        return await s.byok.list((await s.accounts.workspace_by_name(workspace)).id)
+
+    # Narrow enough for 80 columns; fingerprints and base URLs are in GET /api/byok.
+    table = id_table("provider/label", "key", "status", "source")
+    for v in run_with_services(fn):
+        table.add_row(v.id, f"{v.provider}/{v.label}", v.masked or "-", v.status, v.source)
+    out.print(table)
+
+
+@byok_app.command("test")
+def byok_test(cred_id: str, workspace: WorkspaceOpt = "default") -> None:
+    """Call the provider's model list with the key; exits 1 unless it works."""
+
+    async def fn(s: Services):
+        return await s.byok.test((await s.accounts.workspace_by_name(workspace)).id, cred_id)
+
+    result = run_with_services(fn)
+    out.print(f"{result.status} ({result.latency_ms:.0f} ms): {result.detail}", highlight=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@byok_app.command("remove")
+def byok_remove(cred_id: str, workspace: WorkspaceOpt = "default") -> None:
+    """Delete a stored provider key."""
+
+    async def fn(s: Services):
+        return await s.byok.delete((await s.accounts.workspace_by_name(workspace)).id, cred_id)
+
+    view = run_with_services(fn)
+    out.print(f"removed {view.id} ({view.provider}/{view.label})", highlight=False)
+
+
+@vault_app.command("generate-key")
+def vault_generate_key() -> None:
+    """Print a fresh master key (base64 of 32 random bytes)."""
+    from warden.vault import generate_master_key
+
+    print(generate_master_key())
+
+
+@vault_app.command("rotate")
+def vault_rotate(
+    new_key: Annotated[str, typer.Option("--new-key", help="New master key (base64), or - for stdin.")],
+) -> None:
+    """Re-encrypt every provider key under a new master key, in one transaction."""
+    from warden.keyring import decode_key
+
+    try:
+        raw = decode_key(_secret_arg(new_key, "key") or "", "--new-key")
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+        raise  # unreachable
+    result = run_with_services(lambda s: s.byok.rotate_master_key(raw, actor="cli"), bootstrap=False)
+    out.print(f"re-encrypted {result.count} credentials under master key id {result.new_key_id}",
+              highlight=False)
+    if result.key_file_updated:
+        out.print("master.key now holds the new key; running servers pick it up on their own",
+                  highlight=False)
+    else:
+        err.print("WARDEN_MASTER_KEY is set: update it to the new key on every instance "
+                  "(while rolling, 'NEW,OLD' lets old and new instances both work)", highlight=False)
 
 
 def main() -> None:

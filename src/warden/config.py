@@ -51,12 +51,14 @@ class Settings(BaseSettings):
     def _master_key_shape(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        try:
-            raw = base64.b64decode(v, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("must be base64") from None
-        if len(raw) != 32:
-            raise ValueError("must be the base64 of exactly 32 bytes")
+        # "new,old": several keys during a rotation roll (see keyring.py); the first seals.
+        for part in v.split(","):
+            try:
+                raw = base64.b64decode(part.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("must be base64") from None
+            if len(raw) != 32:
+                raise ValueError("must be the base64 of exactly 32 bytes")
         return v
 
     @field_validator("admin_key")

@@ -14,11 +14,18 @@ from pathlib import Path
 from sqlalchemy import select
 
 from warden.accounts import Accounts, bootstrap_admin
+from warden.byok import Byok
 from warden.config import Settings
+from warden.gateway.catalog import get_catalog
+from warden.gateway.gateway import Gateway
+from warden.gateway.providers.http import aclose_client
+from warden.model_groups import ModelGroups
+from warden.state import StateStore, create_state
+from warden.store.spend import SpendWriter
 from warden.store import migrate
 from warden.store.db import Database
 from warden.store.models import Credential
-from warden.vault import Vault, check_key_matches, load_master_key
+from warden.keyring import Keyring
 
 log = logging.getLogger("warden")
 
@@ -28,9 +35,14 @@ class Services:
     settings: Settings
     db: Database
     accounts: Accounts
-    vault: Vault
+    vault: Keyring  # seal/open/key_id like a Vault; several master keys during a rotation roll
     admin_key_path: Path | None = None
     _closers: list = field(default_factory=list)
+    byok: Byok = field(init=False)
+    model_groups: ModelGroups = field(init=False)
+    state: StateStore = field(init=False)
+    spend: SpendWriter = field(init=False)
+    gateway: Gateway = field(init=False)
 
     @classmethod
     async def start(cls, settings: Settings, *, run_migrations: bool = True,
@@ -43,6 +55,23 @@ class Services:
             vault = await _open_vault(db, settings)
             accounts = Accounts(db, cache_ttl=settings.key_cache_ttl)
             services = cls(settings=settings, db=db, accounts=accounts, vault=vault)
+            services.byok = Byok(db, vault)
+            services._closers.append(services.byok.close)
+            services.model_groups = ModelGroups(db)
+            services.state = create_state(settings.redis_url)
+            services._closers.append(services.state.close)
+            services.spend = SpendWriter(db)
+            services.spend.start()
+            services._closers.append(services.spend.close)
+            services.gateway = Gateway(
+                credentials=services.byok.resolved_credentials,
+                groups=services.model_groups.for_workspace,
+                state=services.state,
+                catalog=get_catalog(),
+                spend=services.spend.record,
+                on_credential_used=services.byok.touch_last_used,
+            )
+            services._closers.append(aclose_client)
             if bootstrap:
                 services.admin_key_path = await bootstrap_admin(
                     accounts, settings.data_dir, settings.admin_key
@@ -50,13 +79,19 @@ class Services:
                 if services.admin_key_path is not None:
                     log.warning("bootstrap admin key written to %s (mode 0600)", services.admin_key_path)
         except BaseException:
-            await db.close()
+            if "services" in locals():
+                await services.close()
+            else:
+                await db.close()
             raise
         return services
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's state, for ``/readyz``: "ok" or why not."""
-        return {"database": "ok" if await self.db.ping() else "unreachable"}
+        return {
+            "database": "ok" if await self.db.ping() else "unreachable",
+            "state": "ok" if await self.state.ping() else "unreachable",
+        }
 
     async def close(self) -> None:
         for closer in reversed(self._closers):
@@ -64,11 +99,10 @@ class Services:
         await self.db.close()
 
 
-async def _open_vault(db: Database, settings: Settings) -> Vault:
-    """Load the master key, refusing to start if it cannot open existing secrets."""
+async def _open_vault(db: Database, settings: Settings) -> Keyring:
+    """Load the master key(s), refusing to start if they cannot open existing secrets."""
     async with db.session() as s:
         key_ids = {k for k in (await s.execute(select(Credential.key_id).distinct())).scalars() if k}
-    master = load_master_key(settings.master_key, settings.data_dir, has_encrypted_data=bool(key_ids))
-    vault = Vault(master)
-    check_key_matches(vault, key_ids)
-    return vault
+    keyring = Keyring.load(settings.master_key, settings.data_dir, has_encrypted_data=bool(key_ids))
+    keyring.check_opens(key_ids)
+    return keyring

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from alembic import command
@@ -9,7 +13,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 
 from warden.store.db import Database
 
@@ -38,11 +42,30 @@ def _current(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+@asynccontextmanager
+async def _sqlite_file_lock(db: Database) -> AsyncIterator[None]:
+    """SQLite has no advisory locks: a lock file beside the database serialises
+    migrations across the processes (workers) sharing it."""
+    path = make_url(db.url).database
+    if not path or path == ":memory:":
+        yield
+        return
+    with open(f"{path}.migrate-lock", "a") as fh:
+        await asyncio.to_thread(fcntl.flock, fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 async def upgrade(db: Database, revision: str = "head") -> str | None:
     """Bring the schema to ``revision``; several instances starting at once take turns."""
+    if db.is_sqlite:
+        async with _sqlite_file_lock(db), db.engine.begin() as conn:
+            await conn.run_sync(_upgrade, revision)
+            return await conn.run_sync(_current)
     async with db.engine.begin() as conn:
-        if not db.is_sqlite:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         await conn.run_sync(_upgrade, revision)
         return await conn.run_sync(_current)
 

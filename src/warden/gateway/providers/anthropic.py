@@ -118,7 +118,11 @@ def _image_block(part: ImagePart) -> dict[str, Any]:
     elif part.url:
         source = {"type": "url", "url": part.url}
     else:
-        source = {"type": "base64", "media_type": part.media_type or "image/png", "data": part.data or ""}
+        source = {
+            "type": "base64",
+            "media_type": part.media_type or "image/png",
+            "data": part.data or "",
+        }
     return {"type": "image", "source": source}
 
 
@@ -143,7 +147,11 @@ def _tool_input(arguments: str) -> Any:
 
 def _turn(msg: Message) -> tuple[str, list[dict[str, Any]]]:
     if msg.role == "tool":
-        block = {"type": "tool_result", "tool_use_id": msg.tool_call_id, "content": msg.text_content}
+        block = {
+            "type": "tool_result",
+            "tool_use_id": msg.tool_call_id,
+            "content": msg.text_content,
+        }
         return "user", [block]
     blocks = _blocks(msg)
     if msg.role == "assistant":
@@ -187,13 +195,16 @@ def build_body(ep: Endpoint, req: ChatRequest, stream: bool) -> dict[str, Any]:
     if stream:
         body["stream"] = True
     tools = [
-        {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in req.tools
+        {"name": t.name, "description": t.description, "input_schema": t.parameters}
+        for t in req.tools
     ]
     tool_choice: dict[str, Any] | None = None
     if _json_tool_mode(req):
         assert rf is not None
         schema = rf.schema if rf.type == "json_schema" and rf.schema else {"type": "object"}
-        tools = [{"name": JSON_TOOL, "description": "Return the reply as JSON.", "input_schema": schema}]
+        tools = [
+            {"name": JSON_TOOL, "description": "Return the reply as JSON.", "input_schema": schema}
+        ]
         tool_choice = {"type": "tool", "name": JSON_TOOL}
     elif req.tool_choice is not None:
         mode = req.tool_choice.mode
@@ -211,7 +222,9 @@ def build_body(ep: Endpoint, req: ChatRequest, stream: bool) -> dict[str, Any]:
     if req.user:
         body["metadata"] = {"user_id": req.user}
     budget = _THINKING_BUDGET.get(req.reasoning_effort or "")
-    if budget is not None and not _json_tool_mode(req):  # forced tool use and thinking exclude each other
+    if budget is not None and not _json_tool_mode(
+        req
+    ):  # forced tool use and thinking exclude each other
         if req.max_tokens is None:
             body["max_tokens"] = budget + DEFAULT_MAX_TOKENS
         budget = min(budget, body["max_tokens"] - 1)
@@ -257,7 +270,9 @@ def parse_response(ep: Endpoint, data: Any, json_mode: bool) -> ChatResponse:
         elif kind == "tool_use" and json_mode and block["name"] == JSON_TOOL:
             texts.append(orjson.dumps(block["input"]).decode())
         elif kind == "tool_use":
-            calls.append(ToolCall(block["id"], block["name"], orjson.dumps(block["input"]).decode()))
+            calls.append(
+                ToolCall(block["id"], block["name"], orjson.dumps(block["input"]).decode())
+            )
     return ChatResponse(
         id=str(data.get("id") or ""),
         model=str(data.get("model") or ep.model),
@@ -290,7 +305,9 @@ class _StreamState:
         elif kind == "message_delta":
             self.stop_reason = event["delta"].get("stop_reason") or self.stop_reason
             # message_delta usage is cumulative: it overrides what message_start said.
-            self.usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            self.usage.update(
+                {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
+            )
         elif kind == "message_stop":
             self.stopped = True
         elif kind == "error":
@@ -318,7 +335,7 @@ class _StreamState:
             return [ReasoningDelta(delta["thinking"])]
         if kind == "input_json_delta" and index in self.json_blocks:
             return [TextDelta(delta["partial_json"])] if delta["partial_json"] else []
-        if kind == "input_json_delta":
+        if kind == "input_json_delta" and delta["partial_json"]:
             return [ToolCallDelta(index=self.tool_index[index], arguments=delta["partial_json"])]
         return []  # signature_delta, citations_delta
 

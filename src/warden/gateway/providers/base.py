@@ -25,7 +25,7 @@ class ProviderAdapter(ABC):
 
     @abstractmethod
     def stream(self, ep: Endpoint, req: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """A streaming call: deltas, then one UsageEvent (if the provider sent usage) and one FinishEvent."""
+        """A streaming call: deltas, then one UsageEvent (if usage was sent) and one FinishEvent."""
 
     @abstractmethod
     async def list_models(self, ep: Endpoint) -> list[str]:
@@ -36,7 +36,7 @@ _ADAPTERS: dict[str, ProviderAdapter] = {}
 
 
 def get_adapter(wire: str) -> ProviderAdapter:
-    """The (stateless, shared) adapter for a wire format: ``openai``, ``anthropic`` or ``gemini``."""
+    """The stateless, shared adapter for ``openai``, ``anthropic`` or ``gemini``."""
     if not _ADAPTERS:
         # Imported here: the adapter modules import this one.
         from warden.gateway.providers.anthropic import AnthropicAdapter

@@ -184,7 +184,9 @@ def build_error(
     retry_after: float | None = None,
 ) -> ProviderError:
     detail = redact(message[:300]) if message else f"HTTP {status}"
-    return cls(f"{provider}: {detail}", provider=provider, upstream_status=status, retry_after=retry_after)
+    return cls(
+        f"{provider}: {detail}", provider=provider, upstream_status=status, retry_after=retry_after
+    )
 
 
 def error_body(raw: bytes) -> Any:
@@ -211,7 +213,9 @@ def transport_errors(provider: str) -> Iterator[None]:
         raise malformed(provider, b"", "undecodable body") from None
     except (httpx.TransportError, httpx.InvalidURL):
         # Dropped connection, protocol violation, bad scheme: the deployment is unreachable.
-        raise ConnectFailed(f"{provider}: connection failed or dropped", provider=provider) from None
+        raise ConnectFailed(
+            f"{provider}: connection failed or dropped", provider=provider
+        ) from None
 
 
 async def request_json(
@@ -248,7 +252,7 @@ class SSEEvent:
 class SSEDecoder:
     """Feed it lines; it returns an event at each blank line that ends one."""
 
-    __slots__ = ("_event", "_data")
+    __slots__ = ("_data", "_event")
 
     def __init__(self) -> None:
         self._event = ""
@@ -307,7 +311,9 @@ async def stream_sse(
             lines = response.aiter_lines()
             seen_event = False
             while True:
-                deadline = first_deadline if not seen_event else loop.time() + ep.timeouts.stream_gap
+                deadline = (
+                    first_deadline if not seen_event else loop.time() + ep.timeouts.stream_gap
+                )
                 try:
                     async with asyncio.timeout_at(deadline):
                         line = await anext(lines)

@@ -16,7 +16,6 @@ import orjson
 
 from warden.gateway.errors import (
     AuthFailed,
-    BadRequest,
     ContentFiltered,
     ContextTooLong,
     Overloaded,
@@ -50,7 +49,7 @@ _FINISH: dict[str, FinishReason] = {
     "content_filter": "content_filter",
 }
 
-# error.code (or error.type) -> class; anything else falls back to the status code.
+# error.code -> class; anything else falls back to the status code.
 _ERROR_CODES: dict[str, type[ProviderError]] = {
     "context_length_exceeded": ContextTooLong,
     "string_above_max_length": ContextTooLong,
@@ -61,8 +60,9 @@ _ERROR_CODES: dict[str, type[ProviderError]] = {
     "rate_limit_exceeded": RateLimited,
     "server_error": Overloaded,
     "overloaded": Overloaded,
-    "invalid_request_error": BadRequest,
 }
+# error.type is mostly generic ("invalid_request_error" even on a 401): only these say more.
+_ERROR_TYPES: dict[str, type[ProviderError]] = {"insufficient_quota": AuthFailed}
 
 
 def classify(provider: str, status: int, headers: Mapping[str, str], raw: bytes) -> ProviderError:
@@ -78,11 +78,7 @@ def _classify_error(
     message = ""
     if isinstance(error, dict):
         message = str(error.get("message") or "")
-        for key in ("code", "type"):
-            value = error.get(key)
-            if isinstance(value, str) and value in _ERROR_CODES:
-                cls = _ERROR_CODES[value]
-                break
+        cls = _ERROR_CODES.get(str(error.get("code"))) or _ERROR_TYPES.get(str(error.get("type")))
     if cls is None:
         cls = http.class_for_status(status) if status else Overloaded
     return http.build_error(cls, provider, status, message, retry_after)
@@ -129,7 +125,11 @@ def build_body(ep: Endpoint, req: ChatRequest, stream: bool) -> dict[str, Any]:
         body["tools"] = [
             {
                 "type": "function",
-                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.parameters,
+                },
             }
             for t in req.tools
         ]
@@ -190,7 +190,9 @@ def parse_response(ep: Endpoint, data: Any) -> ChatResponse:
     choice = data["choices"][0]
     message = choice["message"]
     tool_calls = [
-        ToolCall(id=c["id"], name=c["function"]["name"], arguments=c["function"].get("arguments") or "{}")
+        ToolCall(
+            id=c["id"], name=c["function"]["name"], arguments=c["function"].get("arguments") or "{}"
+        )
         for c in message.get("tool_calls") or []
     ]
     return ChatResponse(

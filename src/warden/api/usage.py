@@ -1,0 +1,53 @@
+"""``GET /api/usage``: spend of the caller's workspace, grouped."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from warden.api.deps import AdminDep, ServicesDep
+from warden.usage import summarize
+
+router = APIRouter(prefix="/api/usage", tags=["usage"])
+
+
+class UsageRowView(BaseModel):
+    group: str | None
+    requests: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost_usd: Decimal
+    unpriced_requests: int
+
+
+class UsageView(BaseModel):
+    group_by: str
+    rows: list[UsageRowView]
+    total_cost_usd: Decimal
+    total_requests: int
+
+
+@router.get("", response_model=UsageView)
+async def usage(
+    principal: AdminDep,
+    services: ServicesDep,
+    group_by: Literal["model", "provider", "key", "day"] = "model",
+    start: datetime | None = Query(default=None, alias="from"),
+    end: datetime | None = Query(default=None, alias="to"),
+) -> UsageView:
+    await services.spend.flush()  # what this instance has queued is part of the answer
+    rows = await summarize(services.db, principal.workspace_id, group_by, start, end)
+    return UsageView(
+        group_by=group_by,
+        rows=[UsageRowView.model_validate(r, from_attributes=True) for r in rows],
+        total_cost_usd=sum((r.cost_usd for r in rows), Decimal(0)),
+        total_requests=sum(r.requests for r in rows),
+    )

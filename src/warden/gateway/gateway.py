@@ -1,0 +1,456 @@
+"""The gateway: plan a route, walk it with retries, breakers and failover, and
+meter every request in exact dollars.
+
+It knows nothing of HTTP frameworks, agents or governance: the API layer and
+the agent runtime both call :meth:`Gateway.complete` / :meth:`Gateway.open_stream`.
+Credentials and model groups come from injected sources, so this module only
+depends on the layers below it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Protocol
+
+from warden.errors import ServiceUnavailable
+from warden.gateway.catalog import Catalog, ModelOverride
+from warden.gateway.errors import BadRequest, ContentFiltered, ContextTooLong, ProviderError, Timeout
+from warden.gateway.health import HealthTracker
+from warden.gateway.providers.base import get_adapter
+from warden.gateway.routing import Deployment, RouteOptions, RoutePlan, plan_route
+from warden.gateway.types import (
+    ChatRequest,
+    ChatResponse,
+    Endpoint,
+    ErrorEvent,
+    FinishEvent,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    Timeouts,
+    ToolCallDelta,
+    Usage,
+    UsageEvent,
+)
+from warden.state.base import StateStore, StateUnavailable
+
+log = logging.getLogger("warden.gateway")
+
+# Errors that say nothing about the deployment's health: the request was at fault.
+_REQUEST_FAULTS = (BadRequest, ContentFiltered, ContextTooLong)
+_CONTENT_EVENTS = (TextDelta, ReasoningDelta, ToolCallDelta, FinishEvent)
+
+
+class ModelEntry(Protocol):
+    id: str
+
+
+class CredentialLike(Protocol):
+    id: str
+    provider: str
+    wire: Any
+    base_url: str
+    auth: Any
+    api_key: str | None
+    models: Sequence[ModelEntry]  # empty: the catalog's known models of the provider
+    overrides: Mapping[str, ModelOverride]  # model id -> what the credential says of it
+
+
+CredentialSource = Callable[[str], Awaitable[Sequence[CredentialLike]]]
+GroupSource = Callable[[str], Awaitable[Mapping[str, list[str]]]]
+SpendSink = Callable[[dict[str, Any]], None]
+UsedSink = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class GatewayConfig:
+    max_retries: int = 2  # extra tries on the same deployment for a retryable error
+    backoff_base_s: float = 0.1
+    backoff_cap_s: float = 2.0
+    retry_after_cap_s: float = 5.0  # a longer retry-after moves on to the next deployment
+    deadline_s: float = 300.0  # whole request, all attempts included
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(slots=True)
+class CallContext:
+    workspace_id: str
+    api_key_id: str | None
+    request_id: str
+    options: RouteOptions = field(default_factory=RouteOptions)
+    agent_id: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True)
+class CallInfo:
+    provider: str
+    model: str
+    deployment_id: str
+    credential_id: str | None
+    attempts: int
+    cost_usd: Decimal | None
+    overhead_ms: float
+    usage: Usage = field(default_factory=Usage)
+    ttft_ms: float | None = None
+
+
+@dataclass(slots=True)
+class _Workspace:
+    """A workspace's deployments, rebuilt only when its credentials change."""
+
+    source: Sequence[CredentialLike]
+    deployments: list[Deployment]
+    credentials: dict[str, CredentialLike]
+    overrides: dict[str, ModelOverride | None]
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """Bookkeeping of one request's walk over its plan."""
+
+    ctx: CallContext
+    attempts: int = 0
+    upstream_s: float = 0.0
+    last_error: ProviderError | None = None
+    deadline: float = 0.0
+
+
+class Gateway:
+    def __init__(self, *, credentials: CredentialSource, groups: GroupSource, state: StateStore,
+                 catalog: Catalog, spend: SpendSink, config: GatewayConfig | None = None,
+                 on_credential_used: UsedSink | None = None) -> None:
+        self._credentials = credentials
+        self._on_used = on_credential_used
+        self._groups = groups
+        self.state = state
+        self.catalog = catalog
+        self._spend = spend
+        self.config = config or GatewayConfig()
+        self.health = HealthTracker()
+        self._workspaces: dict[str, _Workspace] = {}
+
+    # --- planning -------------------------------------------------------------
+
+    async def _workspace(self, workspace_id: str) -> _Workspace:
+        creds = await self._credentials(workspace_id)
+        cached = self._workspaces.get(workspace_id)
+        if cached is not None and _same_objects(cached.source, creds):
+            return cached
+        deployments: list[Deployment] = []
+        overrides: dict[str, ModelOverride | None] = {}
+        for cred in creds:
+            if cred.models:
+                pairs = [(m.id, cred.overrides.get(m.id)) for m in cred.models]
+            else:
+                pairs = [(m, None) for m in self.catalog.known_models(cred.provider)]
+            for model, override in pairs:
+                dep = Deployment.build(cred.provider, model, cred.id, catalog=self.catalog,
+                                       overrides=override)
+                deployments.append(dep)
+                overrides[dep.id] = override
+        ws = _Workspace(creds, deployments, {c.id: c for c in creds}, overrides)
+        self._workspaces[workspace_id] = ws
+        return ws
+
+    def _with_named(self, ws: _Workspace, names: Sequence[str]) -> list[Deployment]:
+        """Deployments plus any ``provider/model`` asked for by name that a key of that
+        provider can serve although the catalog does not list it (e.g. local models)."""
+        extra: list[Deployment] = []
+        known = {(d.provider, d.model.lower()) for d in ws.deployments}
+        for name in names:
+            provider, sep, model = name.partition("/")
+            if not sep or not model or (provider, model.lower()) in known:
+                continue
+            for cred in ws.credentials.values():
+                if cred.provider == provider:
+                    extra.append(Deployment.build(provider, model, cred.id, catalog=self.catalog))
+            known.add((provider, model.lower()))
+        return ws.deployments + extra if extra else ws.deployments
+
+    async def plan(self, req: ChatRequest, ctx: CallContext) -> tuple[RoutePlan, _Workspace]:
+        ws = await self._workspace(ctx.workspace_id)
+        groups = await self._groups(ctx.workspace_id)
+        deployments = self._with_named(ws, [req.model, *ctx.options.fallbacks])
+        open_ids = await self._open_breakers(deployments)
+        health = self.health.snapshot((d.id for d in deployments), open_ids)
+        plan = plan_route(req, deployments, groups=groups, health=health, options=ctx.options,
+                          catalog=self.catalog)
+        return plan, ws
+
+    async def _open_breakers(self, deployments: Sequence[Deployment]) -> dict[str, bool]:
+        try:
+            states = await self.state.breaker_states(d.id for d in deployments)
+        except StateUnavailable:
+            return {}  # ranking without breaker hints beats refusing the request
+        return {dep_id: s != "closed" for dep_id, s in states.items() if s != "closed"}
+
+    # --- calling --------------------------------------------------------------
+
+    def _endpoint(self, ws: _Workspace, dep: Deployment) -> Endpoint:
+        cred = ws.credentials[dep.credential_id or ""]
+        return Endpoint(provider=dep.provider, wire=cred.wire, base_url=cred.base_url,
+                        model=dep.model, api_key=cred.api_key, auth=cred.auth,
+                        timeouts=self.config.timeouts)
+
+    async def _may_try(self, dep: Deployment) -> bool:
+        try:
+            return await self.state.breaker_allow(dep.id)
+        except StateUnavailable:
+            return True
+
+    async def _record(self, dep: Deployment, error: ProviderError | None, latency_ms: float) -> None:
+        healthy = error is None or isinstance(error, _REQUEST_FAULTS)
+        self.health.record(dep.id, healthy, latency_ms if error is None else None)
+        try:
+            await self.state.breaker_record(dep.id, healthy)
+        except StateUnavailable:
+            pass
+
+    def _backoff(self, retry: int, error: ProviderError) -> float | None:
+        """Seconds to wait before retrying on the same deployment, or None to move on."""
+        if not error.retryable or retry >= self.config.max_retries:
+            return None
+        if error.retry_after is not None:
+            return error.retry_after if error.retry_after <= self.config.retry_after_cap_s else None
+        ceiling = min(self.config.backoff_cap_s, self.config.backoff_base_s * 2**retry)
+        return random.uniform(ceiling / 2, ceiling)  # "equal jitter"
+
+    async def _walk(self, plan: RoutePlan, ws: _Workspace, run: _Attempt,
+                    call: Callable[[Endpoint], Awaitable[Any]]) -> tuple[Any, Deployment]:
+        """Try each step of the plan (with bounded retries) until ``call`` succeeds."""
+        for step in plan.steps:
+            dep = step.deployment
+            if not await self._may_try(dep):
+                continue
+            ep = self._endpoint(ws, dep)
+            retry = 0
+            while True:
+                remaining = run.deadline - time.perf_counter()
+                if remaining <= 0:
+                    raise run.last_error or Timeout("the request's deadline passed",
+                                                    code="deadline_exceeded")
+                run.attempts += 1
+                t0 = time.perf_counter()
+                try:
+                    result = await asyncio.wait_for(call(ep), remaining)
+                except TimeoutError:
+                    error: ProviderError = Timeout("the request's deadline passed",
+                                                   provider=dep.provider)
+                except ProviderError as exc:
+                    error = exc
+                else:
+                    elapsed = time.perf_counter() - t0
+                    run.upstream_s += elapsed
+                    return result, dep
+                run.upstream_s += time.perf_counter() - t0
+                run.last_error = error
+                await self._record(dep, error, 0.0)
+                log.info("attempt %d on %s failed: %s %s", run.attempts, dep.id,
+                         type(error).__name__, error.code)
+                if not error.failover and not error.retryable:
+                    raise error
+                wait = self._backoff(retry, error)
+                if wait is None or time.perf_counter() + wait >= run.deadline:
+                    break
+                retry += 1
+                await asyncio.sleep(wait)
+        if run.last_error is not None:
+            raise run.last_error
+        raise ServiceUnavailable(
+            "every deployment for this request is unavailable (circuit breakers open)",
+            code="no_available_deployment",
+        )
+
+    async def complete(self, req: ChatRequest, ctx: CallContext) -> tuple[ChatResponse, CallInfo]:
+        plan, ws = await self.plan(req, ctx)
+        run = _Attempt(ctx, deadline=time.perf_counter() + self.config.deadline_s)
+        req = replace(req, stream=False)
+        try:
+            resp, dep = await self._walk(
+                plan, ws, run, lambda ep: get_adapter(ep.wire).complete(ep, replace(req, model=ep.model))
+            )
+        except ProviderError as exc:
+            self._meter_failure(ctx, run, exc)
+            raise
+        upstream_ms = run.upstream_s * 1000
+        await self._record(dep, None, upstream_ms)
+        self._used(dep)
+        info = self._info(dep, run, resp.usage, ws)
+        self._meter(ctx, info, "ok", latency_ms=(time.perf_counter() - ctx.started) * 1000)
+        return resp, info
+
+    async def open_stream(self, req: ChatRequest, ctx: CallContext) -> GatewayStream:
+        plan, ws = await self.plan(req, ctx)
+        run = _Attempt(ctx, deadline=time.perf_counter() + self.config.deadline_s)
+        req = replace(req, stream=True)
+
+        async def start(ep: Endpoint) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent]]:
+            # A stream counts as started at its first token: until then it may fail over.
+            events = get_adapter(ep.wire).stream(ep, replace(req, model=ep.model))
+            head: list[StreamEvent] = []
+            try:
+                async for event in events:
+                    head.append(event)
+                    if isinstance(event, _CONTENT_EVENTS):
+                        break
+            except BaseException:
+                await _aclose(events)
+                raise
+            return events, head
+
+        try:
+            (events, head), dep = await self._walk(plan, ws, run, start)
+        except ProviderError as exc:
+            self._meter_failure(ctx, run, exc)
+            raise
+        self._used(dep)
+        info = self._info(dep, run, Usage(), ws, cost=False)
+        info.ttft_ms = (time.perf_counter() - ctx.started) * 1000
+        return GatewayStream(self, ctx, ws, dep, info, events, head)
+
+    def _used(self, dep: Deployment) -> None:
+        if self._on_used is not None and dep.credential_id is not None:
+            self._on_used(dep.credential_id)
+
+    # --- metering -------------------------------------------------------------
+
+    def _info(self, dep: Deployment, run: _Attempt, usage: Usage, ws: _Workspace, *,
+              cost: bool = True) -> CallInfo:
+        overhead = (time.perf_counter() - run.ctx.started - run.upstream_s) * 1000
+        info = CallInfo(dep.provider, dep.model, dep.id, dep.credential_id, run.attempts, None,
+                        round(max(overhead, 0.0), 3), usage)
+        if cost:
+            info.cost_usd = self.cost(dep, usage, ws)
+        return info
+
+    def cost(self, dep: Deployment, usage: Usage, ws: _Workspace) -> Decimal | None:
+        return self.catalog.cost(dep.provider, dep.model, usage, ws.overrides.get(dep.id))
+
+    def _meter(self, ctx: CallContext, info: CallInfo, status: str, *, latency_ms: float) -> None:
+        u = info.usage
+        self._spend({
+            "request_id": ctx.request_id, "workspace_id": ctx.workspace_id,
+            "api_key_id": ctx.api_key_id, "agent_id": ctx.agent_id, "provider": info.provider,
+            "model": info.model, "credential_id": info.credential_id,
+            "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+            "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
+            "reasoning_tokens": u.reasoning_tokens, "cost_usd": info.cost_usd,
+            "latency_ms": round(latency_ms, 3),
+            "ttft_ms": None if info.ttft_ms is None else round(info.ttft_ms, 3),
+            "attempts": info.attempts, "status": status,
+        })
+
+    def _meter_failure(self, ctx: CallContext, run: _Attempt, error: ProviderError) -> None:
+        self._spend({
+            "request_id": ctx.request_id, "workspace_id": ctx.workspace_id,
+            "api_key_id": ctx.api_key_id, "agent_id": ctx.agent_id, "provider": error.provider,
+            "model": None, "credential_id": None, "input_tokens": 0, "output_tokens": 0,
+            "cache_read_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0,
+            "cost_usd": Decimal(0), "latency_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
+            "ttft_ms": None, "attempts": run.attempts, "status": f"error:{error.code}"[:32],
+        })
+
+    # --- listing --------------------------------------------------------------
+
+    async def list_models(self, workspace_id: str) -> list[dict[str, Any]]:
+        ws = await self._workspace(workspace_id)
+        groups = await self._groups(workspace_id)
+        out: list[dict[str, Any]] = [{"id": "auto", "owned_by": "warden", "kind": "router"}]
+        out += [{"id": name, "owned_by": "warden", "kind": "group", "members": members}
+                for name, members in sorted(groups.items())]
+        seen: set[str] = set()
+        for dep in ws.deployments:
+            if dep.name in seen:
+                continue
+            seen.add(dep.name)
+            out.append({"id": dep.name, "owned_by": dep.provider, "kind": "model",
+                        **dep.info.to_dict()})
+        return out
+
+
+class GatewayStream:
+    """An open stream, committed to one deployment (its first token has arrived).
+
+    Iterating yields the content events, then usage and finish. A failure after
+    the first token arrives as one :class:`ErrorEvent`, and the stream ends:
+    never a silent truncation, never a replay from another deployment.
+    """
+
+    def __init__(self, gateway: Gateway, ctx: CallContext, ws: _Workspace, dep: Deployment,
+                 info: CallInfo, events: AsyncIterator[StreamEvent], head: list[StreamEvent]) -> None:
+        self._gw = gateway
+        self._ctx = ctx
+        self._ws = ws
+        self._dep = dep
+        self.info = info
+        self._events = events
+        self._head = head
+        self._done = False
+        self._upstream_started = time.perf_counter()
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[StreamEvent]:
+        status = "ok"
+        try:
+            for event in self._head:
+                self._observe(event)
+                yield event
+            self._head = []
+            try:
+                async for event in self._events:
+                    self._observe(event)
+                    yield event
+            except ProviderError as exc:
+                status = f"stream_error:{exc.code}"[:32]
+                await self._gw._record(self._dep, exc, 0.0)
+                yield ErrorEvent(exc)
+                return
+            await self._gw._record(self._dep, None, (time.perf_counter() - self._upstream_started) * 1000)
+        except (GeneratorExit, asyncio.CancelledError):
+            status = "cancelled"
+            raise
+        finally:
+            await self._finish(status)
+
+    def _observe(self, event: StreamEvent) -> None:
+        if isinstance(event, UsageEvent):
+            self.info.usage = event.usage
+
+    async def _finish(self, status: str) -> None:
+        if self._done:
+            return
+        self._done = True
+        await _aclose(self._events)
+        usage = self.info.usage
+        has_usage = usage.input_tokens or usage.output_tokens
+        # Without the provider's usage (cancelled early) the cost is unknown, not zero.
+        self.info.cost_usd = self._gw.cost(self._dep, usage, self._ws) if has_usage else None
+        self._gw._meter(self._ctx, self.info, status,
+                        latency_ms=(time.perf_counter() - self._ctx.started) * 1000)
+
+    async def aclose(self) -> None:
+        """Stop early (client went away): closes the upstream connection and meters."""
+        await self._finish("cancelled")
+
+
+async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
+    closer = getattr(events, "aclose", None)
+    if closer is not None:
+        try:
+            await closer()
+        except Exception:  # closing a broken stream must not mask the real outcome
+            log.debug("closing upstream stream failed", exc_info=True)
+
+
+def _same_objects(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """The credential source hands out the same objects until something changes."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))

@@ -1,0 +1,498 @@
+"""The routing planner: which deployments to try, in what order, and why.
+
+Pure and synchronous: the caller passes the workspace's deployments, its model
+groups and a snapshot of live health; nothing here does I/O.
+
+``model`` is resolved, in this order, as
+
+- ``auto``: every deployment, ranked by value for the request's complexity;
+- a workspace group name: its members in the group's order;
+- ``provider/model``: that model at that provider (every credential serving it);
+- a bare model id: every provider serving it (exact id, or the last path
+  segment, so ``gpt-oss-120b`` finds ``openai/gpt-oss-120b`` at Groq), ranked.
+
+Then deployments that cannot serve the request are dropped (each with a reason in
+``rejected``), the request's fallbacks are appended in order, and deployments
+whose circuit breaker is open go last. Explicit models and groups keep their
+given order; ``auto`` and bare ids are ranked.
+
+How strictly the catalog is trusted depends on how the model was chosen: ``auto``
+only considers models whose capabilities, quality and price are known; a model
+asked for by name is given the benefit of the doubt where the catalog does not
+describe it, and is excluded only for a known lack.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, get_args
+
+from warden.errors import InvalidRequest, NotFound
+from warden.gateway.catalog import Catalog, ModelInfo, ModelOverride
+from warden.gateway.complexity import Complexity, Level, estimate_tokens, score_complexity
+from warden.gateway.types import ChatRequest
+
+Prefer = Literal["value", "cost", "quality", "latency"]
+Kind = Literal["auto", "group", "explicit", "bare"]
+
+# Output tokens assumed for ranking (a typical answer at each level, capped by
+# max_tokens) and for the worst-case max_cost_usd check when max_tokens is unset.
+TYPICAL_OUTPUT: dict[Level, int] = {"simple": 200, "moderate": 500, "complex": 1_000, "advanced": 2_000}
+WORST_CASE_OUTPUT = 4_096
+
+# Value weights: how much quality counts against price, and the quality below
+# which a model is penalised as inadequate, per complexity level.
+_QUALITY_WEIGHT: dict[Level, float] = {"simple": 0.3, "moderate": 0.5, "complex": 0.7, "advanced": 0.85}
+_QUALITY_FLOOR: dict[Level, float] = {"simple": 0.5, "moderate": 0.65, "complex": 0.78, "advanced": 0.86}
+_UNKNOWN_QUALITY = 0.5  # for models asked for by name that the catalog does not rate
+
+# Effective price (USD per million tokens, this request's input/output mix) on a
+# log scale: $0.05/M or less is "cheap" 1.0, $50/M or more is 0.0.
+_PRICE_LO, _PRICE_HI = 0.05, 50.0
+_LOG_LO, _LOG_SPAN = math.log10(_PRICE_LO), math.log10(_PRICE_HI) - math.log10(_PRICE_LO)
+
+_LATENCY_SCALE_MS = 10_000.0  # latency at which the latency score reaches 0
+_ERROR_PENALTY = 0.5  # score lost at a 100% recent error rate
+
+
+# --- inputs ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One (credential, model) pair the router can call."""
+
+    id: str  # "credential_id:model" (or "provider:model" without a credential): stable
+    provider: str
+    model: str
+    credential_id: str | None
+    info: ModelInfo
+
+    @classmethod
+    def build(
+        cls,
+        provider: str,
+        model: str,
+        credential_id: str | None = None,
+        *,
+        catalog: Catalog,
+        overrides: ModelOverride | None = None,
+    ) -> Deployment:
+        return cls(
+            id=f"{credential_id or provider}:{model}",
+            provider=provider,
+            model=model,
+            credential_id=credential_id,
+            info=catalog.model_info(provider, model, overrides),
+        )
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    breaker_open: bool = False
+    latency_ms: float | None = None
+    error_rate: float = 0.0
+
+
+_HEALTHY = Health()
+
+
+@dataclass
+class RouteOptions:
+    prefer: Prefer = "value"
+    fallbacks: list[str] = field(default_factory=list)
+    max_cost_usd: Decimal | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> RouteOptions:
+        """From a request's ``{"warden": {...}}`` extra body; InvalidRequest if malformed."""
+        if not raw:
+            return cls()
+        prefer = raw.get("prefer", "value")
+        if prefer not in get_args(Prefer):
+            raise InvalidRequest(
+                f"warden.prefer must be one of {', '.join(get_args(Prefer))}", param="warden.prefer"
+            )
+        fallbacks = raw.get("fallbacks", [])
+        if not isinstance(fallbacks, list) or not all(isinstance(f, str) and f for f in fallbacks):
+            raise InvalidRequest("warden.fallbacks must be a list of model names", param="warden.fallbacks")
+        max_cost = raw.get("max_cost_usd")
+        if max_cost is not None:
+            try:
+                if isinstance(max_cost, bool):
+                    raise InvalidOperation
+                max_cost = Decimal(str(max_cost))
+            except InvalidOperation:
+                max_cost = None
+            if max_cost is None or not max_cost.is_finite() or max_cost < 0:
+                raise InvalidRequest(
+                    "warden.max_cost_usd must be a non-negative number", param="warden.max_cost_usd"
+                )
+        return cls(prefer=prefer, fallbacks=list(fallbacks), max_cost_usd=max_cost)
+
+
+# --- outputs ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """What a deployment must offer to serve the request."""
+
+    capabilities: frozenset[str]
+    input_tokens: int  # estimated prompt size
+    max_tokens: int | None
+
+    @property
+    def min_context(self) -> int:
+        return self.input_tokens + (self.max_tokens or 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "capabilities": sorted(self.capabilities),
+            "estimated_input_tokens": self.input_tokens,
+            "max_tokens": self.max_tokens,
+            "min_context": self.min_context,
+        }
+
+
+@dataclass(slots=True)
+class PlanStep:
+    deployment: Deployment
+    score: float
+    estimated_cost_usd: Decimal | None = None  # worst case for this request (when max_cost_usd is set)
+    # The reason sentence is composed on first read: most plans are walked, not shown.
+    _why: tuple[_Scored, _Context, int] | None = field(default=None, repr=False, compare=False)
+    _reason: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def reason(self) -> str:
+        if self._reason is None:
+            self._reason = _describe(*self._why) if self._why is not None else ""
+        return self._reason
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.deployment
+        return {
+            "deployment": d.id,
+            "provider": d.provider,
+            "model": d.model,
+            "credential_id": d.credential_id,
+            "score": round(self.score, 4),
+            "reason": self.reason,
+            "estimated_cost_usd": None if self.estimated_cost_usd is None else str(self.estimated_cost_usd),
+            "quality": d.info.quality,
+            "capabilities": sorted(d.info.capabilities),
+            "context_window": d.info.context_window,
+        }
+
+
+@dataclass
+class RoutePlan:
+    model_requested: str
+    kind: Kind
+    complexity: Complexity
+    needs: Needs
+    steps: list[PlanStep]
+    rejected: list[tuple[str, str]]  # (deployment id or model name, why excluded)
+    prefer: Prefer = "value"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_requested": self.model_requested,
+            "kind": self.kind,
+            "prefer": self.prefer,
+            "complexity": self.complexity.to_dict(),
+            "needs": self.needs.to_dict(),
+            "steps": [s.to_dict() for s in self.steps],
+            "rejected": [{"deployment": who, "reason": why} for who, why in self.rejected],
+        }
+
+
+# --- planning --------------------------------------------------------------
+
+
+def needs_for(req: ChatRequest, input_tokens: int) -> Needs:
+    caps: set[str] = set()
+    if req.tools and not (req.tool_choice is not None and req.tool_choice.mode == "none"):
+        caps.add("tools")
+    if req.has_images:
+        caps.add("vision")
+    if req.response_format is not None and req.response_format.type == "json_schema":
+        caps.add("json_schema")
+    if req.reasoning_effort in ("low", "medium", "high"):
+        caps.add("reasoning")
+    return Needs(frozenset(caps), input_tokens, req.max_tokens)
+
+
+def _matches_bare(d: Deployment, name: str) -> bool:
+    model = d.model.lower()
+    return model == name or model.rsplit("/", 1)[-1] == name
+
+
+def _resolve(
+    name: str, deployments: Sequence[Deployment], groups: Mapping[str, list[str]], rejected: list[tuple[str, str]]
+) -> tuple[Kind, list[Deployment]] | None:
+    """Which deployments ``name`` refers to, in their given order; None if none."""
+    if name == "auto":
+        return "auto", list(deployments)
+    members = groups.get(name)
+    if members is not None:
+        found: list[Deployment] = []
+        for member in members:
+            resolved = _resolve_named(member, deployments)
+            if resolved is None:
+                rejected.append((member, f"member of group '{name}' that no deployment serves"))
+            else:
+                found.extend(d for d in resolved[1] if d not in found)
+        return "group", found
+    return _resolve_named(name, deployments)
+
+
+def _resolve_named(name: str, deployments: Sequence[Deployment]) -> tuple[Kind, list[Deployment]] | None:
+    lowered = name.lower()
+    provider, sep, model = lowered.partition("/")
+    if sep:
+        explicit = [d for d in deployments if d.provider == provider and d.model.lower() == model]
+        if explicit:
+            return "explicit", explicit
+    bare = [d for d in deployments if _matches_bare(d, lowered)]
+    return ("bare", bare) if bare else None
+
+
+def _exclusion(
+    d: Deployment, needs: Needs, strict: bool, max_cost: Decimal | None, worst_cost: Decimal | None
+) -> str | None:
+    """Why ``d`` cannot serve the request, or None if it can."""
+    info = d.info
+    if info.described or strict:
+        missing = needs.capabilities - info.capabilities
+        if missing:
+            what = "capabilities unknown (not in the catalog)" if not info.described else "lacks"
+            return f"{what}: needs {', '.join(sorted(missing))}"
+    if info.context_window is not None and needs.min_context > info.context_window:
+        return (
+            f"context window {info.context_window} tokens is below the ~{needs.min_context} "
+            "this request needs (prompt + max_tokens)"
+        )
+    if strict:
+        if not info.price_known:
+            return "price unknown; used only when asked for by name"
+        if info.quality is None:
+            return "no quality score in the catalog; set `quality` on the credential's model to include it"
+    if max_cost is not None:
+        if worst_cost is None:
+            return "price unknown, so max_cost_usd cannot be guaranteed"
+        if worst_cost > max_cost:
+            return f"estimated worst-case cost ${worst_cost:.6f} exceeds max_cost_usd ${max_cost}"
+    return None
+
+
+@dataclass(slots=True)
+class _Scored:
+    deployment: Deployment
+    score: float
+    effective_price: float | None
+    health: Health
+    worst_cost: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What the steps of one resolved name share, for their reasons."""
+
+    kind: Kind
+    label: str  # the model name, group or fallback the steps came from
+    total: int
+    is_fallback: bool
+    level: Level
+    prefer: Prefer
+
+
+@dataclass(frozen=True, slots=True)
+class _Weights:
+    """Per-plan constants, computed once so scoring a deployment is a few float ops."""
+
+    prefer: Prefer
+    quality_weight: float
+    quality_floor: float
+    input_share: float  # of this request's tokens, for the effective price
+    output_share: float
+
+
+def _score(d: Deployment, w: _Weights, health: Health) -> _Scored:
+    info = d.info
+    quality = _UNKNOWN_QUALITY if info.quality is None else info.quality
+    eff: float | None = None
+    cheap = 0.0
+    if info.input_rate is not None and info.output_rate is not None:
+        eff = w.input_share * info.input_rate + w.output_share * info.output_rate
+        if eff <= _PRICE_LO:
+            cheap = 1.0
+        else:
+            cheap = 1.0 - (math.log10(eff) - _LOG_LO) / _LOG_SPAN
+            cheap = cheap if cheap > 0.0 else 0.0
+    shortfall = w.quality_floor - quality
+    shortfall = shortfall if shortfall > 0.0 else 0.0
+    qw = w.quality_weight
+    value = qw * quality + (1 - qw) * cheap - 2 * shortfall
+    latency = health.latency_ms
+    prefer = w.prefer
+    if prefer == "value":
+        score = value
+    elif prefer == "cost":
+        score = 0.85 * cheap + 0.15 * quality - shortfall
+    elif prefer == "quality":
+        score = 0.95 * quality + 0.05 * cheap
+    else:  # latency
+        speed = 0.5 if latency is None else 1.0 - min(1.0, latency / _LATENCY_SCALE_MS)
+        score = 0.7 * speed + 0.3 * value
+    if latency is not None and prefer != "latency":
+        score -= 0.1 * min(1.0, latency / _LATENCY_SCALE_MS)
+    if health.error_rate:
+        score -= _ERROR_PENALTY * health.error_rate
+    return _Scored(d, score, eff, health)
+
+
+def _describe(s: _Scored, ctx: _Context, index: int) -> str:
+    level, prefer = ctx.level, ctx.prefer
+    position = _position(ctx.kind, ctx.label, index, ctx.total, prefer, ctx.is_fallback)
+    info = s.deployment.info
+    parts = [position]
+    parts.append("quality unrated" if info.quality is None else f"quality {info.quality:.2f}")
+    if info.free:
+        parts.append("free")
+    elif s.effective_price is None:
+        parts.append("price unknown")
+    else:
+        parts.append(f"about ${s.effective_price:.3g} per million tokens for this request")
+    if ctx.kind in ("auto", "bare"):
+        parts.append(f"{prefer} score {s.score:.3f} for a {level} request")
+    h = s.health
+    if h.error_rate > 0:
+        parts.append(f"{h.error_rate:.0%} recent errors")
+    if h.latency_ms is not None:
+        parts.append(f"recent latency {h.latency_ms:.0f} ms")
+    if h.breaker_open:
+        parts.append("circuit breaker open, so tried last")
+    return "; ".join(parts) + "."
+
+
+def plan_route(
+    req: ChatRequest,
+    deployments: Sequence[Deployment],
+    *,
+    groups: Mapping[str, list[str]] | None = None,
+    health: Mapping[str, Health] | None = None,
+    options: RouteOptions | None = None,
+    catalog: Catalog | None = None,
+) -> RoutePlan:
+    """Order the deployments to try for ``req``; raise if none can serve it.
+
+    ``catalog`` is accepted for interface symmetry but not consulted: each
+    deployment already carries its :class:`ModelInfo` (prices, limits, quality
+    precomputed), which is what keeps a plan over hundreds of deployments cheap.
+    """
+    groups = groups or {}
+    health = health or {}
+    options = options or RouteOptions()
+    input_tokens = estimate_tokens(req)
+    complexity = score_complexity(req, estimated_tokens=input_tokens)
+    needs = needs_for(req, input_tokens)
+    level = complexity.level
+    ranking_output = min(TYPICAL_OUTPUT[level], req.max_tokens or TYPICAL_OUTPUT[level])
+    mix = max(input_tokens + ranking_output, 1)
+    weights = _Weights(
+        options.prefer, _QUALITY_WEIGHT[level], _QUALITY_FLOOR[level], input_tokens / mix, ranking_output / mix
+    )
+    rejected: list[tuple[str, str]] = []
+
+    primary = _resolve(req.model, deployments, groups, rejected)
+    if primary is None:
+        raise NotFound(
+            f"model '{req.model}' is not served by any of this workspace's provider keys "
+            "(use 'auto', a model group, 'provider/model' or a model id from GET /v1/models)",
+            code="model_not_found",
+            param="model",
+        )
+    kind, _ = primary
+
+    steps: list[PlanStep] = []
+    seen: set[str] = set()
+    chosen = [(primary, req.model, False)]
+    for fallback in options.fallbacks:
+        resolved = _resolve(fallback, deployments, groups, rejected)
+        if resolved is None:
+            rejected.append((fallback, "fallback not served by any deployment"))
+        else:
+            chosen.append((resolved, fallback, True))
+
+    for (sub_kind, candidates), label, is_fallback in chosen:
+        strict = sub_kind == "auto"
+        scored: list[_Scored] = []
+        for d in candidates:
+            if d.id in seen:
+                continue
+            worst = None
+            if options.max_cost_usd is not None:
+                out = req.max_tokens or min(d.info.max_output or WORST_CASE_OUTPUT, WORST_CASE_OUTPUT)
+                worst = _estimate(d.info, input_tokens, out)
+            why = _exclusion(d, needs, strict, options.max_cost_usd, worst)
+            if why is not None:
+                rejected.append((d.id, why))
+                continue
+            seen.add(d.id)
+            s = _score(d, weights, health.get(d.id, _HEALTHY))
+            s.worst_cost = worst
+            scored.append(s)
+        if sub_kind in ("auto", "bare"):
+            scored.sort(key=_rank_key)
+        else:
+            scored.sort(key=_breaker_key)  # stable: keeps the given order otherwise
+        ctx = _Context(sub_kind, label, len(scored), is_fallback, level, options.prefer)
+        steps.extend(
+            PlanStep(s.deployment, s.score, s.worst_cost, (s, ctx, index))
+            for index, s in enumerate(scored, start=1)
+        )
+
+    if not steps:
+        detail = "; ".join(f"{who}: {why}" for who, why in rejected[:5])
+        more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
+        raise InvalidRequest(
+            f"no deployment can serve this request for model '{req.model}'"
+            + (f": {detail}{more}" if detail else ": no provider keys are configured"),
+            code="no_eligible_deployment",
+            param="model",
+        )
+    rejected = list(dict.fromkeys(rejected))  # a deployment seen again as a fallback
+    return RoutePlan(req.model, kind, complexity, needs, steps, rejected, options.prefer)
+
+
+def _rank_key(s: _Scored) -> tuple[bool, float, str]:
+    return s.health.breaker_open, -s.score, s.deployment.id
+
+
+def _breaker_key(s: _Scored) -> bool:
+    return s.health.breaker_open
+
+
+def _position(kind: Kind, label: str, index: int, total: int, prefer: Prefer, is_fallback: bool) -> str:
+    if kind in ("auto", "bare"):
+        position = f"ranked {index} of {total} by {prefer}"
+    elif kind == "group":
+        position = f"in the order of group '{label}'"
+    else:
+        position = "requested by name"
+    return f"fallback '{label}', {position}" if is_fallback else position
+
+
+def _estimate(info: ModelInfo, input_tokens: int, output_tokens: int) -> Decimal | None:
+    if info.input_price is None or info.output_price is None:
+        return None
+    return (input_tokens * info.input_price + output_tokens * info.output_price) / Decimal(1_000_000)

@@ -1,0 +1,265 @@
+"""Lua scripts for the Redis backend; each runs atomically on the server.
+
+Conventions shared by every script:
+
+* ``now`` is an ARGV in integer microseconds, or ``''`` to read the server's
+  ``TIME`` (Redis 5+ replicates scripts by effect, so ``TIME`` is allowed).
+* Numbers going back to Redis pass through ``istr``: Lua 5.1's ``tostring``
+  prints ``%.14g`` and would mangle microsecond timestamps.
+* Money stays a decimal *string* in Lua (``dadd``/``dle``): Lua numbers are
+  doubles and pico-USD totals pass 2^53 at about 9,000 USD, while Redis'
+  ``HINCRBY`` is exact 64-bit.
+"""
+
+from __future__ import annotations
+
+_PRELUDE = r"""
+local function now_us(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function istr(x) return string.format('%.0f', x) end
+"""
+
+_MONEY = r"""
+local function dadd(a, b)
+  local out, carry, i, j = {}, 0, #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local s = carry
+    if i > 0 then s = s + string.byte(a, i) - 48; i = i - 1 end
+    if j > 0 then s = s + string.byte(b, j) - 48; j = j - 1 end
+    out[#out + 1] = string.char(48 + s % 10)
+    carry = math.floor(s / 10)
+  end
+  if #out == 0 then return '0' end
+  return string.reverse(table.concat(out))
+end
+local function dle(a, b)
+  if #a ~= #b then return #a < #b end
+  return a <= b
+end
+-- Holds past their expiry stop counting: give their amount back.
+local function purge(h, z, now)
+  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', istr(now))
+  for _, rid in ipairs(gone) do
+    local amt = redis.call('HGET', h, 'r:' .. rid)
+    if amt then
+      if amt ~= '0' then redis.call('HINCRBY', h, 'reserved', '-' .. amt) end
+      redis.call('HDEL', h, 'r:' .. rid)
+    end
+  end
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', z, '-inf', istr(now)) end
+end
+"""
+
+# KEYS: record, then (counter hash, holds zset) per scope.
+# ARGV: amount, reservation id, hold_us, now, record_ms, record_json,
+#       then (limit or '', ttl_s or '') per scope.
+# Returns {status, denied index, spent_1, reserved_1, ...}; status -1 = id reused.
+RESERVE = (
+    _PRELUDE
+    + _MONEY
+    + r"""
+local amount, rid = ARGV[1], ARGV[2]
+local now = now_us(ARGV[4])
+if redis.call('EXISTS', KEYS[1]) == 1 then return {-1, 0} end
+local n = (#KEYS - 1) / 2
+local out, denied = {0, 0}, 0
+for i = 1, n do
+  local h, z = KEYS[2 * i], KEYS[2 * i + 1]
+  purge(h, z, now)
+  local v = redis.call('HMGET', h, 'spent', 'reserved')
+  local spent, reserved = v[1] or '0', v[2] or '0'
+  local limit = ARGV[5 + 2 * i]
+  if denied == 0 and limit ~= '' and not dle(dadd(dadd(spent, reserved), amount), limit) then
+    denied = i
+  end
+  out[2 * i + 1] = spent
+  out[2 * i + 2] = reserved
+end
+if denied > 0 then
+  out[2] = denied
+  return out
+end
+local expires = istr(now + tonumber(ARGV[3]))
+for i = 1, n do
+  local h, z = KEYS[2 * i], KEYS[2 * i + 1]
+  redis.call('HINCRBY', h, 'reserved', amount)
+  redis.call('HSET', h, 'r:' .. rid, amount)
+  redis.call('ZADD', z, expires, rid)
+  local ttl = ARGV[6 + 2 * i]
+  if ttl ~= '' then
+    redis.call('EXPIRE', h, ttl)
+    redis.call('EXPIRE', z, ttl)
+  end
+  out[2 * i + 2] = dadd(out[2 * i + 2], amount)
+end
+redis.call('SET', KEYS[1], ARGV[6], 'PX', ARGV[5])
+out[1] = 1
+return out
+"""
+)
+
+# KEYS: record, then (counter hash, holds zset) per scope.
+# ARGV: actual pico ('0' to release), reservation id, done_ms, then ttl_s or '' per scope.
+# Returns 1 when applied, 0 when unknown or already finished.
+FINISH = r"""
+local rec = redis.call('GET', KEYS[1])
+if not rec or rec == 'done' then return 0 end
+local actual, rid = ARGV[1], ARGV[2]
+for i = 1, (#KEYS - 1) / 2 do
+  local h, z = KEYS[2 * i], KEYS[2 * i + 1]
+  local amt = redis.call('HGET', h, 'r:' .. rid)
+  if amt then
+    if amt ~= '0' then redis.call('HINCRBY', h, 'reserved', '-' .. amt) end
+    redis.call('HDEL', h, 'r:' .. rid)
+    redis.call('ZREM', z, rid)
+  end
+  if actual ~= '0' then redis.call('HINCRBY', h, 'spent', actual) end
+  local ttl = ARGV[3 + i]
+  if ttl ~= '' then
+    redis.call('EXPIRE', h, ttl)
+    redis.call('EXPIRE', z, ttl)
+  end
+end
+redis.call('SET', KEYS[1], 'done', 'PX', ARGV[3])
+return 1
+"""
+
+# KEYS: counter hash, holds zset. ARGV: now. Returns {spent, reserved}.
+USAGE = (
+    _PRELUDE
+    + _MONEY
+    + r"""
+purge(KEYS[1], KEYS[2], now_us(ARGV[1]))
+local v = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
+return {v[1] or '0', v[2] or '0'}
+"""
+)
+
+# GCRA as a continuous-state leaky bucket: 'l' = level in units, 't' = when.
+# KEYS: one bucket hash per limit.
+# ARGV: now, mode ('acquire' | 'adjust'), then (limit, period_us, cost or delta) per key.
+# Returns {1 if applied else 0, level_1, level_2, ...} (levels after the call, %.17g).
+RATE = (
+    _PRELUDE
+    + r"""
+local now = now_us(ARGV[1])
+local adjust = ARGV[2] == 'adjust'
+local levels, ok = {}, true
+for i = 1, #KEYS do
+  local limit, period = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+  local cost = tonumber(ARGV[3 * i + 2])
+  local v = redis.call('HMGET', KEYS[i], 'l', 't')
+  local level = 0
+  if v[1] then
+    level = math.max(0, tonumber(v[1]) - math.max(0, now - tonumber(v[2])) * limit / period)
+  end
+  levels[i] = level
+  if not adjust and level + cost > limit + 1e-9 then ok = false end
+end
+local out = {ok and 1 or 0}
+for i = 1, #KEYS do
+  local level = levels[i]
+  if ok then
+    local limit, period = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
+    level = math.max(0, level + tonumber(ARGV[3 * i + 2]))
+    if level > 0 then
+      redis.call('HSET', KEYS[i], 'l', string.format('%.17g', level), 't', istr(now))
+      redis.call('PEXPIRE', KEYS[i], istr(math.ceil(level * period / limit / 1000) + 1000))
+    else
+      redis.call('DEL', KEYS[i])
+    end
+  end
+  out[i + 1] = string.format('%.17g', level)
+end
+return out
+"""
+)
+
+# Breaker hash: 's' = 'open' | 'half_open', 'at' = when opened / probe claimed.
+# No hash means closed. Every transition is PUBLISHed so instances drop their
+# local view at once.
+
+# KEYS: breaker hash. ARGV: now, cooldown_us, channel, deployment id, keep_ms.
+# Returns {allowed 0|1, state, microseconds until the state may change}.
+BREAKER_ALLOW = (
+    _PRELUDE
+    + r"""
+local now = now_us(ARGV[1])
+local cooldown = tonumber(ARGV[2])
+local v = redis.call('HMGET', KEYS[1], 's', 'at')
+if not v[1] then return {1, 'closed', '0'} end
+local at = tonumber(v[2])
+-- Open past its cooldown, or a claimed probe that never reported: claim it.
+if now >= at + cooldown then
+  redis.call('HSET', KEYS[1], 's', 'half_open', 'at', istr(now))
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return {1, 'half_open', istr(cooldown)}
+end
+return {0, v[1], istr(at + cooldown - now)}
+"""
+)
+
+# KEYS: breaker hash, failures zset.
+# ARGV: now, ok ('1'|'0'), failures, window_us, cooldown_us, channel,
+#       deployment id, unique failure member, keep_ms.
+# Returns {state, microseconds until it may change}.
+BREAKER_RECORD = (
+    _PRELUDE
+    + r"""
+local now = now_us(ARGV[1])
+local ok = ARGV[2] == '1'
+local cooldown = tonumber(ARGV[5])
+local v = redis.call('HMGET', KEYS[1], 's', 'at')
+local state = v[1] or 'closed'
+local function trip()
+  redis.call('HSET', KEYS[1], 's', 'open', 'at', istr(now))
+  redis.call('PEXPIRE', KEYS[1], ARGV[9])
+  redis.call('DEL', KEYS[2])
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+  return {'open', istr(cooldown)}
+end
+if state == 'closed' then
+  if ok then return {'closed', '0'} end
+  local window = tonumber(ARGV[4])
+  redis.call('ZADD', KEYS[2], istr(now), ARGV[8])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', istr(now - window))
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return trip() end
+  redis.call('PEXPIRE', KEYS[2], istr(math.ceil(window / 1000)))
+  return {'closed', '0'}
+end
+-- A straggler that started before the breaker opened proves nothing.
+if state == 'open' then return {'open', istr(math.max(0, tonumber(v[2]) + cooldown - now))} end
+if ok then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+  return {'closed', '0'}
+end
+return trip()
+"""
+)
+
+# KEYS: breaker hashes. ARGV: now, cooldown_us.
+# Returns {state_1, us_until_change_1, ...} (negative once the cooldown is over).
+BREAKER_READ = (
+    _PRELUDE
+    + r"""
+local now = now_us(ARGV[1])
+local cooldown = tonumber(ARGV[2])
+local out = {}
+for i = 1, #KEYS do
+  local v = redis.call('HMGET', KEYS[i], 's', 'at')
+  if v[1] then
+    out[2 * i - 1] = v[1]
+    out[2 * i] = istr(tonumber(v[2]) + cooldown - now)
+  else
+    out[2 * i - 1] = 'closed'
+    out[2 * i] = '0'
+  end
+end
+return out
+"""
+)

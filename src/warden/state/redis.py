@@ -1,0 +1,453 @@
+"""Redis-backed shared state, for any number of Warden instances.
+
+Atomicity. Every read-modify-write is one Lua script (``_redis_scripts``),
+loaded with ``register_script`` (EVALSHA, falling back to EVAL/SCRIPT LOAD
+after a restart wiped the script cache). All keys a script touches are passed
+in KEYS, so a script never reads undeclared keys. Multi-key scripts need the
+keys on one node: use a single Redis (or a primary with replicas), not Cluster.
+
+Time. Scripts read the server's ``TIME`` so instances with skewed clocks agree
+on reservation expiry, rate windows and breaker cooldowns. Only relative
+durations ever come back to Python (e.g. "cooldown ends in 3.2 s"), which are
+then laid on the local monotonic clock. Tests may inject ``clock``; it is then
+sent with every call instead of ``TIME`` (all instances in a test share it).
+Key TTLs are only garbage collection: correctness never depends on them.
+
+Money. Counters are integer pico-USD kept exact by ``HINCRBY`` and by decimal
+string arithmetic inside Lua (doubles would round above ~9,000 USD).
+
+Failure. Short socket timeouts and one immediate reconnect attempt (a pooled
+connection may be stale after Redis restarted). Anything connection-shaped
+becomes :class:`StateUnavailable`; the pool reconnects on the next call, so the
+instance recovers by itself when Redis returns.
+
+Circuit breakers on the hot path. ``breaker_allow`` runs per request, so each
+instance keeps a *local view* per deployment: the state and when it may next
+change. A view younger than ``breaker_refresh_s`` (0.5 s) answers without a
+round trip when it says "closed" (allow) or "open/half-open, cooldown not
+over" (deny). Only when a cooldown has run out does the call go to Redis,
+where a script atomically lets exactly one caller across all instances claim
+the half-open probe. Every transition is PUBLISHed on a breaker channel; the
+listener drops that deployment's view so the next call re-reads it. So a
+breaker opened anywhere reaches every instance in milliseconds, and within
+``breaker_refresh_s`` even if a pub/sub message is lost. ``breaker_record``
+skips Redis for a success on a closed view (it changes nothing).
+
+Invalidation. ``publish`` sends ``[topic, key]`` on one channel; a background
+listener task (started on first use) delivers to local callbacks, reconnects
+with backoff on its own, and after a reconnect tells subscribers
+``(FLUSH_ALL, FLUSH_ALL)`` since messages may have been missed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import BusyLoadingError, ReadOnlyError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from warden.state import _redis_scripts as lua
+from warden.state.base import (
+    DEFAULT_RESERVATION_TTL_S,
+    FLUSH_ALL,
+    RECORD_GRACE_S,
+    BreakerConfig,
+    BreakerState,
+    BudgetScope,
+    InvalidationCallback,
+    RateBatchResult,
+    RateLimit,
+    RateResult,
+    ReserveResult,
+    StateStore,
+    StateUnavailable,
+    Usage,
+    check_rate_batch,
+    check_reserve_args,
+    deliver,
+    rate_result,
+    remaining_after,
+)
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the store is not there right now", not "we sent nonsense".
+_DOWN = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
+
+_BREAKER_KEEP_MS = 86_400_000  # an untouched open breaker is forgotten after a day
+_LISTENER_BACKOFF = (0.1, 2.0)
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    try:
+        yield
+    except _DOWN as exc:
+        raise StateUnavailable() from exc
+
+
+@dataclass(slots=True)
+class _View:
+    state: BreakerState
+    changes_at: float  # store-clock seconds when open/half_open may move on
+    fetched: float  # time.monotonic() of the read
+
+
+class RedisState(StateStore):
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "warden:",
+        clock: Callable[[], float] | None = None,
+        breaker: BreakerConfig | None = None,
+        reservation_ttl_s: float = DEFAULT_RESERVATION_TTL_S,
+        breaker_refresh_s: float = 0.5,
+        subscribe_wait_s: float = 2.0,
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._clock = clock
+        self._breaker_cfg = breaker or BreakerConfig()
+        self._reservation_ttl_s = reservation_ttl_s
+        self._breaker_refresh_s = breaker_refresh_s
+        self._subscribe_wait_s = subscribe_wait_s
+        self._inv_channel = f"{prefix}inv"
+        self._breaker_channel = f"{prefix}breaker"
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(getattr(lua, name))
+            for name in (
+                "RESERVE",
+                "FINISH",
+                "USAGE",
+                "RATE",
+                "BREAKER_ALLOW",
+                "BREAKER_RECORD",
+                "BREAKER_READ",
+            )
+        }
+        self._views: dict[str, _View] = {}
+        self._callbacks: list[InvalidationCallback] = []
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        socket_timeout_s: float = 1.0,
+        connect_timeout_s: float = 0.5,
+        **kwargs: Any,
+    ) -> RedisState:
+        client = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            retry=Retry(NoBackoff(), 1),
+        )
+        return cls(client, **kwargs)
+
+    # ------------------------------------------------------------ helpers
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self._prefix}{kind}:{name}"
+
+    def _now_arg(self) -> str:
+        return "" if self._clock is None else str(int(self._clock() * 1_000_000))
+
+    def _local_now(self) -> float:
+        return time.monotonic() if self._clock is None else self._clock()
+
+    async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        with _store_errors():
+            return await self._scripts[script](keys=list(keys), args=list(args))
+
+    def _scope_keys(self, scope_key: str) -> tuple[str, str]:
+        return self._key("b", scope_key), self._key("bz", scope_key)
+
+    # ------------------------------------------------------------ budgets
+
+    async def reserve(
+        self,
+        scopes: Sequence[BudgetScope],
+        amount_pico: int,
+        reservation_id: str,
+        *,
+        ttl_s: float | None = None,
+    ) -> ReserveResult:
+        check_reserve_args(scopes, amount_pico)
+        hold_s = ttl_s if ttl_s is not None else self._reservation_ttl_s
+        record = orjson.dumps([[s.key, s.ttl_s] for s in scopes]).decode()
+        keys = [self._key("r", reservation_id)]
+        args: list[Any] = [
+            str(amount_pico),
+            reservation_id,
+            str(int(hold_s * 1_000_000)),
+            self._now_arg(),
+            str(int((hold_s + RECORD_GRACE_S) * 1000)),
+            record,
+        ]
+        for s in scopes:
+            keys.extend(self._scope_keys(s.key))
+            args += [
+                "" if s.limit_pico is None else str(s.limit_pico),
+                "" if s.ttl_s is None else str(s.ttl_s),
+            ]
+        out = await self._run("RESERVE", keys, args)
+        status, denied = int(out[0]), int(out[1])
+        if status == -1:
+            raise ValueError("reservation id already used")
+        return ReserveResult(
+            ok=status == 1,
+            denied_scope=scopes[denied - 1].key if denied else None,
+            remaining_pico={
+                s.key: remaining_after(s.limit_pico, int(out[2 * i + 2]), int(out[2 * i + 3]))
+                for i, s in enumerate(scopes)
+            },
+        )
+
+    async def settle(self, reservation_id: str, actual_pico: int) -> bool:
+        if actual_pico < 0:
+            raise ValueError("actual_pico must be >= 0")
+        return await self._finish(reservation_id, actual_pico)
+
+    async def release(self, reservation_id: str) -> bool:
+        return await self._finish(reservation_id, 0)
+
+    async def _finish(self, reservation_id: str, actual_pico: int) -> bool:
+        record_key = self._key("r", reservation_id)
+        with _store_errors():
+            record = await self._redis.get(record_key)
+        if record is None or record == "done":
+            return False
+        # The record names the scopes so the script can declare its KEYS; the
+        # script re-checks the record, so a concurrent settle still wins once.
+        scopes: list[list[Any]] = orjson.loads(record)
+        keys = [record_key]
+        args: list[Any] = [str(actual_pico), reservation_id, str(RECORD_GRACE_S * 1000)]
+        for scope_key, ttl in scopes:
+            keys.extend(self._scope_keys(scope_key))
+            args.append("" if ttl is None else str(ttl))
+        return int(await self._run("FINISH", keys, args)) == 1
+
+    async def usage(self, scope_key: str) -> Usage:
+        spent, reserved = await self._run("USAGE", self._scope_keys(scope_key), [self._now_arg()])
+        return Usage(int(spent), int(reserved))
+
+    # ------------------------------------------------------------ rate limits
+
+    async def rate_acquire_many(self, limits: Sequence[RateLimit]) -> RateBatchResult:
+        check_rate_batch(limits)
+        out = await self._rate("acquire", limits, [rl.cost for rl in limits])
+        allowed = int(out[0]) == 1
+        return RateBatchResult(
+            allowed,
+            tuple(
+                rate_result(rl, float(level), consumed=allowed)
+                for rl, level in zip(limits, out[1:], strict=True)
+            ),
+        )
+
+    async def rate_adjust(self, key: str, limit: int, period_s: float, delta: int) -> RateResult:
+        rl = RateLimit(key, limit, period_s, cost=0)
+        out = await self._rate("adjust", [rl], [delta])
+        return rate_result(rl, float(out[1]), consumed=True)
+
+    async def _rate(self, mode: str, limits: Sequence[RateLimit], amounts: Sequence[int]) -> Any:
+        args: list[Any] = [self._now_arg(), mode]
+        for rl, amount in zip(limits, amounts, strict=True):
+            args += [str(rl.limit), repr(rl.period_s * 1_000_000), str(amount)]
+        return await self._run("RATE", [self._key("rl", rl.key) for rl in limits], args)
+
+    # ------------------------------------------------------------ breakers
+
+    async def breaker_allow(self, deployment_id: str) -> bool:
+        self._ensure_listener()
+        view = self._fresh_view(deployment_id)
+        if view is not None:
+            if view.state == "closed":
+                return True
+            if self._local_now() < view.changes_at:
+                return False
+        cfg = self._breaker_cfg
+        allowed, state, until_us = await self._run(
+            "BREAKER_ALLOW",
+            [self._key("cb", deployment_id)],
+            [
+                self._now_arg(),
+                str(int(cfg.cooldown_s * 1_000_000)),
+                self._breaker_channel,
+                deployment_id,
+                _BREAKER_KEEP_MS,
+            ],
+        )
+        self._set_view(deployment_id, state, int(until_us))
+        return int(allowed) == 1
+
+    async def breaker_record(self, deployment_id: str, ok: bool) -> BreakerState:
+        self._ensure_listener()
+        view = self._fresh_view(deployment_id)
+        if ok and view is not None and view.state == "closed":
+            return "closed"
+        cfg = self._breaker_cfg
+        state, until_us = await self._run(
+            "BREAKER_RECORD",
+            [self._key("cb", deployment_id), self._key("cbf", deployment_id)],
+            [
+                self._now_arg(),
+                "1" if ok else "0",
+                cfg.failures,
+                str(int(cfg.window_s * 1_000_000)),
+                str(int(cfg.cooldown_s * 1_000_000)),
+                self._breaker_channel,
+                deployment_id,
+                uuid.uuid4().hex,
+                _BREAKER_KEEP_MS,
+            ],
+        )
+        self._set_view(deployment_id, state, int(until_us))
+        return cast(BreakerState, state)
+
+    async def breaker_states(self, deployment_ids: Iterable[str]) -> dict[str, BreakerState]:
+        self._ensure_listener()
+        ids = list(deployment_ids)
+        # Snapshot now: the listener may drop views while we await the read.
+        views = {d: v for d in ids if (v := self._fresh_view(d)) is not None}
+        stale = [d for d in dict.fromkeys(ids) if d not in views]
+        if stale:
+            out = await self._run(
+                "BREAKER_READ",
+                [self._key("cb", d) for d in stale],
+                [self._now_arg(), str(int(self._breaker_cfg.cooldown_s * 1_000_000))],
+            )
+            for i, dep in enumerate(stale):
+                views[dep] = self._set_view(dep, out[2 * i], int(out[2 * i + 1]))
+        now = self._local_now()
+        states: dict[str, BreakerState] = {}
+        for dep in ids:
+            view = views[dep]
+            if view.state == "open" and now >= view.changes_at:
+                states[dep] = "half_open"  # a probe may be claimed
+            else:
+                states[dep] = view.state
+        return states
+
+    def _fresh_view(self, deployment_id: str) -> _View | None:
+        view = self._views.get(deployment_id)
+        if view is None or time.monotonic() - view.fetched >= self._breaker_refresh_s:
+            return None
+        return view
+
+    def _set_view(self, deployment_id: str, state: str, until_us: int) -> _View:
+        view = _View(
+            cast(BreakerState, state), self._local_now() + until_us / 1_000_000, time.monotonic()
+        )
+        self._views[deployment_id] = view
+        return view
+
+    # ------------------------------------------------------------ invalidation
+
+    async def publish(self, topic: str, key: str) -> None:
+        with _store_errors():
+            await self._redis.publish(self._inv_channel, orjson.dumps([topic, key]))
+
+    async def subscribe(self, callback: InvalidationCallback) -> Callable[[], None]:
+        """Register ``callback``; waits until the listener is subscribed so a
+        message published after this returns is not missed. If the store is
+        down this raises StateUnavailable, but the callback stays registered
+        and starts receiving once the listener connects."""
+        self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        self._ensure_listener()
+        try:
+            await asyncio.wait_for(self._listening.wait(), self._subscribe_wait_s)
+        except TimeoutError:
+            raise StateUnavailable() from None
+        return unsubscribe
+
+    def _ensure_listener(self) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(
+                self._listen(), name="warden-state-listener"
+            )
+
+    async def _listen(self) -> None:
+        backoff, connected_before = _LISTENER_BACKOFF[0], False
+        while True:
+            pubsub: PubSub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._inv_channel, self._breaker_channel)
+                confirmed = 0
+                async for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        confirmed += 1
+                        if confirmed == 2:
+                            backoff = _LISTENER_BACKOFF[0]
+                            if connected_before:
+                                await self._after_gap()
+                            connected_before = True
+                            self._listening.set()
+                    elif message["type"] == "message":
+                        await self._on_message(message["channel"], message["data"])
+            except _DOWN:
+                log.warning("shared state listener lost its connection; reconnecting")
+            except Exception:  # keep listening whatever went wrong
+                log.exception("shared state listener failed; restarting")
+            finally:
+                self._listening.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _LISTENER_BACKOFF[1])
+
+    async def _on_message(self, channel: str, data: str) -> None:
+        if channel == self._breaker_channel:
+            self._views.pop(data, None)
+            return
+        try:
+            topic, key = orjson.loads(data)
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            log.warning("ignoring malformed invalidation message")
+            return
+        await deliver(self._callbacks, topic, key)
+
+    async def _after_gap(self) -> None:
+        self._views.clear()
+        await deliver(self._callbacks, FLUSH_ALL, FLUSH_ALL)
+
+    # ------------------------------------------------------------ health
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except _DOWN:
+            return False
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        self._callbacks.clear()
+        await self._redis.aclose()

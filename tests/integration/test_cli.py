@@ -1,0 +1,101 @@
+"""The CLI through its real entry points: in-process via Typer's runner, and the
+installed ``warden`` script as a subprocess for ``serve``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from warden.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv("WARDEN_DATA_DIR", str(tmp_path / "data"))
+    return {"WARDEN_DATA_DIR": str(tmp_path / "data")}
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_keys_create_list_revoke(env) -> None:
+    r = invoke("keys", "create", "--name", "ci", "--role", "admin")
+    assert r.exit_code == 0, r.output
+    key = r.stdout.strip().splitlines()[-1]
+    assert key.startswith("wk-")
+    listed = invoke("keys", "list")
+    assert "ci" in listed.stdout and key not in listed.stdout
+    key_id = next(line.split()[1] for line in listed.stdout.splitlines() if " ci " in line)
+    r = invoke("keys", "revoke", key_id)
+    assert r.exit_code == 0 and f"revoked {key_id}" in r.stdout
+    assert invoke("keys", "revoke", "key_nope").exit_code == 1
+
+
+def test_workspaces_and_errors(env) -> None:
+    assert "created workspace acme" in invoke("workspaces", "create", "acme").stdout
+    assert invoke("workspaces", "create", "acme").exit_code == 1
+    assert "acme" in invoke("workspaces", "list").stdout
+    r = invoke("keys", "create", "--name", "x", "--workspace", "nowhere")
+    assert r.exit_code == 1 and "no workspace named 'nowhere'" in r.stderr
+    r = invoke("keys", "create", "--name", "x", "--role", "owner")
+    assert r.exit_code == 1 and "role" in r.stderr
+    assert "bootstrap" not in invoke("keys", "list", "--workspace", "acme").stdout
+
+
+def test_migrate_and_bad_config(env, monkeypatch) -> None:
+    r = invoke("migrate")
+    assert r.exit_code == 0 and "revision 0001" in r.stdout
+    monkeypatch.setenv("WARDEN_PORT", "70000")
+    r = invoke("migrate")
+    assert r.exit_code == 2 and r.stderr.strip().startswith("error: WARDEN_PORT:")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_on_empty_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "fresh"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_") or k.startswith("WARDEN_TEST")}
+    env.update(WARDEN_DATA_DIR=str(data), WARDEN_PORT=str(port))
+    warden = Path(sys.executable).parent / "warden"
+    proc = subprocess.Popen([str(warden), "serve"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "server did not answer /healthz"
+                time.sleep(0.1)
+        assert r.json() == {"status": "ok"}
+        key_file = data / "admin.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        r = httpx.get(f"http://127.0.0.1:{port}/api/keys")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        admin = key_file.read_text().strip()
+        r = httpx.get(f"http://127.0.0.1:{port}/api/keys", headers={"authorization": f"Bearer {admin}"})
+        assert [k["name"] for k in r.json()] == ["bootstrap-admin"]
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=15)
+    logs = stderr.decode()
+    assert str(key_file) in logs and admin not in logs
