@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+import re
 from functools import cached_property
 from pathlib import Path
 
@@ -11,6 +13,17 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from warden.errors import ConfigError
+
+_HOSTNAME = re.compile(r"(?i)[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9_])?\.?")
+
+
+def split_list(value: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: the shape of list-valued variables."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _looks_like_ip(entry: str) -> bool:
+    return ":" in entry or entry.replace(".", "").isdigit()
 
 
 class Settings(BaseSettings):
@@ -31,6 +44,24 @@ class Settings(BaseSettings):
     # instance are honoured at once; other instances within this bound).
     key_cache_ttl: float = Field(default=3.0, ge=0)
     access_log: bool = True
+    # Agent HTTP tools: hosts or CIDRs ("intranet.example, 10.0.0.0/8, 127.0.0.1")
+    # that may be reached although private, loopback or link-local. Comma-separated.
+    egress_allow: str = ""
+    # Executables an admin may start as stdio MCP servers ("npx, /usr/local/bin/mcp-git").
+    # Empty: no stdio server may start. Comma-separated.
+    mcp_stdio_allow: str = ""
+    # Upstream calls (seconds): connecting, until the first byte, longest silence
+    # inside a stream, and the whole request across every retry and failover.
+    upstream_connect_timeout: float = Field(default=5.0, gt=0)
+    upstream_first_byte_timeout: float = Field(default=60.0, gt=0)
+    upstream_stream_gap_timeout: float = Field(default=30.0, gt=0)
+    request_deadline: float = Field(default=300.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)  # per deployment, retryable errors only
+    # Circuit breaker per deployment: open after N failures within the window,
+    # probe again after the cooldown.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_window: float = Field(default=30.0, gt=0)
+    breaker_cooldown: float = Field(default=15.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
@@ -75,6 +106,35 @@ class Settings(BaseSettings):
         if v not in {"debug", "info", "warning", "error"}:
             raise ValueError("must be one of debug, info, warning, error")
         return v
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _egress_entries(cls, v: str) -> str:
+        for entry in split_list(v):
+            if "/" in entry or _looks_like_ip(entry):
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not a valid IP address or CIDR") from None
+            elif not _HOSTNAME.fullmatch(entry):
+                raise ValueError(f"{entry!r} is not a valid host name")
+        return v
+
+    @field_validator("mcp_stdio_allow")
+    @classmethod
+    def _stdio_entries(cls, v: str) -> str:
+        for entry in split_list(v):
+            if any(c.isspace() for c in entry):
+                raise ValueError(f"{entry!r}: one executable per entry, without arguments")
+        return v
+
+    @property
+    def egress_allow_list(self) -> list[str]:
+        return split_list(self.egress_allow)
+
+    @property
+    def mcp_stdio_allow_list(self) -> list[str]:
+        return split_list(self.mcp_stdio_allow)
 
     @cached_property
     def db_url(self) -> str:

@@ -17,10 +17,12 @@ from warden.accounts import Accounts, bootstrap_admin
 from warden.byok import Byok
 from warden.config import Settings
 from warden.gateway.catalog import get_catalog
-from warden.gateway.gateway import Gateway
+from warden.gateway.gateway import Gateway, GatewayConfig
+from warden.gateway.types import Timeouts
 from warden.gateway.providers.http import aclose_client
 from warden.model_groups import ModelGroups
 from warden.state import StateStore, create_state
+from warden.state.base import BreakerConfig
 from warden.store.spend import SpendWriter
 from warden.store import migrate
 from warden.store.db import Database
@@ -58,7 +60,8 @@ class Services:
             services.byok = Byok(db, vault)
             services._closers.append(services.byok.close)
             services.model_groups = ModelGroups(db)
-            services.state = create_state(settings.redis_url)
+            services.state = create_state(settings.redis_url, breaker=BreakerConfig(
+                settings.breaker_failures, settings.breaker_window, settings.breaker_cooldown))
             services._closers.append(services.state.close)
             services.spend = SpendWriter(db)
             services.spend.start()
@@ -70,6 +73,14 @@ class Services:
                 catalog=get_catalog(),
                 spend=services.spend.record,
                 on_credential_used=services.byok.touch_last_used,
+                config=GatewayConfig(
+                    max_retries=settings.max_retries,
+                    deadline_s=settings.request_deadline,
+                    timeouts=Timeouts(connect=settings.upstream_connect_timeout,
+                                      first_byte=settings.upstream_first_byte_timeout,
+                                      stream_gap=settings.upstream_stream_gap_timeout,
+                                      total=settings.request_deadline),
+                ),
             )
             services._closers.append(aclose_client)
             if bootstrap:

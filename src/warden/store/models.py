@@ -167,3 +167,6 @@ class AuditHead(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+
+# Registered here so Alembic autogenerate and create_all see the agent tables.
+from warden.store import agent_models as _agent_models  # noqa: E402,F401
