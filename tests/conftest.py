@@ -76,6 +76,19 @@ async def pg_services(data_dir: Path) -> AsyncIterator[Services]:
     await svc.close()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=requires_pg)])
+async def any_services(request: pytest.FixtureRequest, data_dir: Path) -> AsyncIterator[Services]:
+    """Started services on each database in turn."""
+    url = None
+    if request.param == "postgresql":
+        await reset_pg(PG_URL)
+        url = PG_URL
+    svc = await Services.start(load_settings(data_dir=data_dir, admin_key=ADMIN_KEY,
+                                             database_url=url, access_log=False))
+    yield svc
+    await svc.close()
+
+
 def client_for(services: Services, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
     app = create_app(services=services)
     headers = {"authorization": f"Bearer {key}"} if key else {}

@@ -287,6 +287,67 @@ def vault_rotate(
                   "(while rolling, 'NEW,OLD' lets old and new instances both work)", highlight=False)
 
 
+route_app = typer.Typer(help="Routing.", no_args_is_help=True)
+app.add_typer(route_app, name="route")
+
+
+@route_app.command("explain")
+def route_explain(
+    prompt: str,
+    model: Annotated[str, typer.Option(help="auto, a model group, provider/model or a model id.")] = "auto",
+    tools: Annotated[bool, typer.Option("--tools", help="The request offers tools.")] = False,
+    image: Annotated[bool, typer.Option("--image", help="The request carries an image.")] = False,
+    max_tokens: Annotated[int | None, typer.Option(help="The request's max_tokens.")] = None,
+    prefer: Annotated[str, typer.Option(help="value, cost, quality or latency.")] = "value",
+    workspace: Annotated[str, typer.Option(help="Workspace name.")] = "default",
+) -> None:
+    """Show the routing plan for a prompt: complexity, steps with scores and reasons."""
+    from warden.api.route import ExplainBody, build_request
+    from warden.gateway.gateway import CallContext
+    from warden.gateway.routing import RouteOptions
+
+    async def fn(s: Services):
+        ws = await s.accounts.workspace_by_name(workspace)
+        body = ExplainBody(model=model, prompt=prompt, tools=tools, image=image, max_tokens=max_tokens)
+        ctx = CallContext(ws.id, None, "cli", RouteOptions.from_dict({"prefer": prefer}))
+        plan, _ = await s.gateway.plan(build_request(body), ctx)
+        return plan
+
+    plan = run_with_services(fn)
+    c = plan.complexity
+    out.print(f"model [bold]{plan.model_requested}[/bold] ({plan.kind}), complexity "
+              f"[bold]{c.level}[/bold] (score {c.score:.2f}): {'; '.join(c.reasons) or 'no signals'}")
+    table = Table("#", "deployment", "score", "reason")
+    for i, step in enumerate(plan.steps, 1):
+        table.add_row(str(i), step.deployment.name, f"{step.score:.3f}", step.reason)
+    out.print(table)
+    for who, why in plan.rejected[:20]:
+        out.print(f"[dim]excluded {who}: {why}[/dim]", highlight=False)
+
+
+@app.command("usage")
+def usage_cmd(
+    group_by: Annotated[str, typer.Option(help="model, provider, key or day.")] = "model",
+    workspace: Annotated[str, typer.Option(help="Workspace name.")] = "default",
+) -> None:
+    """Spend so far, grouped."""
+    from warden.usage import summarize
+
+    if group_by not in ("model", "provider", "key", "day"):
+        _fail("--group-by must be model, provider, key or day", 2)
+
+    async def fn(s: Services):
+        ws = await s.accounts.workspace_by_name(workspace)
+        return await summarize(s.db, ws.id, group_by)  # type: ignore[arg-type]
+
+    table = Table(group_by, "requests", "errors", "input tokens", "output tokens", "cost (USD)")
+    for r in run_with_services(fn):
+        cost = f"{r.cost_usd}" + (f" (+{r.unpriced_requests} unpriced)" if r.unpriced_requests else "")
+        table.add_row(r.group or "-", str(r.requests), str(r.errors), str(r.input_tokens),
+                      str(r.output_tokens), cost)
+    out.print(table)
+
+
 def main() -> None:
     app(prog_name="warden")
 

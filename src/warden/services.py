@@ -14,6 +14,11 @@ from pathlib import Path
 from sqlalchemy import select
 
 from warden.accounts import Accounts, bootstrap_admin
+from warden.agents.loader import ToolboxLoader
+from warden.agents.registry import Agents
+from warden.agents.runtime import Runs
+from warden.agents.sessions import Sessions
+from warden.agents.tools import ToolDeps, validate_mcp_servers
 from warden.byok import Byok
 from warden.config import Settings
 from warden.gateway.catalog import get_catalog
@@ -45,6 +50,10 @@ class Services:
     state: StateStore = field(init=False)
     spend: SpendWriter = field(init=False)
     gateway: Gateway = field(init=False)
+    tools: ToolboxLoader = field(init=False)
+    agents: Agents = field(init=False)
+    sessions: Sessions = field(init=False)
+    runs: Runs = field(init=False)
 
     @classmethod
     async def start(cls, settings: Settings, *, run_migrations: bool = True,
@@ -83,6 +92,9 @@ class Services:
                 ),
             )
             services._closers.append(aclose_client)
+            services._start_agents()
+            await services.runs.start_background()  # sweeps runs a dead process left running
+            services._closers.append(services.runs.close)
             if bootstrap:
                 services.admin_key_path = await bootstrap_admin(
                     accounts, settings.data_dir, settings.admin_key
@@ -96,6 +108,17 @@ class Services:
                 await db.close()
             raise
         return services
+
+    def _start_agents(self) -> None:
+        self.tools = ToolboxLoader(ToolDeps.from_settings(self.settings, self.db))
+        stdio_allow = self.settings.mcp_stdio_allow_list
+        self.agents = Agents(
+            self.db, check_tools=self.tools.validate,
+            check_servers=lambda servers, is_admin: validate_mcp_servers(
+                servers, is_admin=is_admin, stdio_allow=stdio_allow),
+        )
+        self.sessions = Sessions(self.db, self.agents)
+        self.runs = Runs(self.db, self.gateway, self.agents, self.sessions, toolbox_factory=self.tools)
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's state, for ``/readyz``: "ok" or why not."""

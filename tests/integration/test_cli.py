@@ -56,7 +56,9 @@ def test_workspaces_and_errors(env) -> None:
 
 def test_migrate_and_bad_config(env, monkeypatch) -> None:
     r = invoke("migrate")
-    assert r.exit_code == 0 and "revision 0001" in r.stdout
+    from warden.store.migrate import head_revision
+
+    assert r.exit_code == 0 and f"revision {head_revision()}" in r.stdout
     monkeypatch.setenv("WARDEN_PORT", "70000")
     r = invoke("migrate")
     assert r.exit_code == 2 and r.stderr.strip().startswith("error: WARDEN_PORT:")
@@ -99,3 +101,16 @@ def test_serve_on_empty_data_dir(tmp_path: Path) -> None:
         _, stderr = proc.communicate(timeout=15)
     logs = stderr.decode()
     assert str(key_file) in logs and admin not in logs
+
+
+def test_route_explain_and_usage(env, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env-0123456789abcdef")
+    r = invoke("route", "explain", "Prove that the sum of two even numbers is even, step by step",
+               "--tools")
+    assert r.exit_code == 0, r.output
+    assert "model auto (auto)" in r.stdout and "openai/" in r.stdout
+    r = invoke("route", "explain", "hi", "--model", "nope/none")
+    assert r.exit_code == 1 and "not served" in r.stderr
+    r = invoke("usage", "--group-by", "provider")
+    assert r.exit_code == 0 and "requests" in r.stdout
+    assert invoke("usage", "--group-by", "week").exit_code == 2

@@ -140,32 +140,21 @@ async def test_admin_key_file_written_once_with_0600(tmp_path: Path) -> None:
         await svc.close()
 
 
-async def test_env_admin_key_is_bootstrapped(pg_or_sqlite_services: Services) -> None:
-    p = await pg_or_sqlite_services.accounts.authenticate(ADMIN_KEY)
+async def test_env_admin_key_is_bootstrapped(any_services: Services) -> None:
+    p = await any_services.accounts.authenticate(ADMIN_KEY)
     assert p.role == "admin"
-    keys = await pg_or_sqlite_services.accounts.list_keys()
+    keys = await any_services.accounts.list_keys()
     assert [k.key_hash for k in keys] == [hash_key(ADMIN_KEY)]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=requires_pg)])
-async def pg_or_sqlite_services(request: pytest.FixtureRequest, data_dir: Path):
-    url = None
-    if request.param == "postgresql":
-        await reset_pg(PG_URL)
-        url = PG_URL
-    svc = await Services.start(load_settings(data_dir=data_dir, admin_key=ADMIN_KEY, database_url=url))
-    yield svc
-    await svc.close()
-
-
-async def test_key_cache_expires_for_other_instances(pg_or_sqlite_services: Services) -> None:
+async def test_key_cache_expires_for_other_instances(any_services: Services) -> None:
     """Instance B learns of a revocation made by instance A once its cache entry ages out."""
     now = [0.0]
-    other = Accounts(pg_or_sqlite_services.db, cache_ttl=3.0, clock=lambda: now[0])
-    created = await pg_or_sqlite_services.accounts.create_key(
-        (await pg_or_sqlite_services.accounts.workspace_by_name("default")).id, "temp")
+    other = Accounts(any_services.db, cache_ttl=3.0, clock=lambda: now[0])
+    created = await any_services.accounts.create_key(
+        (await any_services.accounts.workspace_by_name("default")).id, "temp")
     assert (await other.authenticate(created.key)).key_id == created.id
-    await pg_or_sqlite_services.accounts.revoke_key(created.id)
+    await any_services.accounts.revoke_key(created.id)
     assert (await other.authenticate(created.key)).key_id == created.id  # still cached
     now[0] = 3.5
     from warden.errors import Unauthorized

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from warden.errors import ServiceUnavailable
 from warden.gateway.catalog import Catalog, ModelOverride
 from warden.gateway.errors import BadRequest, ContentFiltered, ContextTooLong, ProviderError, Timeout
 from warden.gateway.health import HealthTracker
+from warden.gateway.limits import Admission, Limiter, RateSnapshot
 from warden.gateway.providers.base import get_adapter
 from warden.gateway.routing import Deployment, RouteOptions, RoutePlan, plan_route
 from warden.gateway.types import (
@@ -86,6 +88,9 @@ class CallContext:
     options: RouteOptions = field(default_factory=RouteOptions)
     agent_id: str | None = None
     started: float = field(default_factory=time.perf_counter)
+    # The calling API key's own rate limits (from its principal); None: unlimited.
+    key_rpm_limit: int | None = None
+    key_tpm_limit: int | None = None
 
 
 @dataclass(slots=True)
@@ -99,6 +104,7 @@ class CallInfo:
     overhead_ms: float
     usage: Usage = field(default_factory=Usage)
     ttft_ms: float | None = None
+    rate: RateSnapshot | None = None  # rate limits after this call (x-ratelimit-* headers)
 
 
 @dataclass(slots=True)
@@ -125,8 +131,9 @@ class _Attempt:
 class Gateway:
     def __init__(self, *, credentials: CredentialSource, groups: GroupSource, state: StateStore,
                  catalog: Catalog, spend: SpendSink, config: GatewayConfig | None = None,
-                 on_credential_used: UsedSink | None = None) -> None:
+                 on_credential_used: UsedSink | None = None, limiter: Limiter | None = None) -> None:
         self._credentials = credentials
+        self.limiter = limiter  # budgets and rate limits; None: unmetered (tests, embedders)
         self._on_used = on_credential_used
         self._groups = groups
         self.state = state
@@ -268,26 +275,39 @@ class Gateway:
             code="no_available_deployment",
         )
 
+    async def _admit(self, req: ChatRequest, ctx: CallContext,
+                     plan: RoutePlan) -> tuple[Admission, RoutePlan]:
+        """Budgets and rate limits: refuse (raise) before any upstream attempt."""
+        if self.limiter is None:
+            return Admission(None), plan
+        return await self.limiter.admit(req, ctx, plan)
+
     async def complete(self, req: ChatRequest, ctx: CallContext) -> tuple[ChatResponse, CallInfo]:
         plan, ws = await self.plan(req, ctx)
+        admission, plan = await self._admit(req, ctx, plan)
         run = _Attempt(ctx, deadline=time.perf_counter() + self.config.deadline_s)
         req = replace(req, stream=False)
         try:
             resp, dep = await self._walk(
                 plan, ws, run, lambda ep: get_adapter(ep.wire).complete(ep, replace(req, model=ep.model))
             )
-        except ProviderError as exc:
-            self._meter_failure(ctx, run, exc)
+        except BaseException as exc:
+            await _shielded(admission.release())  # a failed call is never charged
+            if isinstance(exc, ProviderError):
+                self._meter_failure(ctx, run, exc)
             raise
         upstream_ms = run.upstream_s * 1000
         await self._record(dep, None, upstream_ms)
         self._used(dep)
         info = self._info(dep, run, resp.usage, ws)
+        await admission.settle(info.cost_usd, resp.usage, dep)
+        info.rate = admission.rate
         self._meter(ctx, info, "ok", latency_ms=(time.perf_counter() - ctx.started) * 1000)
         return resp, info
 
     async def open_stream(self, req: ChatRequest, ctx: CallContext) -> GatewayStream:
         plan, ws = await self.plan(req, ctx)
+        admission, plan = await self._admit(req, ctx, plan)
         run = _Attempt(ctx, deadline=time.perf_counter() + self.config.deadline_s)
         req = replace(req, stream=True)
 
@@ -307,13 +327,16 @@ class Gateway:
 
         try:
             (events, head), dep = await self._walk(plan, ws, run, start)
-        except ProviderError as exc:
-            self._meter_failure(ctx, run, exc)
+        except BaseException as exc:
+            await _shielded(admission.release())
+            if isinstance(exc, ProviderError):
+                self._meter_failure(ctx, run, exc)
             raise
         self._used(dep)
         info = self._info(dep, run, Usage(), ws, cost=False)
         info.ttft_ms = (time.perf_counter() - ctx.started) * 1000
-        return GatewayStream(self, ctx, ws, dep, info, events, head)
+        info.rate = admission.rate
+        return GatewayStream(self, ctx, ws, dep, info, events, head, admission=admission)
 
     def _used(self, dep: Deployment) -> None:
         if self._on_used is not None and dep.credential_id is not None:
@@ -384,8 +407,11 @@ class GatewayStream:
     """
 
     def __init__(self, gateway: Gateway, ctx: CallContext, ws: _Workspace, dep: Deployment,
-                 info: CallInfo, events: AsyncIterator[StreamEvent], head: list[StreamEvent]) -> None:
+                 info: CallInfo, events: AsyncIterator[StreamEvent], head: list[StreamEvent],
+                 *, admission: Admission | None = None) -> None:
         self._gw = gateway
+        self._admission = admission or Admission(None)
+        self._output_seen = 0  # rough output tokens streamed, for a settle without usage
         self._ctx = ctx
         self._ws = ws
         self._dep = dep
@@ -424,6 +450,10 @@ class GatewayStream:
     def _observe(self, event: StreamEvent) -> None:
         if isinstance(event, UsageEvent):
             self.info.usage = event.usage
+        elif isinstance(event, (TextDelta, ReasoningDelta)):
+            self._output_seen += max(1, math.ceil(len(event.text) / 4))
+        elif isinstance(event, ToolCallDelta):
+            self._output_seen += max(1, math.ceil(len(event.arguments) / 4))
 
     async def _finish(self, status: str) -> None:
         if self._done:
@@ -434,12 +464,19 @@ class GatewayStream:
         has_usage = usage.input_tokens or usage.output_tokens
         # Without the provider's usage (cancelled early) the cost is unknown, not zero.
         self.info.cost_usd = self._gw.cost(self._dep, usage, self._ws) if has_usage else None
+        await _shielded(self._admission.settle(self.info.cost_usd, usage, self._dep,
+                                               output_seen=self._output_seen))
         self._gw._meter(self._ctx, self.info, status,
                         latency_ms=(time.perf_counter() - self._ctx.started) * 1000)
 
     async def aclose(self) -> None:
         """Stop early (client went away): closes the upstream connection and meters."""
         await self._finish("cancelled")
+
+
+async def _shielded(op: Awaitable[None]) -> None:
+    """Run a settle/release to its end even when the request is being cancelled."""
+    await asyncio.shield(op)
 
 
 async def _aclose(events: AsyncIterator[StreamEvent]) -> None:

@@ -170,3 +170,4 @@ class AuditHead(Base):
 
 # Registered here so Alembic autogenerate and create_all see the agent tables.
 from warden.store import agent_models as _agent_models  # noqa: E402,F401
+from warden.store import memory_models as _memory_models  # noqa: E402,F401

@@ -1,0 +1,344 @@
+"""The agents of a workspace: create, read, update, delete, with audit events.
+
+Every workspace has a ready agent ``assistant`` (no tools), created lazily the
+first time the workspace's agents are looked at, so chat works out of the box.
+Only an admin may set a tier, override a tool's risk level or configure a stdio
+MCP server (it runs a command on the host); members may create agents and edit
+or delete the ones they created.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from warden.accounts import Principal
+from warden.byok import parse_input
+from warden.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from warden.governance.policy import TIERS, Tier
+from warden.store import audit
+from warden.store.agent_models import Agent
+from warden.store.db import Database
+from warden.store.models import new_id, utcnow
+
+DEFAULT_AGENT = "assistant"
+DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Answer clearly and concisely."
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+MAX_INSTRUCTIONS = 100_000
+MAX_TOOLS = 128
+MAX_MCP_SERVERS = 16
+
+
+def _check_tool_names(tools: list[str] | None) -> list[str] | None:
+    if tools is not None:
+        for t in tools:
+            if not _TOOL_NAME.match(t):
+                raise ValueError(f"tool name '{t[:40]}' must be 1-128 letters, digits, '_', '.', ':' or '-'")
+        if len(set(tools)) != len(tools):
+            raise ValueError("tools must not repeat")
+    return tools
+
+
+def _check_name(v: str | None) -> str | None:
+    if v is not None and not _NAME.match(v):
+        raise ValueError("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return v
+
+
+class _AgentFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(default=None, max_length=2000)
+    instructions: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS)
+    model: str | None = Field(default=None, min_length=1, max_length=200)  # auto | group | provider/model
+    fallbacks: list[str] | None = Field(default=None, max_length=8)
+    tools: list[str] | None = Field(default=None, max_length=MAX_TOOLS)
+    mcp_servers: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_MCP_SERVERS)
+    tool_levels: dict[str, int] | None = None
+    max_steps: int | None = Field(default=None, ge=1, le=100)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    tier: Tier | None = None
+    tier_reason: str | None = Field(default=None, max_length=500)
+
+    _tools = field_validator("tools")(_check_tool_names)
+
+    @field_validator("tool_levels")
+    @classmethod
+    def _levels(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        if v is not None:
+            _check_tool_names(list(v))
+            if any(level not in (1, 2, 3, 4) for level in v.values()):
+                raise ValueError("levels must be 1, 2, 3 or 4")
+        return v
+
+
+class AgentCreate(_AgentFields):
+    name: str = Field(min_length=1, max_length=64)
+    _name = field_validator("name")(_check_name)
+
+
+class AgentPatch(_AgentFields):
+    """Only the fields sent change."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    _name = field_validator("name")(_check_name)
+
+
+class AgentView(BaseModel):
+    id: str
+    workspace_id: str
+    name: str
+    description: str | None
+    instructions: str
+    model: str
+    fallbacks: list[str]
+    tools: list[str]
+    mcp_servers: list[dict[str, Any]]
+    tool_levels: dict[str, int]
+    max_steps: int
+    temperature: float | None
+    tier: str
+    tier_sticky: bool
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, a: Agent) -> AgentView:
+        policy = a.model_policy or {}
+        return cls(id=a.id, workspace_id=a.workspace_id, name=a.name, description=a.description,
+                   instructions=a.instructions, model=policy.get("model", "auto"),
+                   fallbacks=list(policy.get("fallbacks", [])), tools=list(a.tools or []),
+                   mcp_servers=_redacted_servers(a.mcp_servers or []), tool_levels=dict(a.tool_levels or {}),
+                   max_steps=a.max_steps, temperature=a.temperature, tier=a.tier,
+                   tier_sticky=a.tier_sticky, created_by=a.created_by, created_at=a.created_at,
+                   updated_at=a.updated_at)
+
+
+_SECRET_KEYS = {"headers", "env"}
+
+
+def _redacted_servers(servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """MCP server headers and env may carry tokens: show their names, never their values."""
+    out = []
+    for server in servers:
+        shown = dict(server)
+        for key in _SECRET_KEYS & shown.keys():
+            if isinstance(shown[key], dict):
+                shown[key] = {name: "***" for name in shown[key]}
+        out.append(shown)
+    return out
+
+
+def _is_stdio(server: dict[str, Any]) -> bool:
+    return server.get("transport") == "stdio" or "command" in server
+
+
+def _authorize(fields: _AgentFields, principal: Principal) -> None:
+    if principal.is_admin:
+        return
+    if fields.tier is not None:
+        raise Forbidden("only an admin may set an agent's tier", code="admin_required")
+    if fields.tool_levels:
+        raise Forbidden("only an admin may override a tool's risk level", code="admin_required")
+    if any(_is_stdio(s) for s in fields.mcp_servers or []):
+        raise Forbidden("only an admin may configure a stdio MCP server", code="admin_required")
+
+
+def _audit_view(a: Agent) -> dict[str, Any]:
+    return {"name": a.name, "model": (a.model_policy or {}).get("model"), "tools": list(a.tools or []),
+            "mcp_servers": len(a.mcp_servers or []), "tool_levels": dict(a.tool_levels or {}),
+            "max_steps": a.max_steps, "tier": a.tier}
+
+
+ToolCheck = Callable[[list[str]], None]
+ServerCheck = Callable[[list[dict[str, Any]], bool], None]
+
+
+def _accept_tools(_: list[str]) -> None:
+    return None
+
+
+def _accept_servers(_: list[dict[str, Any]], __: bool) -> None:
+    return None
+
+
+class Agents:
+    def __init__(self, db: Database, *, check_tools: ToolCheck = _accept_tools,
+                 check_servers: ServerCheck = _accept_servers) -> None:
+        """``check_tools`` / ``check_servers(servers, is_admin)`` refuse unknown tools and
+        bad or forbidden MCP servers before an agent is stored (they raise)."""
+        self.db = db
+        self._check_tools = check_tools
+        self._check_servers = check_servers
+        self._has_default: set[str] = set()  # workspaces known to have their assistant
+
+    # --- reading --------------------------------------------------------------
+
+    async def ensure_default(self, workspace_id: str) -> None:
+        if workspace_id in self._has_default:
+            return
+        async with self.db.session() as s:
+            found = (await s.execute(select(Agent.id).where(
+                Agent.workspace_id == workspace_id, Agent.name == DEFAULT_AGENT))).first()
+        if found is None:
+            try:
+                await self.db.run_tx(lambda s: self._insert_default(s, workspace_id))
+            except Conflict:
+                pass  # created concurrently
+        self._has_default.add(workspace_id)
+
+    async def _insert_default(self, s: AsyncSession, workspace_id: str) -> Agent:
+        agent = Agent(id=new_id("agt"), workspace_id=workspace_id, name=DEFAULT_AGENT,
+                      description="The ready-made assistant: no tools.",
+                      instructions=DEFAULT_INSTRUCTIONS, model_policy={"model": "auto", "fallbacks": []},
+                      tools=[], mcp_servers=[], tool_levels={}, max_steps=8, tier="student",
+                      created_by="system")
+        return await self._add(s, agent, actor="system")
+
+    async def list(self, workspace_id: str) -> list[Agent]:
+        await self.ensure_default(workspace_id)
+        async with self.db.session() as s:
+            return list((await s.execute(
+                select(Agent).where(Agent.workspace_id == workspace_id).order_by(Agent.created_at, Agent.name)
+            )).scalars())
+
+    async def get(self, workspace_id: str, ref: str) -> Agent:
+        """By id (``agt_…``) or by name; another workspace's agent is not found."""
+        await self.ensure_default(workspace_id)
+        column = Agent.id if ref.startswith("agt_") else Agent.name
+        async with self.db.session() as s:
+            agent = (await s.execute(select(Agent).where(
+                Agent.workspace_id == workspace_id, column == ref))).scalar_one_or_none()
+        if agent is None:
+            raise NotFound(f"no agent '{ref[:80]}'", code="agent_not_found")
+        return agent
+
+    # --- changes --------------------------------------------------------------
+
+    def _check(self, fields: _AgentFields, principal: Principal) -> None:
+        _authorize(fields, principal)
+        if fields.tools:
+            self._check_tools(list(fields.tools))
+        if fields.mcp_servers:
+            self._check_servers(list(fields.mcp_servers), principal.is_admin)
+
+    async def create(self, workspace_id: str, data: AgentCreate | dict[str, Any], *,
+                     principal: Principal) -> Agent:
+        spec = parse_input(AgentCreate, data)
+        self._check(spec, principal)
+        await self.ensure_default(workspace_id)
+        agent = Agent(
+            id=new_id("agt"), workspace_id=workspace_id, name=spec.name,
+            description=spec.description, instructions=spec.instructions or "",
+            model_policy={"model": spec.model or "auto", "fallbacks": list(spec.fallbacks or [])},
+            tools=list(spec.tools or []), mcp_servers=list(spec.mcp_servers or []),
+            tool_levels=dict(spec.tool_levels or {}), max_steps=spec.max_steps or 8,
+            temperature=spec.temperature, tier=spec.tier or "student",
+            tier_sticky=spec.tier is not None, created_by=principal.key_id,
+        )
+
+        async def tx(s: AsyncSession) -> Agent:
+            await self._add(s, agent, actor=principal.actor)
+            if spec.tier is not None and spec.tier != "student":
+                await _audit_tier(s, agent, "student", principal.actor, spec.tier_reason)
+            return agent
+
+        return await self.db.run_tx(tx)
+
+    async def _add(self, s: AsyncSession, agent: Agent, *, actor: str) -> Agent:
+        s.add(agent)
+        try:
+            await s.flush()
+        except IntegrityError:
+            raise Conflict(f"an agent named '{agent.name}' already exists", code="agent_exists") from None
+        await audit.append(s, workspace_id=agent.workspace_id, actor=actor, action="agent.create",
+                           target=agent.id, data=_audit_view(agent))
+        return agent
+
+    async def update(self, workspace_id: str, ref: str, data: AgentPatch | dict[str, Any], *,
+                     principal: Principal) -> Agent:
+        patch = parse_input(AgentPatch, data)
+        self._check(patch, principal)
+        current = await self.get(workspace_id, ref)
+        _check_owner(current, principal)
+        sent = patch.model_dump(exclude_unset=True)
+
+        async def tx(s: AsyncSession) -> Agent:
+            agent = await s.get(Agent, current.id)
+            if agent is None:
+                raise NotFound(f"no agent '{ref[:80]}'", code="agent_not_found")
+            old_tier = agent.tier
+            for key in ("name", "description", "instructions", "max_steps", "temperature"):
+                if key in sent:
+                    setattr(agent, key, sent[key] if key != "instructions" else (sent[key] or ""))
+            for key in ("tools", "mcp_servers", "tool_levels"):
+                if key in sent:
+                    setattr(agent, key, sent[key] if sent[key] is not None else type(getattr(agent, key))())
+            if "model" in sent or "fallbacks" in sent:
+                policy = dict(agent.model_policy or {})
+                if "model" in sent:
+                    policy["model"] = sent["model"] or "auto"
+                if "fallbacks" in sent:
+                    policy["fallbacks"] = list(sent["fallbacks"] or [])
+                agent.model_policy = policy
+            if patch.tier is not None:
+                agent.tier = patch.tier
+                agent.tier_sticky = True  # a manual change sticks until the next manual one
+            agent.updated_at = utcnow()
+            try:
+                await s.flush()
+            except IntegrityError:
+                raise Conflict(f"an agent named '{agent.name}' already exists", code="agent_exists") from None
+            changed = sorted(k for k in sent if k != "tier_reason")
+            await audit.append(s, workspace_id=workspace_id, actor=principal.actor, action="agent.update",
+                               target=agent.id, data={"changed": changed, **_audit_view(agent)})
+            if patch.tier is not None and patch.tier != old_tier:
+                await _audit_tier(s, agent, old_tier, principal.actor, patch.tier_reason)
+            return agent
+
+        return await self.db.run_tx(tx)
+
+    async def delete(self, workspace_id: str, ref: str, *, principal: Principal) -> Agent:
+        current = await self.get(workspace_id, ref)
+        _check_owner(current, principal)
+
+        async def tx(s: AsyncSession) -> Agent:
+            agent = await s.get(Agent, current.id)
+            if agent is None:
+                raise NotFound(f"no agent '{ref[:80]}'", code="agent_not_found")
+            await s.delete(agent)
+            await audit.append(s, workspace_id=workspace_id, actor=principal.actor, action="agent.delete",
+                               target=agent.id, data={"name": agent.name})
+            return agent
+
+        deleted = await self.db.run_tx(tx)
+        if deleted.name == DEFAULT_AGENT:
+            self._has_default.discard(workspace_id)  # comes back on next use
+        return deleted
+
+
+def _check_owner(agent: Agent, principal: Principal) -> None:
+    if not principal.is_admin and agent.created_by != principal.key_id:
+        raise Forbidden("members may change only the agents they created", code="not_owner")
+
+
+async def _audit_tier(s: AsyncSession, agent: Agent, old: str, actor: str, reason: str | None) -> None:
+    await audit.append(s, workspace_id=agent.workspace_id, actor=actor, action="agent.tier_change",
+                       target=agent.id, data={"from": old, "to": agent.tier, "manual": True,
+                                              "reason": reason or ""})
+
+
+def validate_tier(tier: str) -> Tier:
+    if tier not in TIERS:
+        raise ValidationFailed(f"tier must be one of {', '.join(TIERS)}", param="tier")
+    return tier  # type: ignore[return-value]
+
