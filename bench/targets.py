@@ -107,16 +107,19 @@ def litellm_version() -> str | None:
     return out.stdout.strip() or None
 
 
-def start_litellm(logs: Path, upstream_port: int, *, cpus: str | None = None) -> tuple[Proc, Target]:
+def start_litellm(logs: Path, upstream_port: int, *, cpus: str | None = None,
+                  extra_models: list[str] | None = None) -> tuple[Proc, Target]:
     exe = LITELLM_VENV / "bin/litellm"
     cfg = logs / "litellm.yaml"
-    cfg.write_text(
-        "model_list:\n"
-        f"  - model_name: {MODEL}\n"
+    entries = "".join(
+        f"  - model_name: {m}\n"
         "    litellm_params:\n"
-        f"      model: openai/{MODEL}\n"
+        f"      model: openai/{m}\n"
         f"      api_base: http://{HOST}:{upstream_port}/v1\n"
         f"      api_key: {UPSTREAM_KEY}\n"
+        for m in [MODEL, *(extra_models or [])])
+    cfg.write_text(
+        "model_list:\n" + entries +
         "general_settings:\n"
         f"  master_key: {LITELLM_MASTER}\n"
         "litellm_settings:\n"

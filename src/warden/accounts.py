@@ -8,6 +8,7 @@ and is broadcast (``state`` invalidation) so other instances drop theirs too.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
@@ -21,7 +22,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from warden import invalidation
 from warden.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from warden.invalidation import Notify
 from warden.store import audit
 from warden.store.db import Database
 from warden.store.models import ApiKey, Workspace, new_id, utcnow
@@ -77,6 +80,9 @@ class Accounts:
         self._clock = clock
         # key hash -> (expires at, principal or None for "no such key")
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        # key hash -> the lookup in flight: concurrent misses of one key share it
+        self._inflight: dict[str, asyncio.Future[Principal | None]] = {}
+        self.notify: Notify | None = None  # set by the composition root: the broadcast
 
     # --- authentication (hot path) -------------------------------------------
 
@@ -89,12 +95,40 @@ class Accounts:
         if hit is not None and hit[0] > now:
             principal = hit[1]
         else:
-            principal = await self._lookup(digest)
-            if len(self._cache) > 100_000:  # bound memory under a flood of bad keys
-                self._cache.clear()
-            self._cache[digest] = (now + self.cache_ttl, principal)
+            principal = await self._lookup_once(digest, now)
         if principal is None:
             raise Unauthorized("invalid or revoked API key")
+        return principal
+
+    async def _lookup_once(self, digest: str, now: float) -> Principal | None:
+        """Look a key up and cache it; concurrent callers for the same key await one lookup,
+        so an expiring entry under load costs one query, not one per waiting request."""
+        pending = self._inflight.get(digest)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request was cancelled, not the shared lookup
+                # the request that owned the lookup went away: look it up here instead
+        future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = future
+        try:
+            principal = await self._lookup(digest)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        finally:
+            if self._inflight.get(digest) is future:
+                del self._inflight[digest]
+        future.set_result(principal)
+        if len(self._cache) > 100_000:  # bound memory under a flood of bad keys
+            self._cache.clear()
+        self._cache[digest] = (now + self.cache_ttl, principal)
         return principal
 
     async def _lookup(self, digest: str) -> Principal | None:
@@ -214,6 +248,8 @@ class Accounts:
 
         key = await self.db.run_tx(tx)
         self.forget(key.id)
+        if self.notify is not None:  # every other instance drops its cached lookup too
+            await self.notify(invalidation.API_KEY, key.id)
         return key
 
     async def has_key_hash(self, digest: str) -> bool:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -18,13 +21,24 @@ from warden.api import (
     usage,
     workspaces,
 )
+from warden.api import agents as agents_api
+from warden.api import budgets as budgets_api
 from warden.api import byok as byok_api
+from warden.api import chat as chat_api
 from warden.api.errors import install_error_handlers
 from warden.api.metrics import metrics_endpoint
 from warden.api.middleware import RequestContextMiddleware
 from warden.config import Settings, load_settings
 from warden.logs import configure_logging
 from warden.services import Services
+
+
+# FastAPI >= 0.160 checks for OpenTelemetry providers on every request (environment
+# lookups); Warden exports Prometheus metrics instead, so that check is switched off.
+_NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {}
+)
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
@@ -41,7 +55,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 await app.state.services.close()
 
     app = FastAPI(title="Warden", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None)
+                  docs_url="/docs", redoc_url=None, **_NO_NATIVE_TELEMETRY)
     if services is not None:
         app.state.services = services  # tests and embedders may skip the lifespan
     install_error_handlers(app)
@@ -56,6 +70,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(model_groups.router)
     app.include_router(route.router)
     app.include_router(usage.router)
+    app.include_router(budgets_api.router)
+    app.include_router(budgets_api.limits_router)
+    app.include_router(agents_api.router)
+    app.include_router(chat_api.router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     return app
 
@@ -64,4 +82,15 @@ def create_app_from_env() -> FastAPI:
     """Entry for ``uvicorn --factory`` in each worker process."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    _tune_gc()
+    return app
+
+
+def _tune_gc() -> None:
+    """A server process allocates many short-lived objects per request: collect the
+    youngest generation less often, and move what exists after start-up (modules,
+    the catalog) out of the collector's sight, so collections stay short."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)

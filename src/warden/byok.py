@@ -47,6 +47,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.accounts import DEFAULT_WORKSPACE
+from warden import invalidation
+from warden.invalidation import Notify
+from warden.state.base import FLUSH_ALL
 from warden.errors import Conflict, NotFound, ValidationFailed
 from warden.gateway.catalog import ModelOverride
 from warden.gateway.errors import AuthFailed, ConnectFailed, ProviderError, Timeout
@@ -330,6 +333,7 @@ class Byok:
         self._clock = clock
         self._cache: dict[str, _CacheEntry] = {}
         self._generation = 0  # bumped by invalidate(): a build that raced one is not cached
+        self.notify: Notify | None = None  # set by the composition root: the broadcast
         self._ws_names: dict[str, str] = {}
         self._touched: dict[str, datetime] = {}
         self._last_flush = clock()
@@ -379,6 +383,8 @@ class Byok:
 
         row = await self.db.run_tx(tx)
         self.invalidate(workspace_id)
+        if self.notify is not None:  # other instances drop theirs too
+            await self.notify(invalidation.BYOK, workspace_id)
         log.info("credential %s created (%s/%s)", cred_id, row.provider, row.label)
         return _view(row)
 
@@ -421,6 +427,8 @@ class Byok:
 
         row = await self.db.run_tx(tx)
         self.invalidate(workspace_id)
+        if self.notify is not None:  # other instances drop theirs too
+            await self.notify(invalidation.BYOK, workspace_id)
         return _view(row)
 
     async def delete(self, workspace_id: str, cred_id: str, *, actor: str = "cli") -> CredentialView:
@@ -435,6 +443,8 @@ class Byok:
 
         row = await self.db.run_tx(tx)
         self.invalidate(workspace_id)
+        if self.notify is not None:  # other instances drop theirs too
+            await self.notify(invalidation.BYOK, workspace_id)
         log.info("credential %s removed", cred_id)
         return _view(row)
 
@@ -548,6 +558,8 @@ class Byok:
             write_key_file(key_file, [new_key])
             self.keyring.reload()
         self.invalidate()
+        if self.notify is not None:  # other instances drop theirs too
+            await self.notify(invalidation.BYOK, FLUSH_ALL)
         log.warning("master key rotated to id %s: %d credentials re-encrypted", new.key_id, count)
         return RotationResult(count, new.key_id, key_file is not None)
 

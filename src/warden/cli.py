@@ -124,12 +124,27 @@ def keys_create(
     name: Annotated[str, typer.Option(help="A name to recognise the key by.")],
     workspace: Annotated[str, typer.Option(help="Workspace name.")] = "default",
     role: Annotated[str, typer.Option(help="admin or member.")] = "member",
+    budget: Annotated[str | None, typer.Option(
+        help="Spending limit of this key, AMOUNT/PERIOD in USD: 10/month, 2.5/day, 100/total.")] = None,
+    rpm: Annotated[int | None, typer.Option(min=1, help="Requests per minute for this key.")] = None,
+    tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute for this key.")] = None,
 ) -> None:
     """Create an API key and print it once."""
+    from warden.budgets import BudgetSpec, parse_budget
+
+    try:
+        limit = parse_budget(budget) if budget is not None else None
+    except WardenError as exc:
+        _fail(exc.message, 2)
 
     async def fn(s: Services):
         ws = await s.accounts.workspace_by_name(workspace)
-        return await s.accounts.create_key(ws.id, name, role)  # type: ignore[arg-type]
+        created = await s.accounts.create_key(ws.id, name, role, rpm_limit=rpm,  # type: ignore[arg-type]
+                                              tpm_limit=tpm)
+        if limit is not None:
+            await s.budgets.put(ws.id, BudgetSpec(scope="key", scope_id=created.id,
+                                                  limit_usd=limit[0], period=limit[1]))
+        return created
 
     created = run_with_services(fn)
     err.print(f"created {created.id} ({created.role}) in workspace '{workspace}'; "
@@ -346,6 +361,72 @@ def usage_cmd(
         table.add_row(r.group or "-", str(r.requests), str(r.errors), str(r.input_tokens),
                       str(r.output_tokens), cost)
     out.print(table)
+
+
+# --- agents ---------------------------------------------------------------------
+
+agents_app = typer.Typer(help="Agents: instructions, model policy, tools, tier.", no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
+
+
+def _cli_principal(workspace_id: str, workspace: str):  # noqa: ANN202 - a Principal
+    from warden.accounts import Principal
+
+    # The CLI acts on the database directly, with the operator's (admin) authority.
+    return Principal(workspace_id, workspace, "cli", "admin")
+
+
+@agents_app.command("create")
+def agents_create(
+    name: str,
+    instructions: Annotated[str, typer.Option(help="System instructions.")] = "",
+    model: Annotated[str, typer.Option(help="auto, a model group, or provider/model.")] = "auto",
+    fallback: Annotated[list[str] | None, typer.Option(help="Fallback model (repeatable).")] = None,
+    tool: Annotated[list[str] | None, typer.Option(help="Tool name (repeatable).")] = None,
+    max_steps: Annotated[int, typer.Option(help="Model calls per run.")] = 8,
+    tier: Annotated[str, typer.Option(help="student, intern, supervised or autonomous.")] = "student",
+    description: Annotated[str | None, typer.Option(help="What the agent is for.")] = None,
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """Create an agent."""
+    spec = {"name": name, "instructions": instructions, "model": model, "fallbacks": fallback or [],
+            "tools": tool or [], "max_steps": max_steps, "description": description}
+    if tier != "student":
+        spec["tier"] = tier
+
+    async def fn(s: Services):
+        ws = await s.accounts.workspace_by_name(workspace)
+        return await s.agents.create(ws.id, spec, principal=_cli_principal(ws.id, workspace))
+
+    agent = run_with_services(fn)
+    out.print(f"created agent [bold]{agent.name}[/bold] ({agent.id})", highlight=False)
+
+
+@agents_app.command("list")
+def agents_list(workspace: WorkspaceOpt = "default") -> None:
+    """List the workspace's agents."""
+
+    async def fn(s: Services):
+        ws = await s.accounts.workspace_by_name(workspace)
+        return await s.agents.list(ws.id)
+
+    table = id_table("name", "model", "tools", "tier", "max steps")
+    for a in run_with_services(fn):
+        table.add_row(a.id, a.name, (a.model_policy or {}).get("model", "auto"), ", ".join(a.tools or []) or "-",
+                      a.tier, str(a.max_steps))
+    out.print(table)
+
+
+@agents_app.command("show")
+def agents_show(agent: str, workspace: WorkspaceOpt = "default") -> None:
+    """Show one agent (by id or name) as JSON."""
+    from warden.agents.registry import AgentView
+
+    async def fn(s: Services):
+        ws = await s.accounts.workspace_by_name(workspace)
+        return await s.agents.get(ws.id, agent)
+
+    out.print_json(AgentView.of(run_with_services(fn)).model_dump_json())
 
 
 def main() -> None:

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(default=5, ge=1)
     breaker_window: float = Field(default=30.0, gt=0)
     breaker_cooldown: float = Field(default=15.0, gt=0)
+    # Budgets and rate limits when the state store (or the database behind the
+    # budgets) is down: refuse with 503 (default) or let requests through unmetered.
+    limits_fail_open: bool = False
+    # Output tokens reserved against budgets for a request without max_tokens
+    # (capped by the model's own max output).
+    reserve_output_tokens: int = Field(default=4096, ge=1)
+    # Key prefix in Redis, so several deployments (or test runs) can share one server.
+    redis_prefix: str = Field(default="warden:", min_length=1, max_length=64)
 
     @field_validator("database_url")
     @classmethod

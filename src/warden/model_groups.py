@@ -13,6 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from warden import invalidation
+from warden.invalidation import Notify
 from warden.errors import Conflict, NotFound, ValidationFailed
 from warden.gateway.providers.registry import PROVIDERS
 from warden.store import audit
@@ -45,6 +47,7 @@ class ModelGroups:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._cache: dict[str, dict[str, list[str]]] = {}
+        self.notify: Notify | None = None  # set by the composition root: the broadcast
 
     async def for_workspace(self, workspace_id: str) -> dict[str, list[str]]:
         groups = self._cache.get(workspace_id)
@@ -94,6 +97,8 @@ class ModelGroups:
 
         group = await self.db.run_tx(tx)
         self.invalidate(workspace_id)
+        if self.notify is not None:  # other instances drop theirs too
+            await self.notify(invalidation.MODEL_GROUPS, workspace_id)
         return group
 
     async def delete(self, workspace_id: str, name: str, *, actor: str) -> None:
@@ -107,6 +112,8 @@ class ModelGroups:
 
         await self.db.run_tx(tx)
         self.invalidate(workspace_id)
+        if self.notify is not None:  # other instances drop theirs too
+            await self.notify(invalidation.MODEL_GROUPS, workspace_id)
 
 
 async def _find(s: AsyncSession, workspace_id: str, name: str) -> ModelGroup | None:

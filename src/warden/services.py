@@ -13,7 +13,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from warden import invalidation
 from warden.accounts import Accounts, bootstrap_admin
+from warden.budgets import Budgets
 from warden.agents.loader import ToolboxLoader
 from warden.agents.registry import Agents
 from warden.agents.runtime import Runs
@@ -23,11 +25,12 @@ from warden.byok import Byok
 from warden.config import Settings
 from warden.gateway.catalog import get_catalog
 from warden.gateway.gateway import Gateway, GatewayConfig
+from warden.gateway.limits import Limiter
 from warden.gateway.types import Timeouts
 from warden.gateway.providers.http import aclose_client
 from warden.model_groups import ModelGroups
 from warden.state import StateStore, create_state
-from warden.state.base import BreakerConfig
+from warden.state.base import BreakerConfig, StateUnavailable
 from warden.store.spend import SpendWriter
 from warden.store import migrate
 from warden.store.db import Database
@@ -48,6 +51,7 @@ class Services:
     byok: Byok = field(init=False)
     model_groups: ModelGroups = field(init=False)
     state: StateStore = field(init=False)
+    budgets: Budgets = field(init=False)
     spend: SpendWriter = field(init=False)
     gateway: Gateway = field(init=False)
     tools: ToolboxLoader = field(init=False)
@@ -69,9 +73,14 @@ class Services:
             services.byok = Byok(db, vault)
             services._closers.append(services.byok.close)
             services.model_groups = ModelGroups(db)
-            services.state = create_state(settings.redis_url, breaker=BreakerConfig(
-                settings.breaker_failures, settings.breaker_window, settings.breaker_cooldown))
+            state_options: dict = {"breaker": BreakerConfig(
+                settings.breaker_failures, settings.breaker_window, settings.breaker_cooldown)}
+            if settings.redis_url is not None:
+                state_options["prefix"] = settings.redis_prefix
+            services.state = create_state(settings.redis_url, **state_options)
             services._closers.append(services.state.close)
+            services.budgets = Budgets(db)
+            await services._wire_invalidation()
             services.spend = SpendWriter(db)
             services.spend.start()
             services._closers.append(services.spend.close)
@@ -82,6 +91,9 @@ class Services:
                 catalog=get_catalog(),
                 spend=services.spend.record,
                 on_credential_used=services.byok.touch_last_used,
+                limiter=Limiter(services.state, services.budgets.limits_for,
+                                default_output_tokens=settings.reserve_output_tokens,
+                                fail_open=settings.limits_fail_open),
                 config=GatewayConfig(
                     max_retries=settings.max_retries,
                     deadline_s=settings.request_deadline,
@@ -120,6 +132,20 @@ class Services:
         self.sessions = Sessions(self.db, self.agents)
         self.runs = Runs(self.db, self.gateway, self.agents, self.sessions, toolbox_factory=self.tools)
 
+    async def _wire_invalidation(self) -> None:
+        """Changes are broadcast through the state store; every instance drops its copies."""
+        notify = invalidation.publisher(self.state)
+        for service in (self.accounts, self.byok, self.model_groups, self.budgets):
+            service.notify = notify
+        on_message = invalidation.dispatcher(accounts=self.accounts, byok=self.byok,
+                                             model_groups=self.model_groups, budgets=self.budgets)
+        try:
+            self._closers.append(_sync_closer(await self.state.subscribe(on_message)))
+        except StateUnavailable:
+            # Registered anyway: delivery starts when the store comes back, and the
+            # caches' TTLs bound staleness meanwhile.
+            log.warning("shared state store unreachable at start; invalidation deferred")
+
     async def readiness(self) -> dict[str, str]:
         """Each dependency's state, for ``/readyz``: "ok" or why not."""
         return {
@@ -127,10 +153,22 @@ class Services:
             "state": "ok" if await self.state.ping() else "unreachable",
         }
 
+    def backends(self) -> dict[str, str]:
+        """What each dependency of :meth:`readiness` is, so ``/readyz`` can name it."""
+        return {"database": "sqlite" if self.db.is_sqlite else "postgresql",
+                "state": "memory" if self.settings.redis_url is None else "redis"}
+
     async def close(self) -> None:
         for closer in reversed(self._closers):
             await closer()
         await self.db.close()
+
+
+def _sync_closer(unsubscribe):  # noqa: ANN001, ANN202 - Callable[[], None] -> async closer
+    async def close() -> None:
+        unsubscribe()
+
+    return close
 
 
 async def _open_vault(db: Database, settings: Settings) -> Keyring:

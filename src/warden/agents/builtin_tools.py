@@ -106,7 +106,7 @@ def _http_result(fetched: FetchResult, max_result_bytes: int) -> ToolResult:
     })
 
 
-def _http_handler(policy: EgressPolicy, max_result_bytes: int):  # noqa: ANN202 - closure
+def _http_handler(policy: EgressPolicy, max_result_bytes: int):
     async def handle(args: HttpGetArgs, ctx: ToolContext) -> ToolResult:
         method = getattr(args, "method", "GET")
         body = getattr(args, "body", "") or None

@@ -86,6 +86,10 @@ def _embedded_ipv4(ip: IPAddress) -> Iterator[IPAddress]:
 
 def forbidden_reason(ip: IPAddress) -> str | None:
     """Why ``ip`` is not a public destination, or None when it is."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        # ::ffff:a.b.c.d is the IPv4 host itself: judge that one alone.
+        reason = forbidden_reason(ip.ipv4_mapped)
+        return f"{reason} (embedded in {ip})" if reason else None
     for inner in _embedded_ipv4(ip):
         reason = forbidden_reason(inner)
         if reason is not None:
@@ -95,8 +99,8 @@ def forbidden_reason(ip: IPAddress) -> str | None:
         ("loopback", ip.is_loopback),
         ("link-local", ip.is_link_local),
         ("multicast", ip.is_multicast),
-        ("private", ip.is_private),
         ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
         ("site-local", isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local),
         ("non-public", not ip.is_global),
     )

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from warden.agents.tool_base import Tool
-from warden.agents.tools import ToolDeps, Toolbox, build_toolbox, validate_tool_names
+from warden.agents.tools import Toolbox, ToolDeps, build_toolbox, validate_tool_names
 from warden.store.agent_models import Agent
 
 

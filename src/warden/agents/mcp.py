@@ -242,25 +242,28 @@ class McpConnection:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 read, write = await stack.enter_async_context(await self._transport(stack))
-                session = await stack.enter_async_context(
-                    ClientSession(read, write, read_timeout_seconds=self.call_timeout))
+                # No session-wide read timeout: start-up is bounded by connect_timeout, calls by call().
+                session = await stack.enter_async_context(ClientSession(read, write))
                 await session.initialize()
                 tools = await _list_all_tools(session)
                 self._session = session
                 self._ready.set_result(tools)
                 await self._closing.wait()
-        except BaseException as exc:  # noqa: BLE001 - reported through the future or the log
+        except BaseException as exc:
             if not self._ready.done():
                 self._ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(_describe(exc)))
             elif not isinstance(exc, asyncio.CancelledError):
                 log.warning("mcp server %s closed with an error: %s", self.name, _describe(exc))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         finally:
             self._session = None
 
     async def _transport(self, stack: contextlib.AsyncExitStack) -> Any:
         if self.config.transport == "stdio":
             # The server's stderr goes to a temp file: quoted in the error when start-up fails.
-            self._stderr = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace"))
+            # Closed by close(), not here: start() quotes it after this task has ended.
+            self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
             params = StdioServerParameters(command=self.config.command or "", args=self.config.args,
                                            env=self.config.env or None)
             return stdio_client(params, errlog=self._stderr)
@@ -291,16 +294,21 @@ class McpConnection:
     async def close(self) -> None:
         self._closing.set()
         task, self._task = self._task, None
-        if task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(task), _CLOSE_GRACE)
-        except TimeoutError:
+        if task is not None:
+            if self._session is None:
+                # Still starting (e.g. a server that never answers): nothing to finish politely.
+                # The SDK shields and bounds the subprocess shutdown, so cancelling is safe.
+                task.cancel()
+            await self._stop(task)
+        if self._stderr is not None:
+            self._stderr.close()
+
+    async def _stop(self, task: asyncio.Task[None]) -> None:
+        # asyncio.wait never raises the task's outcome, and a cancelled close() still propagates.
+        done, _ = await asyncio.wait({task}, timeout=_CLOSE_GRACE)
+        if not done:
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        except BaseException:  # noqa: BLE001 - the task already reported its own failure
-            pass
+            await asyncio.wait({task}, timeout=_CLOSE_GRACE)
 
 
 async def _list_all_tools(session: ClientSession) -> list[McpToolInfo]:

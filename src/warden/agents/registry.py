@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.accounts import Principal
 from warden.byok import parse_input
-from warden.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from warden.governance.policy import TIERS, Tier
+from warden.errors import Conflict, Forbidden, NotFound
+from warden.governance.policy import Tier
 from warden.store import audit
 from warden.store.agent_models import Agent
 from warden.store.db import Database
@@ -277,6 +277,9 @@ class Agents:
             if agent is None:
                 raise NotFound(f"no agent '{ref[:80]}'", code="agent_not_found")
             old_tier = agent.tier
+            if sent.get("name") not in (None, agent.name) and (await s.execute(select(Agent.id).where(
+                    Agent.workspace_id == workspace_id, Agent.name == sent["name"]))).first() is not None:
+                raise Conflict(f"an agent named '{sent['name']}' already exists", code="agent_exists")
             for key in ("name", "description", "instructions", "max_steps", "temperature"):
                 if key in sent:
                     setattr(agent, key, sent[key] if key != "instructions" else (sent[key] or ""))
@@ -294,10 +297,7 @@ class Agents:
                 agent.tier = patch.tier
                 agent.tier_sticky = True  # a manual change sticks until the next manual one
             agent.updated_at = utcnow()
-            try:
-                await s.flush()
-            except IntegrityError:
-                raise Conflict(f"an agent named '{agent.name}' already exists", code="agent_exists") from None
+            await s.flush()
             changed = sorted(k for k in sent if k != "tier_reason")
             await audit.append(s, workspace_id=workspace_id, actor=principal.actor, action="agent.update",
                                target=agent.id, data={"changed": changed, **_audit_view(agent)})
@@ -335,10 +335,4 @@ async def _audit_tier(s: AsyncSession, agent: Agent, old: str, actor: str, reaso
     await audit.append(s, workspace_id=agent.workspace_id, actor=actor, action="agent.tier_change",
                        target=agent.id, data={"from": old, "to": agent.tier, "manual": True,
                                               "reason": reason or ""})
-
-
-def validate_tier(tier: str) -> Tier:
-    if tier not in TIERS:
-        raise ValidationFailed(f"tier must be one of {', '.join(TIERS)}", param="tier")
-    return tier  # type: ignore[return-value]
 

@@ -32,7 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from warden.accounts import Principal
 from warden.agents.events import STOPS_STREAM, TERMINAL, EventLog, RunChannel, from_row
 from warden.agents.registry import Agents
-from warden.agents.sessions import NewMessage, Sessions, estimate_message_tokens, to_model_messages, window
+from warden.agents.sessions import (
+    NewMessage,
+    Sessions,
+    estimate_message_tokens,
+    to_model_messages,
+    window,
+)
 from warden.agents.tool_base import Tool, ToolContext, ToolResult, cap_text
 from warden.errors import Conflict, NotFound, ValidationFailed, WardenError
 from warden.gateway.gateway import CallContext, Gateway
@@ -75,19 +81,6 @@ class ToolboxLike(Protocol):
 
 ToolboxFactory = Callable[[Agent], Awaitable[ToolboxLike]]
 PolicySource = Callable[[str], Awaitable[WorkspacePolicy | None]]
-
-
-@dataclass(slots=True)
-class StaticToolbox:
-    """A toolbox over ready tool objects (no connections to close)."""
-
-    tools: dict[str, Tool] = field(default_factory=dict)
-
-    def specs(self) -> list[ToolSpec]:
-        return [ToolSpec(t.name, t.description, t.parameters) for t in self.tools.values()]
-
-    async def close(self) -> None:
-        return None
 
 
 async def _no_policy(_: str) -> WorkspacePolicy | None:
@@ -488,7 +481,7 @@ class Runs:
         except TimeoutError:
             result, c.status = ToolResult(f"error: the tool '{tool.name}' timed out after {timeout:g} s",
                                           is_error=True), "timeout"
-        except Exception as exc:  # a tool's bug reaches the model as a tool error, never crashes the run
+        except Exception as exc:  # noqa: BLE001 - a tool's bug reaches the model as a tool error, never crashes the run
             log.warning("tool %s raised %s", tool.name, type(exc).__name__)
             result, c.status = ToolResult(f"error: the tool '{tool.name}' failed ({type(exc).__name__})",
                                           is_error=True), "failed"
@@ -582,6 +575,15 @@ class Runs:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(live.task)
         return True
+
+    async def delete_session(self, principal: Principal, session_id: str) -> ChatSession:
+        """Delete a session (its messages and runs); a run executing in it is cancelled first."""
+        session = await self.sessions.get(principal, session_id)
+        for run_id, live in list(self._live.items()):
+            if live.channel.history and live.channel.history[0]["session_id"] == session.id:
+                live.cancellable = True
+                await self.cancel(run_id)
+        return await self.sessions.delete(principal, session.id)
 
     async def abandon(self, run_id: str) -> None:
         """The client that owns a streamed turn went away: cancel unless the run waits for a human."""

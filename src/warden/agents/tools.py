@@ -13,12 +13,18 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Self
 
 from warden.agents.builtin_tools import BUILTIN_TOOLS
 from warden.agents.egress import EgressPolicy
-from warden.agents.mcp import McpConnection, McpServerError, parse_servers, tools_of, validate_mcp_servers
+from warden.agents.mcp import (
+    McpConnection,
+    McpServerError,
+    parse_servers,
+    tools_of,
+    validate_mcp_servers,
+)
 from warden.agents.tool_base import MAX_RESULT_BYTES, Tool, ToolContext, ToolResult, cap_text
 from warden.errors import ValidationFailed
 from warden.gateway.types import ToolSpec
@@ -41,7 +47,7 @@ class ToolDeps:
     """What the tools need from the process, built once from settings and services."""
 
     db: Database  # memory tools
-    egress: EgressPolicy = EgressPolicy()  # HTTP tools and MCP-over-HTTP hosts
+    egress: EgressPolicy = field(default_factory=EgressPolicy)  # HTTP tools and MCP-over-HTTP hosts
     mcp_stdio_allow: tuple[str, ...] = ()  # executables a stdio MCP server may run
     mcp_connect_timeout: float = 15.0  # start + initialize + list_tools, per server
     mcp_call_timeout: float = 60.0  # one tools/call
@@ -72,7 +78,7 @@ class Toolbox:
             except Exception:  # closing one server must not keep the others open
                 log.exception("closing a tool server failed")
 
-    async def __aenter__(self) -> Toolbox:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -11,7 +11,9 @@ from warden.errors import Forbidden, Unauthorized
 from warden.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread,
+    # a thread hop (and queue lock) on every request.
     return request.app.state.services
 
 

@@ -19,5 +19,9 @@ async def healthz() -> dict:
 async def readyz(services: ServicesDep) -> JSONResponse:
     checks = await services.readiness()
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                          status_code=200 if ready else 503)
+    body = {"status": "ready" if ready else "not_ready", "checks": checks,
+            "backends": services.backends()}
+    if not ready:  # e.g. ["state (redis)"]: which dependency to look at
+        body["down"] = [f"{name} ({services.backends()[name]})"
+                        for name, v in checks.items() if v != "ok"]
+    return JSONResponse(body, status_code=200 if ready else 503)

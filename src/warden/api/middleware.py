@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
+import os
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,7 +44,7 @@ class RequestContextMiddleware:
                 candidate = value.decode("latin-1")
                 rid = candidate if _SANE_ID.match(candidate) else None
                 break
-        rid = rid or uuid.uuid4().hex
+        rid = rid or os.urandom(16).hex()  # 32 hex digits, like uuid4().hex, without the UUID object
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
         scope["state"]["started"] = started

@@ -292,9 +292,10 @@ class Gateway:
                 plan, ws, run, lambda ep: get_adapter(ep.wire).complete(ep, replace(req, model=ep.model))
             )
         except BaseException as exc:
-            await _shielded(admission.release())  # a failed call is never charged
             if isinstance(exc, ProviderError):
                 self._meter_failure(ctx, run, exc)
+            if admission.active:
+                await _shielded(admission.release())  # a failed call is never charged
             raise
         upstream_ms = run.upstream_s * 1000
         await self._record(dep, None, upstream_ms)
@@ -328,9 +329,10 @@ class Gateway:
         try:
             (events, head), dep = await self._walk(plan, ws, run, start)
         except BaseException as exc:
-            await _shielded(admission.release())
             if isinstance(exc, ProviderError):
                 self._meter_failure(ctx, run, exc)
+            if admission.active:
+                await _shielded(admission.release())
             raise
         self._used(dep)
         info = self._info(dep, run, Usage(), ws, cost=False)
@@ -464,10 +466,11 @@ class GatewayStream:
         has_usage = usage.input_tokens or usage.output_tokens
         # Without the provider's usage (cancelled early) the cost is unknown, not zero.
         self.info.cost_usd = self._gw.cost(self._dep, usage, self._ws) if has_usage else None
-        await _shielded(self._admission.settle(self.info.cost_usd, usage, self._dep,
-                                               output_seen=self._output_seen))
         self._gw._meter(self._ctx, self.info, status,
                         latency_ms=(time.perf_counter() - self._ctx.started) * 1000)
+        if self._admission.active:  # last: under cancellation this await may be interrupted
+            await _shielded(self._admission.settle(self.info.cost_usd, usage, self._dep,
+                                                   output_seen=self._output_seen))
 
     async def aclose(self) -> None:
         """Stop early (client went away): closes the upstream connection and meters."""

@@ -7,7 +7,7 @@ tokens, or releases it when the call failed. Nothing here touches the database:
 a workspace's budgets and rate limits arrive through an injected
 :data:`LimitsSource`, and the counters live in the shared :class:`StateStore`.
 
-Rules (documented in README "Budgets and rate limits"):
+Rules (the behaviour users rely on; README can quote it):
 
 - **Reservation.** Before the call, the worst-case cost is reserved in every
   applicable budget at once (all or nothing): the prompt estimate plus
@@ -160,6 +160,11 @@ class Admission:
     rate: RateSnapshot | None = None
     done: bool = False
 
+    @property
+    def active(self) -> bool:
+        """Holds something that still has to be settled or released."""
+        return self.state is not None and not self.done
+
     async def settle(self, cost_usd: Decimal | None, usage: Usage,
                      dep: Deployment | None = None, *, output_seen: int = 0) -> None:
         """Charge the real cost and tokens. Without usage (an aborted stream), charge
@@ -199,10 +204,9 @@ class Admission:
                 "rate_adjust")
             if result is not None:
                 results.append(result)
-        if results and self.rate is not None:
+        if results and self.rate is not None:  # the headers show the level after the adjustment
             tight = min(results, key=lambda r: r.remaining)
-            if self.rate.remaining_tokens is None or tight.remaining < self.rate.remaining_tokens:
-                self.rate.remaining_tokens, self.rate.reset_tokens_s = tight.remaining, tight.reset_after_s
+            self.rate.remaining_tokens, self.rate.reset_tokens_s = tight.remaining, tight.reset_after_s
 
     async def _quietly(self, op: Awaitable, what: str):  # noqa: ANN202 - result of op or None
         # After the call nothing is gained by failing the client: a lost settle

@@ -90,17 +90,18 @@ def _overrides(policy: WorkspacePolicy, tier: str, level: int, tool: str | None,
         found.append((by_level, f"policy:level:{level}"))
     if tool is not None and (by_tool := policy.tools.get(tool)) is not None:
         found.append((by_tool, f"policy:tool:{tool}"))
-    if agent_id is not None and (per_agent := policy.agents.get(agent_id)) is not None:
-        if (by_agent := per_agent.get(level)) is not None:
-            found.append((by_agent, f"policy:agent:{agent_id}:{level}"))
+    per_agent = policy.agents.get(agent_id) if agent_id is not None else None
+    if per_agent is not None and (by_agent := per_agent.get(level)) is not None:
+        found.append((by_agent, f"policy:agent:{agent_id}:{level}"))
     return found
 
 
-_VERB = {"allow": "allowed", "approve": "needs a human's approval", "deny": "denied"}
+_VERB = {"allow": "is allowed", "approve": "needs a human's approval", "deny": "is denied"}
 
 
 def _reason(outcome: Outcome, tier: str, level: int, rule: str, tool: str | None) -> str:
     action = f"'{tool}' (level {level}, {LEVEL_NAMES[level]})" if tool else f"a level {level} ({LEVEL_NAMES[level]}) action"
     if rule.startswith("matrix:"):
-        return f"{action} is {_VERB[outcome]} for a {tier} agent"
-    return f"{action} is {_VERB[outcome]} by workspace policy ({rule.removeprefix('policy:')})"
+        article = "an" if tier[0] in "aeiou" else "a"
+        return f"{action} {_VERB[outcome]} for {article} {tier} agent"
+    return f"{action} {_VERB[outcome]} by workspace policy ({rule.removeprefix('policy:')})"

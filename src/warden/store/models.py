@@ -58,6 +58,9 @@ class Workspace(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Workspace-wide rate limits (migration 0004); None: unlimited.
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ApiKey(Base):
@@ -171,3 +174,5 @@ class AuditHead(Base):
 # Registered here so Alembic autogenerate and create_all see the agent tables.
 from warden.store import agent_models as _agent_models  # noqa: E402,F401
 from warden.store import memory_models as _memory_models  # noqa: E402,F401
+from warden.store import budget_models as _budget_models  # noqa: E402,F401
+from warden.store import governance_models as _governance_models  # noqa: E402,F401

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from warden.accounts import Principal
 from warden.errors import InvalidRequest, ValidationFailed
 from warden.gateway.gateway import CallContext, CallInfo
+from warden.gateway.limits import rate_headers
 from warden.gateway.providers.base import split_data_url
 from warden.gateway.routing import RouteOptions
 from warden.gateway.types import ImagePart
@@ -72,6 +73,8 @@ def call_context(request: Request, principal: Principal, warden: Mapping[str, An
         api_key_id=principal.key_id,
         request_id=getattr(state, "request_id", "") or "",
         options=RouteOptions.from_dict(warden),
+        key_rpm_limit=principal.rpm_limit,
+        key_tpm_limit=principal.tpm_limit,
     )
     started = getattr(state, "started", None)  # set by the middleware when the request arrived
     if started is not None:
@@ -97,6 +100,7 @@ def warden_headers(info: CallInfo, *, with_cost: bool) -> dict[str, str]:
     }
     if with_cost:
         headers["x-warden-cost-usd"] = cost_text(info.cost_usd) or "unknown"
+    headers.update(rate_headers(info.rate))  # OpenAI-style x-ratelimit-* when limits apply
     return headers
 
 

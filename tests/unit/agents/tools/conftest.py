@@ -9,6 +9,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qs
 
 import orjson
@@ -16,7 +17,7 @@ import pytest
 import uvicorn
 
 
-async def _app(scope, receive, send) -> None:  # noqa: ANN001 - raw ASGI
+async def _app(scope, receive, send) -> None:
     if scope["type"] != "http":
         return
     query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
@@ -67,11 +68,12 @@ class LoopbackServer:
         if ssl_files:
             kwargs = {"ssl_certfile": ssl_files[0], "ssl_keyfile": ssl_files[1]}
         config = uvicorn.Config(_app, host="127.0.0.1", port=0, log_config=None, access_log=False,
-                                lifespan="off", loop="asyncio", **kwargs)
+                                lifespan="off", loop="asyncio", timeout_graceful_shutdown=1,
+                                **kwargs)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> LoopbackServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         for _ in range(500):
             if self.server.started:

@@ -1,0 +1,95 @@
+"""Failover: a dead primary (refused / 500 / timeout) in front of a healthy backup.
+
+Each mode gets its own model name served by two credentials, primary first, so
+``openai/<model>`` walks primary -> backup. The primary and backup simulators
+run in this process (threads) so the requests each received can be counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.clients import Conn, Target
+from bench.procs import HOST, free_port
+from bench.stats import Summary, summarize
+from bench.targets import ADMIN_KEY, add_credential
+from warden.testing.upstream import Behaviour, UpstreamServer
+
+MODES = ("refused", "500", "timeout")
+
+
+@dataclass
+class FailoverResult:
+    mode: str
+    first_ttfb_ms: float  # first request: the primary is tried (with its retries) then the backup
+    open_ttfb_ms: Summary | None  # after the primary's breaker opened
+    baseline_ttfb_ms: Summary  # same request, healthy primary
+    attempts_first: int
+    requests_to_primary_after_open: int | None  # None: cannot be counted (nothing listens)
+    breaker_opened_after: int | None  # the first request that skipped the primary (1-based)
+    errors: int
+
+
+def _credentials(port: int, model: str, primary_url: str, backup: UpstreamServer) -> None:
+    add_credential(port, None, label=f"primary-{model}", base_url=primary_url, models=[model])
+    add_credential(port, None, label=f"backup-{model}", base_url=backup.base_url, models=[model])
+
+
+def run_failover(warden_port: int, *, requests: int) -> list[FailoverResult]:
+    results = []
+    with UpstreamServer("openai") as backup, UpstreamServer("openai") as healthy:
+        base_model = "fo-healthy"
+        _credentials(warden_port, base_model, healthy.base_url, backup)
+        target = Target("warden", warden_port, f"openai/{base_model}", key=ADMIN_KEY)
+        conn = Conn(target)
+        body = target.body(stream=True)
+        baseline = []
+        for _ in range(requests):
+            s = conn.stream(body)
+            if s.ttft_s is not None:
+                baseline.append(s.ttft_s * 1000)
+        base = summarize(baseline)
+        for mode in MODES:
+            primary: UpstreamServer | None = None
+            if mode == "refused":
+                url = f"http://{HOST}:{free_port()}/v1"
+            else:
+                primary = UpstreamServer("openai", default=Behaviour(status=500) if mode == "500"
+                                         else Behaviour(delay=30.0)).start()
+                url = primary.base_url
+            model = f"fo-{mode}"
+            _credentials(warden_port, model, url, backup)
+            target = Target("warden", warden_port, f"openai/{model}", key=ADMIN_KEY)
+            conn = Conn(target, timeout=60)
+            body = target.body(stream=True)
+            first_ttfb = float("nan")
+            open_ttfb: list[float] = []
+            errors = 0
+            attempts_first = 0
+            opened_at: int | None = None  # index of the first request that skipped the primary
+            primary_before_open = 0
+            for i in range(requests):
+                before = len(primary.requests) if primary else 0
+                s = conn.stream(body)
+                attempts = int(conn.last_headers.get("x-warden-attempts", 0))
+                if s.ttft_s is None:
+                    errors += 1
+                    conn.close()
+                    conn = Conn(target, timeout=60)
+                    continue
+                if i == 0:
+                    first_ttfb, attempts_first = s.ttft_s * 1000, attempts
+                if attempts == 1 and opened_at is None:  # served on the first try: primary skipped
+                    opened_at, primary_before_open = i, before
+                if opened_at is not None:
+                    open_ttfb.append(s.ttft_s * 1000)
+            conn.close()
+            after_open = None
+            if primary is not None:
+                if opened_at is not None:
+                    after_open = len(primary.requests) - primary_before_open
+                primary.stop()
+            results.append(FailoverResult(
+                mode, first_ttfb, summarize(open_ttfb) if open_ttfb else None, base,
+                attempts_first, after_open, None if opened_at is None else opened_at + 1, errors))
+    return results

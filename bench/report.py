@@ -1,0 +1,45 @@
+"""BENCHMARKS.md: machine, method, one table per measurement; sections written
+by others (e.g. "Usage queries at 1M rows") are carried over untouched."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+KEEP = ("Usage queries at 1M rows",)
+
+
+def kept_sections(old: str, titles: tuple[str, ...] = KEEP) -> list[str]:
+    """The text of each ``## <title>`` section (to the next ``## ``), if present."""
+    out = []
+    for title in titles:
+        m = re.search(rf"^## {re.escape(title)}\s*$.*?(?=^## |\Z)", old, re.M | re.S)
+        if m:
+            out.append(m.group(0).rstrip() + "\n")
+    return out
+
+
+def merge(new: str, old: str | None) -> str:
+    if not old:
+        return new
+    keep = kept_sections(old)
+    return new.rstrip() + "\n\n" + "\n".join(keep) if keep else new
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return "–"
+        if isinstance(v, float):
+            return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write(path: Path, text: str) -> None:
+    old = path.read_text() if path.exists() else None
+    path.write_text(merge(text, old))

@@ -1,0 +1,183 @@
+"""``python -m bench.run``: every benchmark of issue 9 in one run, then BENCHMARKS.md.
+
+Process layout (2 cores): the proxy under test (Warden or LiteLLM) on core 0;
+the upstream simulator, ``wrk`` and this script (the sequential client) on core 1.
+Every number is compared with a baseline measured in the same run.
+
+    python -m bench.run                 # full run (memory soak 5 min)
+    python -m bench.run --quick         # ~3 minutes: fewer rounds, 30 s soak
+    BENCH_SOAK_SECONDS=60 python -m bench.run --skip-litellm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import coldstart, failover, latency, load, memory, micro, report
+from bench.clients import Target
+from bench.machine import describe
+from bench.procs import CAN_PIN, ROOT, rss_mb
+from bench.targets import (
+    MODEL,
+    add_credential,
+    direct_target,
+    ensure_litellm,
+    litellm_version,
+    start_litellm,
+    start_upstream,
+    start_warden,
+    warden_target,
+)
+
+PROXY_CPU, OTHER_CPU = "0", "1"
+CONCURRENCY = (1, 16, 64, 256)
+STREAM_MODEL = "slow2-" + MODEL  # simulator: 50 content chunks, 2 ms apart
+SLOW_MODEL = "slow200-" + MODEL  # simulator: 50 content chunks, 200 ms apart (~10 s a stream)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    p.add_argument("--quick", action="store_true", default=quick, help="short run (BENCH_QUICK=1)")
+    p.add_argument("--soak-seconds", type=float,
+                   default=float(os.environ["BENCH_SOAK_SECONDS"]) if "BENCH_SOAK_SECONDS" in os.environ else None,
+                   help="memory drift run length (default 300; 30 with --quick)")
+    p.add_argument("--skip-litellm", action="store_true",
+                   default=os.environ.get("BENCH_SKIP_LITELLM", "") not in ("", "0"))
+    p.add_argument("--only", default="", help="comma list: micro,latency,stream,load,failover,memory,cold")
+    p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    p.add_argument("--json", type=Path, default=None, help="also save raw results here")
+    p.add_argument("--before", type=Path, default=ROOT / "bench/before.json",
+                   help="results of an earlier run to compare against (before/after table)")
+    args = p.parse_args(argv)
+    if args.soak_seconds is None:
+        args.soak_seconds = 30.0 if args.quick else 300.0
+    return args
+
+
+def plain(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {k: plain(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    only = set(filter(None, args.only.split(","))) or {
+        "micro", "latency", "stream", "load", "failover", "memory", "cold"}
+    q = args.quick
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logs = ROOT / "bench/results" / stamp
+    logs.mkdir(parents=True, exist_ok=True)
+    if CAN_PIN:
+        os.sched_setaffinity(0, {int(OTHER_CPU)})  # this script is the sequential client
+    res: dict[str, Any] = {"machine": describe(), "quick": q, "pinned": CAN_PIN,
+                           "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    say = lambda msg: print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
+
+    litellm_ok = False
+    if not args.skip_litellm and only & {"latency", "stream", "load"}:
+        say("ensuring LiteLLM in bench/.litellm-venv (first run installs it)")
+        litellm_ok = ensure_litellm(logs / "litellm-install.log") is not None
+        res["litellm_version"] = litellm_version() if litellm_ok else None
+
+    if "micro" in only:
+        say("micro benchmarks")
+        res["micro"] = [{"name": n, "us": plain(s), "note": note}
+                        for n, s, note in micro.run_micro(2_000 if q else 20_000)]
+
+    procs = []
+    try:
+        up, up_port = start_upstream(logs, cpus=OTHER_CPU)
+        procs.append(up)
+        wproc, wport = start_warden(logs, logs / "warden-data", cpus=PROXY_CPU)
+        procs.append(wproc)
+        time.sleep(2.0)
+        res["rss_idle_mb"] = rss_mb(wproc.pid)
+        add_credential(wport, up_port)
+        direct, warden = direct_target(up_port), warden_target(wport)
+        proxies: list[Target] = [warden]
+        lproc = None
+        if litellm_ok:
+            say("starting LiteLLM")
+            try:
+                lproc, ltarget = start_litellm(logs, up_port, cpus=PROXY_CPU,
+                                               extra_models=[STREAM_MODEL])
+                procs.append(lproc)
+                proxies.append(ltarget)
+                res["litellm_rss_idle_mb"] = rss_mb(lproc.pid)
+            except (RuntimeError, TimeoutError) as exc:
+                res["litellm_error"] = str(exc)[:300]
+        if "latency" in only:
+            say("added latency, sequential")
+            rounds = 200 if q else 1000
+            res["latency"] = plain(latency.added_latency(direct, proxies, rounds=rounds, warmup=50,
+                                                         time_limit=120 if q else 300))
+        if "stream" in only:
+            say("streaming")
+            s_direct = Target("direct", up_port, STREAM_MODEL, key=direct.key)
+            s_proxies = [Target("warden", wport, f"openai/{STREAM_MODEL}", key=warden.key)]
+            s_proxies += [Target(p.name, p.port, STREAM_MODEL, key=p.key) for p in proxies[1:]]
+            res["stream"] = plain(latency.streaming(s_direct, s_proxies, rounds=20 if q else 100,
+                                                    warmup=5, time_limit=120 if q else 300))
+        if "load" in only and load.have_wrk():
+            say("load (wrk)")
+            secs = 3 if q else 10
+            rows = []
+            for c in CONCURRENCY:
+                for t in [direct, *proxies]:
+                    r = load.run_wrk(t, c, secs, cpus=OTHER_CPU, log=logs / "wrk.log")
+                    rows.append({"target": t.name, "connections": c, **plain(r), "errors": r.errors})
+                    say(f"  c={c} {t.name}: {r.rps:.0f} req/s, errors {r.errors}")
+            res["load"] = rows
+        if lproc is not None:
+            lproc.stop()
+        res["rss_after_load_mb"] = rss_mb(wproc.pid)
+        if "memory" in only:
+            say("1,000 concurrent slow streams")
+            slow = Target("warden", wport, f"openai/{SLOW_MODEL}", key=warden.key)
+            res["streams_memory"] = plain(memory.concurrent_streams(wproc.pid, slow, 1000, 120))
+            say(f"memory drift over {args.soak_seconds:.0f} s")
+            res["drift"] = plain(memory.drift(wproc.pid, warden, args.soak_seconds, 16, OTHER_CPU))
+        wproc.stop()
+        if "cold" in only:
+            say("cold start")
+            res["cold_start_s"] = [coldstart.first_answer_s(logs / "warden-data", "auto", logs,
+                                                            cpus=PROXY_CPU)
+                                   for _ in range(2 if q else 5)]
+        if "failover" in only:
+            say("failover")
+            fproc, fport = start_warden(logs, logs / "failover-data", cpus=PROXY_CPU, name="warden-failover",
+                                        upstream_first_byte_timeout=0.5, breaker_cooldown=300)
+            procs.append(fproc)
+            res["failover"] = plain(failover.run_failover(fport, requests=6 if q else 12))
+            res["failover_settings"] = {"upstream_first_byte_timeout": 0.5, "max_retries": 2,
+                                        "breaker_failures": 5, "breaker_cooldown": 300}
+            fproc.stop()
+    finally:
+        for p in procs:
+            p.stop()
+    res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    (logs / "results.json").write_text(json.dumps(res, indent=1, default=str))
+    if args.json:
+        shutil.copy(logs / "results.json", args.json)
+    before = json.loads(args.before.read_text()) if args.before.exists() else None
+    from bench.render import render
+
+    report.write(args.out, render(res, before, args))
+    say(f"wrote {args.out} (raw results and logs in {logs})")
+
+
+if __name__ == "__main__":
+    main()

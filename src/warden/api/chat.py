@@ -1,0 +1,337 @@
+"""Chat with agents: sessions, one-shot and streamed turns (SSE, WebSocket), and runs.
+
+SSE frames are ``id: <seq>`` / ``event: <type>`` / ``data: <json>``; every event
+carries ``run_id``, ``session_id`` and an increasing ``seq``. The client that
+starts a streamed turn owns it: leaving before the run ends cancels the run
+(unless it is paused for an approval). ``GET /api/runs/{id}/events`` only
+follows (replay from the database, then live) and never cancels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, Field, ValidationError
+
+from warden.accounts import Principal
+from warden.agents.events import STOPS_STREAM
+from warden.agents.runtime import MAX_MESSAGE_CHARS, RunHandle, RunOutcome, stream_turn
+from warden.agents.sessions import MessageView, SessionView
+from warden.api.deps import PrincipalDep, ServicesDep
+from warden.api.wire.common import GatewayStreamResponse, parse_body
+from warden.errors import Unauthorized, ValidationFailed, WardenError
+from warden.services import Services
+
+router = APIRouter(tags=["chat"])
+
+
+class SessionCreate(BaseModel):
+    agent_id: str | None = Field(default=None, max_length=80)
+    title: str | None = Field(default=None, max_length=200)
+
+
+class ChatBody(BaseModel):
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+    agent_id: str | None = Field(default=None, max_length=80)
+    session_id: str | None = Field(default=None, max_length=80)
+
+
+class SessionDetail(SessionView):
+    messages: list[MessageView]
+    has_more: bool
+
+
+class ToolCallView(BaseModel):
+    id: str
+    step: int
+    call_id: str
+    name: str
+    arguments: str
+    risk_level: int | None
+    decision: str
+    reason: str | None
+    rule: str | None
+    status: str
+    is_error: bool
+    result: str | None
+    started_at: datetime
+    ended_at: datetime | None
+
+
+class RunView(BaseModel):
+    id: str
+    session_id: str
+    agent_id: str
+    status: str
+    steps: list[dict[str, Any]]
+    usage: dict[str, Any] | None
+    cost_usd: str | None
+    provider: str | None
+    model: str | None
+    error: dict[str, Any] | None
+    pending: list[str]
+    started_at: datetime
+    ended_at: datetime | None
+    tool_calls: list[ToolCallView]
+
+
+# --- sessions ----------------------------------------------------------------
+
+
+@router.post("/api/sessions", status_code=201, response_model=SessionView)
+async def create_session(request: Request, principal: PrincipalDep, services: ServicesDep) -> SessionView:
+    body = parse_body(SessionCreate, await request.body())
+    return SessionView.of(await services.sessions.create(principal, body.agent_id, body.title))
+
+
+@router.get("/api/sessions", response_model=list[SessionView])
+async def list_sessions(principal: PrincipalDep, services: ServicesDep,
+                        limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0)) -> list[SessionView]:
+    return [SessionView.of(s) for s in await services.sessions.list(principal, limit=limit, offset=offset)]
+
+
+@router.get("/api/sessions/{session_id}", response_model=SessionDetail)
+async def get_session(session_id: str, principal: PrincipalDep, services: ServicesDep,
+                      after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=500)) -> SessionDetail:
+    session = await services.sessions.get(principal, session_id)
+    rows = await services.sessions.messages(session.id, after=after, limit=limit + 1)
+    return SessionDetail(**SessionView.of(session).model_dump(),
+                         messages=[MessageView.of(m) for m in rows[:limit]], has_more=len(rows) > limit)
+
+
+@router.delete("/api/sessions/{session_id}", response_model=SessionView)
+async def delete_session(session_id: str, principal: PrincipalDep, services: ServicesDep) -> SessionView:
+    return SessionView.of(await services.runs.delete_session(principal, session_id))
+
+
+# --- turns -------------------------------------------------------------------
+
+
+async def _start(request: Request, principal: Principal, services: Services) -> RunHandle:
+    body = parse_body(ChatBody, await request.body())
+    return await services.runs.start(principal, body.message, agent_ref=body.agent_id,
+                                     session_id=body.session_id,
+                                     request_id=getattr(request.state, "request_id", "") or "")
+
+
+@router.post("/api/chat")
+async def chat(request: Request, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
+    handle = await _start(request, principal, services)
+    outcome = await services.runs.wait(handle)
+    if outcome.status == "failed" and outcome.error is not None:
+        raise _as_error(outcome)
+    return _outcome_body(outcome)
+
+
+def _outcome_body(o: RunOutcome) -> dict[str, Any]:
+    return {"session_id": o.session_id, "run_id": o.run_id, "status": o.status, "message": o.message,
+            "usage": o.usage, "cost_usd": o.cost_usd, "provider": o.provider, "model": o.model}
+
+
+def _as_error(o: RunOutcome) -> WardenError:
+    err = o.error or {}
+    exc = WardenError(err.get("message", "the run failed"), code=err.get("code"), status=err.get("status", 500),
+                      headers={"x-warden-run-id": o.run_id, "x-warden-session-id": o.session_id})
+    exc.type = err.get("type", "server_error")
+    return exc
+
+
+def sse_frame(event: dict[str, Any]) -> bytes:
+    return (f"id: {event['seq']}\nevent: {event['type']}\ndata: ".encode()
+            + orjson.dumps(event, default=_json_default) + b"\n\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    raise TypeError
+
+
+class _TurnOwner:
+    """Closes a streamed turn: if its client left before the turn ended, the run is cancelled."""
+
+    def __init__(self, services: Services, handle: RunHandle) -> None:
+        self.services = services
+        self.handle = handle
+        self.finished = False
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        async for event in stream_turn(self.handle):
+            yield sse_frame(event)
+        self.finished = True
+
+    async def aclose(self) -> None:
+        if not self.finished:
+            await self.services.runs.abandon(self.handle.run_id)
+
+
+@router.post("/api/chat/stream")
+async def chat_stream(request: Request, principal: PrincipalDep, services: ServicesDep) -> GatewayStreamResponse:
+    handle = await _start(request, principal, services)
+    owner = _TurnOwner(services, handle)
+    return GatewayStreamResponse(owner.frames(), owner, {"x-warden-run-id": handle.run_id,
+                                                         "x-warden-session-id": handle.session_id})
+
+
+# --- runs --------------------------------------------------------------------
+
+
+@router.get("/api/runs/{run_id}", response_model=RunView)
+async def get_run(run_id: str, principal: PrincipalDep, services: ServicesDep) -> RunView:
+    run, calls = await services.runs.get(principal, run_id)
+    return RunView(
+        id=run.id, session_id=run.session_id, agent_id=run.agent_id, status=run.status, steps=run.steps or [],
+        usage=run.usage, cost_usd=None if run.cost_usd is None else format(run.cost_usd, "f"),
+        provider=run.provider, model=run.model, error=run.error,
+        pending=list((run.resume_state or {}).get("pending", [])), started_at=run.started_at,
+        ended_at=run.ended_at, tool_calls=[ToolCallView.model_validate(c, from_attributes=True) for c in calls],
+    )
+
+
+class _Follower:
+    """Following a run never cancels it; closing just stops reading."""
+
+    def __init__(self, events: AsyncIterator[dict[str, Any]]) -> None:
+        self.events = events
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        async for event in self.events:
+            yield sse_frame(event)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.events.aclose()  # type: ignore[attr-defined]
+
+
+@router.get("/api/runs/{run_id}/events")
+async def run_events(run_id: str, principal: PrincipalDep, services: ServicesDep,
+                     after: int | None = Query(None, ge=0),
+                     last_event_id: str | None = Header(None)) -> GatewayStreamResponse:
+    start = after if after is not None else _int_or_zero(last_event_id)
+    await services.runs.get(principal, run_id)  # 404 before the stream starts
+    follower = _Follower(services.runs.follow(principal, run_id, start))
+    return GatewayStreamResponse(follower.frames(), follower, {"x-warden-run-id": run_id})
+
+
+def _int_or_zero(value: str | None) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except ValueError:
+        return 0
+
+
+# --- WebSocket ----------------------------------------------------------------
+
+
+async def _ws_principal(ws: WebSocket, services: Services) -> Principal:
+    """The key from the Authorization header, else from a first ``{"type": "auth", "token"}`` message.
+    A key in the URL is refused: URLs end up in logs and browser history."""
+    if "token" in ws.query_params or "api_key" in ws.query_params:
+        raise Unauthorized("send the API key in the Authorization header or an auth message, never in the URL")
+    header = ws.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized("Authorization header must be 'Bearer <key>'")
+        return await services.accounts.authenticate(token.strip())
+    await ws.accept()
+    first = await asyncio.wait_for(ws.receive_text(), 10)
+    msg = _loads(first)
+    if msg.get("type") != "auth" or not isinstance(msg.get("token"), str):
+        raise Unauthorized("the first message must be {\"type\": \"auth\", \"token\": \"wk-…\"}")
+    return await services.accounts.authenticate(msg["token"])
+
+
+def _loads(text: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise ValidationFailed("messages must be JSON objects", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("messages must be JSON objects")
+    return data
+
+
+async def _send(ws: WebSocket, payload: dict[str, Any]) -> None:
+    await ws.send_text(orjson.dumps(payload, default=_json_default).decode())
+
+
+def _error_payload(exc: WardenError) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": exc.type, "code": exc.code, "message": exc.message,
+                                       "status": exc.status}}
+
+
+@router.websocket("/api/chat/ws")
+async def chat_ws(ws: WebSocket) -> None:
+    services: Services = ws.app.state.services
+    try:
+        principal = await _ws_principal(ws, services)
+    except (WardenError, TimeoutError, WebSocketDisconnect) as exc:
+        if isinstance(exc, WardenError) and ws.client_state.name == "CONNECTED":
+            await _send(ws, _error_payload(exc))
+        await ws.close(code=1008)
+        return
+    if ws.client_state.name != "CONNECTED":
+        await ws.accept()
+    await _send(ws, {"type": "ready", "workspace_id": principal.workspace_id})
+    try:
+        leftover: str | None = None
+        while True:
+            leftover = await _ws_turn(ws, services, principal, leftover or await ws.receive_text())
+    except WebSocketDisconnect:
+        return
+
+
+async def _ws_turn(ws: WebSocket, services: Services, principal: Principal, text: str) -> str | None:
+    """One turn: start a run and relay its events; a disconnect mid-turn cancels the run.
+    Returns a message that arrived just as the turn ended (the next turn's), if any."""
+    try:
+        body = ChatBody.model_validate(_loads(text))
+        handle = await services.runs.start(principal, body.message, agent_ref=body.agent_id,
+                                           session_id=body.session_id)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        await _send(ws, _error_payload(ValidationFailed(f"{where}: {first['msg']}", param=where)))
+        return None
+    except WardenError as exc:
+        await _send(ws, _error_payload(exc))
+        return None
+    events = stream_turn(handle)
+    listener: asyncio.Task[str] = asyncio.create_task(ws.receive_text())
+    upcoming: asyncio.Future[dict[str, Any] | None] | None = None
+    finished = False
+    try:
+        while not finished:
+            if upcoming is None:
+                upcoming = asyncio.ensure_future(anext(events, None))
+            done, _ = await asyncio.wait({upcoming, listener}, return_when=asyncio.FIRST_COMPLETED)
+            if upcoming in done:
+                event = upcoming.result()
+                upcoming = None
+                if event is not None:
+                    await _send(ws, event)
+                finished = event is None or event["type"] in STOPS_STREAM
+            elif listener in done:
+                listener.result()  # raises WebSocketDisconnect when the client left mid-turn
+                await _send(ws, _error_payload(ValidationFailed(
+                    "a turn is in progress; wait for it to end", code="turn_in_progress")))
+                listener = asyncio.create_task(ws.receive_text())
+        if listener.done():
+            return listener.result()  # the next turn's message (or the disconnect)
+        return None
+    finally:
+        for task in (upcoming, listener):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if not finished:
+            await services.runs.abandon(handle.run_id)

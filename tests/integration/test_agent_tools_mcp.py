@@ -1,0 +1,169 @@
+"""MCP tools against a real MCP server (tests/integration/mcp_fixture_server.py, written
+with the official SDK), over stdio (a subprocess) and streamable HTTP (uvicorn on loopback)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import uvicorn
+
+from warden.agents.egress import EgressPolicy
+from warden.agents.mcp import McpServerError
+from warden.agents.tools import ToolContext, ToolDeps, build_toolbox
+from warden.store.db import Database
+
+sys.path.insert(0, str(Path(__file__).parent))
+from mcp_fixture_server import build_server
+
+SCRIPT = str(Path(__file__).parent / "mcp_fixture_server.py")
+CTX = ToolContext(workspace_id="ws", agent_id="agt", run_id="run", session_id="ses")
+TOKEN = "fixture-token-123"
+
+
+def stdio_server(name: str = "fx", *extra: str, **fields: object) -> dict:
+    return {"name": name, "transport": "stdio", "command": sys.executable, "args": [SCRIPT, *extra], **fields}
+
+
+@pytest.fixture
+async def deps() -> Iterator[ToolDeps]:
+    db = Database("sqlite+aiosqlite:///:memory:")
+    yield ToolDeps(db=db, egress=EgressPolicy.from_entries(["127.0.0.1"]), mcp_stdio_allow=(sys.executable,),
+                   mcp_connect_timeout=20.0, mcp_call_timeout=5.0)
+    await db.close()
+
+
+class _RequireToken:
+    """The HTTP server wants a header, to prove configured headers reach it."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and (b"x-token", TOKEN.encode()) not in scope["headers"]:
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": b"no token"})
+            return
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def http_mcp() -> Iterator[str]:
+    app = _RequireToken(build_server().streamable_http_app())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
+                                           access_log=False, lifespan="on", loop="asyncio"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(1000):
+        if server.started:
+            break
+        threading.Event().wait(0.01)
+    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/mcp"
+    server.should_exit = True
+    thread.join(10)
+
+
+def http_server(url: str, **fields: object) -> dict:
+    return {"name": "web", "transport": "http", "url": url, "headers": {"x-token": TOKEN}, **fields}
+
+
+async def _exercise(box, prefix: str) -> None:
+    tools = box.tools
+    assert {f"{prefix}__{n}" for n in ("echo", "wipe", "add", "fail", "slow", "big")} <= set(tools)
+    echo = await tools[f"{prefix}__echo"].run({"text": "héllo"}, CTX)
+    assert echo.content == "héllo" and not echo.is_error
+    added = await tools[f"{prefix}__add"].run({"a": 2, "b": 40}, CTX)
+    assert orjson.loads(added.content) == {"sum": 42}
+    failed = await tools[f"{prefix}__fail"].run({"reason": "x"}, CTX)
+    assert failed.is_error and "fail" in failed.content
+    bad_args = await tools[f"{prefix}__add"].run({"a": "not a number"}, CTX)
+    assert bad_args.is_error
+    spec = next(s for s in box.specs() if s.name == f"{prefix}__echo")
+    assert spec.description == "Return the text unchanged."
+    assert spec.parameters["properties"]["text"]["type"] == "string"
+
+
+async def test_stdio_server_tools_levels_and_calls(deps: ToolDeps) -> None:
+    box = await build_toolbox(["current_time"], [stdio_server(tool_levels={"add": 2})],
+                              tool_levels={"fx__slow": 1}, deps=deps)
+    try:
+        levels = {name: tool.risk_level for name, tool in box.tools.items()}
+        assert levels == {"current_time": 1, "fx__echo": 1, "fx__wipe": 4, "fx__add": 2,
+                          "fx__fail": 3, "fx__slow": 1, "fx__big": 3}
+        await _exercise(box, "fx")
+        big = await box.tools["fx__big"].run({"size": 100_000}, CTX)
+        assert big.content.startswith("y" * 1000) and "[truncated:" in big.content
+        assert len(big.content.encode()) < 33 * 1024
+    finally:
+        await box.close()
+    closed = await box.tools["fx__echo"].run({"text": "x"}, CTX)
+    assert closed.is_error and "not connected" in closed.content
+
+
+async def test_stdio_call_timeout_is_a_tool_error(deps: ToolDeps) -> None:
+    quick = ToolDeps(db=deps.db, mcp_stdio_allow=deps.mcp_stdio_allow, mcp_call_timeout=0.5)
+    async with await build_toolbox([], [stdio_server()], deps=quick) as box:
+        result = await box.tools["fx__slow"].run({"seconds": 10}, CTX)
+        assert result.is_error and "did not answer within 0.5 s" in result.content
+        assert (await box.tools["fx__echo"].run({"text": "still alive"}, CTX)).content == "still alive"
+
+
+async def test_stdio_refused_when_not_allow_listed(deps: ToolDeps) -> None:
+    strict = ToolDeps(db=deps.db, mcp_stdio_allow=("npx",))
+    with pytest.raises(McpServerError, match="not on WARDEN_MCP_STDIO_ALLOW") as exc:
+        await build_toolbox([], [stdio_server()], deps=strict)
+    assert exc.value.code == "mcp_command_not_allowed" and exc.value.status == 403
+
+
+async def test_stdio_server_that_crashes_at_start(deps: ToolDeps) -> None:
+    with pytest.raises(McpServerError, match="'fx' is unavailable") as exc:
+        await build_toolbox([], [stdio_server("fx", "--crash")], deps=deps)
+    assert "fixture refuses to start: bad configuration" in exc.value.message  # its stderr, quoted
+
+
+async def test_stdio_server_that_hangs_times_out(deps: ToolDeps) -> None:
+    quick = ToolDeps(db=deps.db, mcp_stdio_allow=deps.mcp_stdio_allow, mcp_connect_timeout=1.0)
+    with pytest.raises(McpServerError, match="no answer within 1 s"):
+        await build_toolbox([], [stdio_server("fx", "--hang")], deps=quick)
+
+
+async def test_one_failing_server_closes_the_others(deps: ToolDeps, tmp_path: Path) -> None:
+    missing = {"name": "gone", "transport": "stdio", "command": str(tmp_path / "nope")}
+    allow = ToolDeps(db=deps.db, mcp_stdio_allow=(sys.executable, str(tmp_path / "nope")))
+    with pytest.raises(McpServerError, match="'gone' is unavailable"):
+        await build_toolbox([], [stdio_server(), missing], deps=allow)
+
+
+async def test_http_server_tools_and_calls(deps: ToolDeps, http_mcp: str) -> None:
+    async with await build_toolbox([], [http_server(http_mcp, tool_levels={"wipe": 3})], deps=deps) as box:
+        assert box.tools["web__echo"].risk_level == 1
+        assert box.tools["web__wipe"].risk_level == 3  # admin override of destructiveHint
+        assert box.tools["web__add"].risk_level == 3
+        await _exercise(box, "web")
+
+
+async def test_stdio_and_http_together(deps: ToolDeps, http_mcp: str) -> None:
+    async with await build_toolbox([], [stdio_server(), http_server(http_mcp)], deps=deps) as box:
+        assert (await box.tools["fx__echo"].run({"text": "a"}, CTX)).content == "a"
+        assert (await box.tools["web__echo"].run({"text": "b"}, CTX)).content == "b"
+
+
+async def test_http_server_on_loopback_needs_the_egress_allow_list(deps: ToolDeps, http_mcp: str) -> None:
+    closed = ToolDeps(db=deps.db)  # default policy: loopback refused
+    with pytest.raises(McpServerError, match="127.0.0.1, a loopback address"):
+        await build_toolbox([], [http_server(http_mcp)], deps=closed)
+
+
+async def test_http_server_errors_are_clear(deps: ToolDeps, http_mcp: str) -> None:
+    with pytest.raises(McpServerError, match="'web' is unavailable"):
+        await build_toolbox([], [{"name": "web", "transport": "http", "url": http_mcp}], deps=deps)  # no token
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(McpServerError, match="'web' is unavailable"):
+        await build_toolbox([], [http_server(f"http://127.0.0.1:{port}/mcp")], deps=deps)
