@@ -1,18 +1,20 @@
 """Failover: a dead primary (refused / 500 / timeout) in front of a healthy backup.
 
 Each mode gets its own model name served by two credentials, primary first, so
-``openai/<model>`` walks primary -> backup. The primary and backup simulators
-run in this process (threads) so the requests each received can be counted.
+``openai/<model>`` walks primary -> backup. The primary simulator runs on a
+thread of this process so the requests it received can be counted; the backup
+runs in its own process.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.clients import Conn, Target
 from bench.procs import HOST, free_port
 from bench.stats import Summary, summarize
-from bench.targets import ADMIN_KEY, add_credential
+from bench.targets import ADMIN_KEY, add_credential, start_upstream
 from warden.testing.upstream import Behaviour, UpstreamServer
 
 MODES = ("refused", "500", "timeout")
@@ -30,16 +32,20 @@ class FailoverResult:
     errors: int
 
 
-def _credentials(port: int, model: str, primary_url: str, backup: UpstreamServer) -> None:
+def _credentials(port: int, model: str, primary_url: str, backup_url: str) -> None:
     add_credential(port, None, label=f"primary-{model}", base_url=primary_url, models=[model])
-    add_credential(port, None, label=f"backup-{model}", base_url=backup.base_url, models=[model])
+    add_credential(port, None, label=f"backup-{model}", base_url=backup_url, models=[model])
 
 
-def run_failover(warden_port: int, *, requests: int) -> list[FailoverResult]:
+def run_failover(warden_port: int, *, requests: int, logs: Path) -> list[FailoverResult]:
     results = []
-    with UpstreamServer("openai") as backup, UpstreamServer("openai") as healthy:
+    # The backup runs in its own process on uvloop, like the main simulator: a simulator
+    # on a thread of this (client) process adds a ~40 ms stall to every stream.
+    backup_proc, backup_port = start_upstream(logs, cpus="1", name="failover-backup")
+    backup = f"http://{HOST}:{backup_port}/v1"
+    try:
         base_model = "fo-healthy"
-        _credentials(warden_port, base_model, healthy.base_url, backup)
+        _credentials(warden_port, base_model, backup, backup)
         target = Target("warden", warden_port, f"openai/{base_model}", key=ADMIN_KEY)
         conn = Conn(target)
         body = target.body(stream=True)
@@ -92,4 +98,6 @@ def run_failover(warden_port: int, *, requests: int) -> list[FailoverResult]:
             results.append(FailoverResult(
                 mode, first_ttfb, summarize(open_ttfb) if open_ttfb else None, base,
                 attempts_first, after_open, None if opened_at is None else opened_at + 1, errors))
+    finally:
+        backup_proc.stop()
     return results

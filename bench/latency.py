@@ -52,7 +52,7 @@ def added_latency(direct: Target, proxies: list[Target], *, rounds: int, warmup:
     for c in conns.values():
         c.close()
     return [LatencyResult(t.name, summarize(lat[t.name]),
-                          summarize(diffs[t.name]) if t.name in diffs and diffs[t.name] else None,
+                          summarize(diffs[t.name]) if diffs.get(t.name) else None,
                           summarize(overhead[t.name]) if overhead[t.name] else None,
                           errors[t.name])
             for t in targets if lat[t.name]]

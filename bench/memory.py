@@ -3,7 +3,6 @@ sustained load."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from dataclasses import dataclass

@@ -98,7 +98,9 @@ def render(res: dict, before: dict | None, args: argparse.Namespace) -> str:
     out = ["# Benchmarks\n",
            f"Written by `python -m bench.run` (`make bench`) on {res['started']}"
            f"{' (**quick run**: fewer rounds, short soak)' if res.get('quick') else ''}. "
-           "Every ratio compares figures measured in the same run.\n",
+           "Every ratio compares figures measured in the same run."
+           + (f" Some sections were measured again in a later run ({res['partial_rerun']}) "
+              "with the same method." if res.get("partial_rerun") else "") + "\n",
            "## Targets\n", table(["what", "target", "measured", "status"], targets(res))]
 
     out += ["## Machine\n", table(["", ""], [[k, v] for k, v in m.items()]
@@ -206,8 +208,10 @@ def _failover(res: dict) -> list[str]:
     if not rows:
         return []
     return ["## 4. Failover\n",
-            "First request: the primary is tried (with its retries and backoff), then the backup. "
-            "Once the primary's breaker is open, requests go straight to the backup.\n",
+            "First request: the primary is tried three times (one try and the default two retries, "
+            "with 50–200 ms of jittered backoff between them; for the timeout, 0.5 s each), then the "
+            "backup: that is most of the first figure. Once the primary's breaker is open, requests "
+            "go straight to the backup.\n",
             table(["primary", "first request TTFB (ms)", "attempts", "TTFB, breaker open, median (ms)",
                    "healthy baseline TTFB (ms)", "first request skipping the primary (#)",
                    "requests sent to the open-breaker primary", "errors"], rows)]

@@ -14,7 +14,7 @@ def kept_sections(old: str, titles: tuple[str, ...] = KEEP) -> list[str]:
     """The text of each ``## <title>`` section (to the next ``## ``), if present."""
     out = []
     for title in titles:
-        m = re.search(rf"^## {re.escape(title)}\s*$.*?(?=^## |\Z)", old, re.M | re.S)
+        m = re.search(rf"^## {re.escape(title)}\s*$.*?(?=^## |\Z)", old, re.MULTILINE | re.DOTALL)
         if m:
             out.append(m.group(0).rstrip() + "\n")
     return out

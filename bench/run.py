@@ -54,6 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default="", help="comma list: micro,latency,stream,load,failover,memory,cold")
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--json", type=Path, default=None, help="also save raw results here")
+    p.add_argument("--render-only", type=Path, default=None, metavar="RESULTS_JSON",
+                   help="measure nothing: rewrite the report from a saved results.json")
+    p.add_argument("--replace", type=Path, default=None, metavar="RESULTS_JSON",
+                   help="with --render-only: take the sections this other run measured from it")
     p.add_argument("--before", type=Path, default=ROOT / "bench/before.json",
                    help="results of an earlier run to compare against (before/after table)")
     args = p.parse_args(argv)
@@ -74,6 +78,9 @@ def plain(obj: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.render_only is not None:
+        render_saved(args)
+        return
     only = set(filter(None, args.only.split(","))) or {
         "micro", "latency", "stream", "load", "failover", "memory", "cold"}
     q = args.quick
@@ -84,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         os.sched_setaffinity(0, {int(OTHER_CPU)})  # this script is the sequential client
     res: dict[str, Any] = {"machine": describe(), "quick": q, "pinned": CAN_PIN,
                            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    say = lambda msg: print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
+    def say(msg: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     litellm_ok = False
     if not args.skip_litellm and only & {"latency", "stream", "load"}:
@@ -161,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             fproc, fport = start_warden(logs, logs / "failover-data", cpus=PROXY_CPU, name="warden-failover",
                                         upstream_first_byte_timeout=0.5, breaker_cooldown=300)
             procs.append(fproc)
-            res["failover"] = plain(failover.run_failover(fport, requests=6 if q else 12))
+            res["failover"] = plain(failover.run_failover(fport, requests=6 if q else 12, logs=logs))
             res["failover_settings"] = {"upstream_first_byte_timeout": 0.5, "max_retries": 2,
                                         "breaker_failures": 5, "breaker_cooldown": 300}
             fproc.stop()
@@ -177,6 +185,20 @@ def main(argv: list[str] | None = None) -> None:
 
     report.write(args.out, render(res, before, args))
     say(f"wrote {args.out} (raw results and logs in {logs})")
+
+
+def render_saved(args: argparse.Namespace) -> None:
+    from bench.render import render
+
+    res = json.loads(args.render_only.read_text())
+    if args.replace is not None:
+        newer = json.loads(args.replace.read_text())
+        sections = ("micro", "latency", "stream", "load", "failover", "failover_settings",
+                    "streams_memory", "drift", "cold_start_s")
+        res.update({k: v for k, v in newer.items() if k in sections})
+        res["partial_rerun"] = newer.get("started")
+    before = json.loads(args.before.read_text()) if args.before.exists() else None
+    report.write(args.out, render(res, before, args))
 
 
 if __name__ == "__main__":

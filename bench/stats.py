@@ -70,11 +70,11 @@ class WrkResult:
 
 def parse_wrk(text: str) -> WrkResult:
     """Read what ``wrk --latency`` prints: totals, the latency distribution and errors."""
-    total = re.search(r"^\s*(\d+) requests in", text, re.M)
-    rps = re.search(r"^Requests/sec:\s*([\d.]+)", text, re.M)
+    total = re.search(r"^\s*(\d+) requests in", text, re.MULTILINE)
+    rps = re.search(r"^Requests/sec:\s*([\d.]+)", text, re.MULTILINE)
     if total is None or rps is None:
         raise ValueError("no totals in wrk output")
-    dist = {q: duration_ms(v) for q, v in re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)", text, re.M)}
+    dist = {q: duration_ms(v) for q, v in re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)", text, re.MULTILINE)}
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     return WrkResult(

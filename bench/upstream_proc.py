@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-
 import re
 
 from warden.testing.upstream import Behaviour, UpstreamServer

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from warden import __version__
+from warden.api import agents as agents_api
 from warden.api import (
     anthropic_compat,
     health,
@@ -21,17 +22,16 @@ from warden.api import (
     usage,
     workspaces,
 )
-from warden.api import agents as agents_api
 from warden.api import budgets as budgets_api
 from warden.api import byok as byok_api
 from warden.api import chat as chat_api
+from warden.api import governance as governance_api
 from warden.api.errors import install_error_handlers
 from warden.api.metrics import metrics_endpoint
 from warden.api.middleware import RequestContextMiddleware
 from warden.config import Settings, load_settings
 from warden.logs import configure_logging
 from warden.services import Services
-
 
 # FastAPI >= 0.160 checks for OpenTelemetry providers on every request (environment
 # lookups); Warden exports Prometheus metrics instead, so that check is switched off.
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(budgets_api.limits_router)
     app.include_router(agents_api.router)
     app.include_router(chat_api.router)
+    app.include_router(governance_api.router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     return app
 

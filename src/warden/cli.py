@@ -429,6 +429,91 @@ def agents_show(agent: str, workspace: WorkspaceOpt = "default") -> None:
     out.print_json(AgentView.of(run_with_services(fn)).model_dump_json())
 
 
+# --- approvals and audit (governance) ------------------------------------------------
+
+approvals_app = typer.Typer(help="Actions waiting for a human: list, approve, reject.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log: verify, export.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+app.add_typer(audit_app, name="audit")
+
+
+@approvals_app.command("list")
+def approvals_list(
+    status: Annotated[str | None, typer.Option(help="pending, approved, rejected or expired.")] = "pending",
+    workspace: WorkspaceOpt = "default",
+) -> None:
+    """List approvals (pending ones by default)."""
+
+    async def fn(s: Services):
+        ws = await s.accounts.workspace_by_name(workspace)
+        return await s.approvals.list(_cli_principal(ws.id, workspace), status=status or None, limit=500)
+
+    table = id_table("status", "agent", "tool", "level", "run", "requested", "decided by")
+    for a in run_with_services(fn):
+        table.add_row(a.id, a.status, a.agent_id, a.tool, str(a.risk_level or "-"), a.run_id,
+                      a.requested_at.strftime("%Y-%m-%d %H:%M:%S"), a.decided_by or "-")
+    out.print(table)
+
+
+def _decide(approval_id: str, decision: str, note: str | None, workspace: str) -> None:
+    async def fn(s: Services):
+        ws = await s.accounts.workspace_by_name(workspace)
+        # wait: this process exits afterwards, so the resumed run finishes (or pauses) here first.
+        return await s.approvals.decide(_cli_principal(ws.id, workspace), approval_id, decision, note=note,
+                                        wait=True)
+
+    a = run_with_services(fn)
+    out.print(f"approval {a.id} {a.status} by {a.decided_by} (run {a.run_id})", highlight=False)
+
+
+NoteOpt = Annotated[str | None, typer.Option(help="Why; the agent reads it on a rejection.")]
+
+
+@approvals_app.command("approve")
+def approvals_approve(approval_id: str, note: NoteOpt = None, workspace: WorkspaceOpt = "default") -> None:
+    """Approve a pending action: the tool runs and the run continues."""
+    _decide(approval_id, "approve", note, workspace)
+
+
+@approvals_app.command("reject")
+def approvals_reject(approval_id: str, note: NoteOpt = None, workspace: WorkspaceOpt = "default") -> None:
+    """Reject a pending action: the agent is told why and continues without it."""
+    _decide(approval_id, "reject", note, workspace)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check every event's link and hash; exit 1 naming the first broken event."""
+
+    async def fn(s: Services):
+        return await s.audit_log.verify()
+
+    result = run_with_services(fn, bootstrap=False)
+    if not result.ok:
+        _fail(f"audit chain broken at event {result.broken_seq}: {result.reason} "
+              f"({result.count} event(s) before it verified)")
+    out.print(f"audit chain ok: {result.count} events", highlight=False)
+
+
+@audit_app.command("export")
+def audit_export(
+    format: Annotated[str, typer.Option("--format", help="jsonl (one event per line).")] = "jsonl",
+    workspace: Annotated[str | None, typer.Option(help="Only this workspace (default: all).")] = None,
+) -> None:
+    """Write the audit log to stdout, one JSON event per line, in chain order."""
+    if format != "jsonl":
+        _fail("--format: only jsonl is supported", 2)
+    import orjson
+
+    async def fn(s: Services):
+        ws_id = (await s.accounts.workspace_by_name(workspace)).id if workspace else None
+        async for event in s.audit_log.export(ws_id):
+            sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
+        sys.stdout.flush()
+
+    run_with_services(fn, bootstrap=False)
+
+
 def main() -> None:
     app(prog_name="warden")
 

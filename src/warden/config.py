@@ -70,6 +70,22 @@ class Settings(BaseSettings):
     reserve_output_tokens: int = Field(default=4096, ge=1)
     # Key prefix in Redis, so several deployments (or test runs) can share one server.
     redis_prefix: str = Field(default="warden:", min_length=1, max_length=64)
+    # Governance. A pending approval expires (treated as a rejection) after this
+    # many seconds; expiries are swept this often (and whenever approvals are read).
+    approval_ttl: float = Field(default=86400.0, gt=0)
+    approval_sweep_interval: float = Field(default=30.0, gt=0)
+    # Seconds a workspace's governance policy stays cached (changes reach other
+    # instances at once through the state store; this bounds a lost message).
+    policy_cache_ttl: float = Field(default=3.0, ge=0)
+    # Maturity, one value per tier below autonomous (student, intern, supervised):
+    # runs needed before promotion, and the highest intervention rate
+    # ((rejections + corrections) / runs) tolerated.
+    promotion_min_runs: str = "10,25,50"
+    promotion_max_intervention: str = "0.5,0.2,0.05"
+    # Ratings needed before promotion (volume without any human signal never promotes).
+    promotion_min_feedback: int = Field(default=1, ge=0)
+    # Failed runs or rejected actions in a row that demote an agent one tier.
+    demotion_streak: int = Field(default=3, ge=1)
 
     @field_validator("database_url")
     @classmethod
@@ -134,6 +150,25 @@ class Settings(BaseSettings):
         for entry in split_list(v):
             if any(c.isspace() for c in entry):
                 raise ValueError(f"{entry!r}: one executable per entry, without arguments")
+        return v
+
+    @field_validator("promotion_min_runs")
+    @classmethod
+    def _three_counts(cls, v: str) -> str:
+        parts = split_list(v)
+        if len(parts) != 3 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+            raise ValueError("must be three positive whole numbers (student, intern, supervised)")
+        return v
+
+    @field_validator("promotion_max_intervention")
+    @classmethod
+    def _three_rates(cls, v: str) -> str:
+        try:
+            rates = [float(p) for p in split_list(v)]
+        except ValueError:
+            rates = []
+        if len(rates) != 3 or not all(0 <= r <= 1 for r in rates):
+            raise ValueError("must be three rates between 0 and 1 (student, intern, supervised)")
         return v
 
     @property

@@ -27,6 +27,12 @@ from warden.gateway.catalog import get_catalog
 from warden.gateway.gateway import Gateway, GatewayConfig
 from warden.gateway.limits import Limiter
 from warden.gateway.types import Timeouts
+from warden.governance.approvals import Approvals
+from warden.governance.audit_log import AuditLog
+from warden.governance.feedback import FeedbackService
+from warden.governance.hooks import GovernanceHooks
+from warden.governance.maturity import Maturity, MaturityConfig
+from warden.governance.policy_store import PolicyStore
 from warden.gateway.providers.http import aclose_client
 from warden.model_groups import ModelGroups
 from warden.state import StateStore, create_state
@@ -58,6 +64,11 @@ class Services:
     agents: Agents = field(init=False)
     sessions: Sessions = field(init=False)
     runs: Runs = field(init=False)
+    policies: PolicyStore = field(init=False)
+    maturity: Maturity = field(init=False)
+    approvals: Approvals = field(init=False)
+    feedback: FeedbackService = field(init=False)
+    audit_log: AuditLog = field(init=False)
 
     @classmethod
     async def start(cls, settings: Settings, *, run_migrations: bool = True,
@@ -105,8 +116,11 @@ class Services:
             )
             services._closers.append(aclose_client)
             services._start_agents()
+            await services._start_governance()
             await services.runs.start_background()  # sweeps runs a dead process left running
             services._closers.append(services.runs.close)
+            services.approvals.start()  # expires overdue approvals, applies decisions a dead instance left
+            services._closers.append(services.approvals.close)
             if bootstrap:
                 services.admin_key_path = await bootstrap_admin(
                     accounts, settings.data_dir, settings.admin_key
@@ -131,6 +145,24 @@ class Services:
         )
         self.sessions = Sessions(self.db, self.agents)
         self.runs = Runs(self.db, self.gateway, self.agents, self.sessions, toolbox_factory=self.tools)
+
+    async def _start_governance(self) -> None:
+        """Policy, approvals, maturity, feedback and audit reading, hooked into the run loop."""
+        st = self.settings
+        self.policies = PolicyStore(self.db, cache_ttl=st.policy_cache_ttl)
+        self.policies.notify = invalidation.publisher(self.state)
+        try:
+            self._closers.append(_sync_closer(await self.state.subscribe(self.policies.on_message)))
+        except StateUnavailable:
+            log.warning("shared state store unreachable at start; policy invalidation deferred")
+        self.maturity = Maturity(self.db, self.policies, MaturityConfig.from_settings(
+            st.promotion_min_runs, st.promotion_max_intervention, st.promotion_min_feedback, st.demotion_streak))
+        self.approvals = Approvals(self.db, self.runs, self.maturity, ttl_s=st.approval_ttl,
+                                   sweep_s=st.approval_sweep_interval)
+        self.feedback = FeedbackService(self.db, self.runs, self.maturity)
+        self.audit_log = AuditLog(self.db)
+        self.runs.policy_source = self.policies.policy_for
+        self.runs.hooks = GovernanceHooks(self.approvals, self.maturity)
 
     async def _wire_invalidation(self) -> None:
         """Changes are broadcast through the state store; every instance drops its copies."""

@@ -88,6 +88,37 @@ async def _no_policy(_: str) -> WorkspacePolicy | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Action:
+    """One governed tool call as the governance hooks see it."""
+
+    tool_call_id: str
+    call_id: str
+    name: str
+    arguments: str
+    level: int | None
+    decision: str
+    reason: str | None
+    rule: str | None
+    step: int
+
+
+class RunHooks:
+    """Where governance joins a run. Each hook runs inside the transaction that
+    records the moment (so its rows and audit events commit or roll back with
+    it, and the transaction is retried as a whole if the audit chain moved).
+    The defaults do nothing."""
+
+    async def decided(self, s: AsyncSession, run: Run, agent: Agent, actions: list[Action]) -> None:
+        """Tool calls of a step were judged (allow / approve / deny)."""
+
+    async def paused(self, s: AsyncSession, run: Run, agent: Agent, pending: list[Action]) -> None:
+        """The run stops here until a human settles ``pending``."""
+
+    async def ended(self, s: AsyncSession, run: Run, status: str) -> None:
+        """The run reached a final status (completed, failed or cancelled)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimeConfig:
     tool_timeout_s: float = 30.0
     heartbeat_s: float = 10.0
@@ -177,7 +208,7 @@ class Runs:
 
     def __init__(self, db: Database, gateway: Gateway, agents: Agents, sessions: Sessions, *,
                  toolbox_factory: ToolboxFactory, policy_source: PolicySource = _no_policy,
-                 config: RuntimeConfig | None = None) -> None:
+                 config: RuntimeConfig | None = None, hooks: RunHooks | None = None) -> None:
         self.db = db
         self.gateway = gateway
         self.agents = agents
@@ -185,6 +216,7 @@ class Runs:
         self.toolbox_factory = toolbox_factory
         self.policy_source = policy_source
         self.config = config or RuntimeConfig()
+        self.hooks = hooks or RunHooks()
         self._live: dict[str, _Live] = {}
         self._background: asyncio.Task[None] | None = None
 
@@ -338,7 +370,7 @@ class Runs:
         ctx = CallContext(workspace_id=agent.workspace_id, api_key_id=principal.key_id,
                           request_id=f"{request_id or run.id}:{step}", agent_id=agent.id,
                           options=RouteOptions(fallbacks=list((agent.model_policy or {}).get("fallbacks", []))))
-        req = await self._request(agent, run.session_id, toolbox, ctx)
+        req, complexity = await self._request(agent, run.session_id, toolbox, ctx)
         stream = await self.gateway.open_stream(req, ctx)
         pieces: dict[int, ToolCall] = {}
         finish = "stop"
@@ -370,7 +402,7 @@ class Runs:
             "step": step, "provider": info.provider, "model": info.model, "attempts": info.attempts,
             "usage": _usage_dict(info.usage),
             "cost_usd": None if info.cost_usd is None else format(info.cost_usd, "f"),
-            "finish_reason": finish, "tool_calls": len(calls),
+            "finish_reason": finish, "tool_calls": len(calls), "complexity": complexity,
         }
 
     @staticmethod
@@ -378,7 +410,7 @@ class Runs:
         return ToolCall(id=call.id or f"call_{index}", name=call.name, arguments=call.arguments or "{}")
 
     async def _request(self, agent: Agent, session_id: str, toolbox: ToolboxLike,
-                       ctx: CallContext) -> ChatRequest:
+                       ctx: CallContext) -> tuple[ChatRequest, str]:
         specs = toolbox.specs()
         system = [Message.text("system", agent.instructions)] if agent.instructions else []
         history = to_model_messages(await self.sessions.history(session_id))
@@ -394,7 +426,7 @@ class Runs:
         fixed = plan.needs.input_tokens - sum(estimate_message_tokens(m) for m in newest)
         budget = max(context - reserve - fixed, 0)
         return ChatRequest(model=model, messages=system + window(history, budget), tools=specs,
-                           temperature=agent.temperature)
+                           temperature=agent.temperature), plan.complexity.level
 
     async def _save_steps(self, run_id: str, steps: list[dict[str, Any]], info: dict[str, Any]) -> None:
         async with self.db.transaction() as s:
@@ -415,12 +447,15 @@ class Runs:
                 "reason": c.decision.reason if c.decision else None,
                 "rule": c.decision.rule if c.decision else None,
             })
-        async with self.db.transaction() as s:
+        async def record(s: AsyncSession) -> None:
             await Sessions.append(s, run.session_id, [NewMessage(
                 "assistant", text or None, run_id=run.id,
                 tool_calls=[{"id": c.call.id, "name": c.call.name, "arguments": c.call.arguments} for c in calls])])
             for c in calls:
                 s.add(self._record(run, step, c))
+            await self.hooks.decided(s, run, agent, [_action(c, step) for c in calls])
+
+        await self.db.run_tx(record)
         await events.flush()
 
         ctx = ToolContext(agent.workspace_id, agent.id, run.id, run.session_id)
@@ -430,7 +465,7 @@ class Runs:
         await events.flush()
         pending = [c for c in calls if c.status == "pending_approval"]
         if pending:
-            await self._pause(run, events, step, pending)
+            await self._pause(run, agent, events, step, pending)
 
     def _judge(self, agent: Agent, toolbox: ToolboxLike, policy: WorkspacePolicy | None, c: _Call) -> None:
         tool = toolbox.tools.get(c.call.name)
@@ -502,15 +537,18 @@ class Runs:
                     status=c.status, result=c.result.content if c.result else None,
                     is_error=bool(c.result and c.result.is_error), ended_at=utcnow()))
 
-    async def _pause(self, run: Run, events: EventLog, step: int, pending: list[_Call]) -> None:
+    async def _pause(self, run: Run, agent: Agent, events: EventLog, step: int, pending: list[_Call]) -> None:
         for c in pending:
             assert c.decision is not None
             events.emit("approval.required", {
                 "tool_call_id": c.record_id, "call_id": c.call.id, "name": c.call.name, "arguments": c.args,
                 "risk_level": c.level, "reason": c.decision.reason, "rule": c.decision.rule})
-        async with self.db.transaction() as s:
+        async def pause(s: AsyncSession) -> None:
             await s.execute(update(Run).where(Run.id == run.id).values(
                 status="paused", resume_state={"step": step, "pending": [c.record_id for c in pending]}))
+            await self.hooks.paused(s, run, agent, [_action(c, step) for c in pending])
+
+        await self.db.run_tx(pause)
         events.emit("run.paused", {"pending": [c.record_id for c in pending]})
         await events.flush()
         live = self._live.get(run.id)
@@ -540,7 +578,7 @@ class Runs:
         outcome.status, outcome.error = status, error
         outcome.usage, outcome.cost_usd = _usage_dict(usage), format(cost, "f") if cost_known else None
         outcome.provider, outcome.model = last.get("provider"), last.get("model")
-        async with self.db.transaction() as s:
+        async def end(s: AsyncSession) -> None:
             if text or status == "completed":
                 rows = await Sessions.append(s, run.session_id, [NewMessage(
                     "assistant", text, run_id=run.id, tokens=(last.get("usage") or {}).get("output_tokens"))])
@@ -553,6 +591,9 @@ class Runs:
                 status=status, steps=list(steps), error=error, usage=outcome.usage,
                 cost_usd=cost if cost_known else None, provider=outcome.provider, model=outcome.model,
                 ended_at=utcnow(), heartbeat_at=utcnow(), resume_state=None))
+            await self.hooks.ended(s, run, status)
+
+        await self.db.run_tx(end)
         summary = {"usage": outcome.usage, "cost_usd": outcome.cost_usd, "provider": outcome.provider,
                    "model": outcome.model, "message": outcome.message}
         if status == "completed":
@@ -591,10 +632,11 @@ class Runs:
 
     async def resume_run(self, run_id: str, decision: Literal["approve", "reject"], *,
                          tool_call_id: str | None = None, note: str | None = None,
-                         actor: str = "system") -> RunHandle | None:
+                         actor: str = "system", refusal: str | None = None) -> RunHandle | None:
         """Seam for approvals: settle pending action(s) of a paused run and continue it.
 
-        ``approve`` runs the tool; ``reject`` gives the model a refusal it can read.
+        ``approve`` runs the tool; ``reject`` gives the model a refusal it can read
+        (``refusal`` replaces the default wording, e.g. for an expired approval).
         Without ``tool_call_id`` the decision applies to every pending action. The run
         continues (a new task, same event numbering) once nothing is pending; returns
         its handle then, else None.
@@ -620,7 +662,7 @@ class Runs:
         try:
             toolbox = await self.toolbox_factory(agent)
             try:
-                calls = await self._settle(run, agent, toolbox, records, decision, note, actor, events)
+                calls = await self._settle(run, agent, toolbox, records, decision, note, actor, events, refusal)
             finally:
                 await toolbox.close()
             await self._save_results(run, calls)
@@ -649,7 +691,8 @@ class Runs:
         return RunHandle(run.id, run.session_id, channel, task)
 
     async def _settle(self, run: Run, agent: Agent, toolbox: ToolboxLike, records: list[ToolCallRecord],
-                      decision: str, note: str | None, actor: str, events: EventLog) -> list[_Call]:
+                      decision: str, note: str | None, actor: str, events: EventLog,
+                      refusal: str | None = None) -> list[_Call]:
         ctx = ToolContext(agent.workspace_id, agent.id, run.id, run.session_id)
         calls: list[_Call] = []
         for r in records:
@@ -661,8 +704,8 @@ class Runs:
             else:
                 why = f" ({note})" if note else ""
                 c.status = "rejected"
-                c.result = ToolResult(f"refused: a human rejected this action{why}. It was not taken; continue "
-                                      "without it.", is_error=True)
+                c.result = ToolResult(refusal or f"refused: a human rejected this action{why}. It was not taken; "
+                                      "continue without it.", is_error=True)
                 events.emit("tool.result", {"tool_call_id": c.record_id, "call_id": c.call.id, "name": r.name,
                                             "status": c.status, "is_error": True, "content": c.result.content,
                                             "decided_by": actor})
@@ -711,6 +754,12 @@ class Runs:
                         return
                 continue  # the channel closed: anything unflushed is in the database now
             await asyncio.sleep(poll_s)
+
+
+def _action(c: _Call, step: int) -> Action:
+    d = c.decision
+    return Action(c.record_id, c.call.id, c.call.name[:128], c.call.arguments, c.level,
+                  d.outcome if d else "deny", d.reason if d else None, d.rule if d else None, step)
 
 
 async def stream_turn(handle: RunHandle) -> AsyncIterator[dict[str, Any]]:

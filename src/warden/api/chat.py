@@ -63,6 +63,8 @@ class ToolCallView(BaseModel):
     result: str | None
     started_at: datetime
     ended_at: datetime | None
+    # For an action that needed a human: {status, decided_by, decided_at, note, expires_at}.
+    approval: dict[str, Any] | None = None
 
 
 class RunView(BaseModel):
@@ -186,13 +188,23 @@ async def chat_stream(request: Request, principal: PrincipalDep, services: Servi
 @router.get("/api/runs/{run_id}", response_model=RunView)
 async def get_run(run_id: str, principal: PrincipalDep, services: ServicesDep) -> RunView:
     run, calls = await services.runs.get(principal, run_id)
+    approvals = await services.approvals.for_run(run.id)
     return RunView(
         id=run.id, session_id=run.session_id, agent_id=run.agent_id, status=run.status, steps=run.steps or [],
         usage=run.usage, cost_usd=None if run.cost_usd is None else format(run.cost_usd, "f"),
         provider=run.provider, model=run.model, error=run.error,
         pending=list((run.resume_state or {}).get("pending", [])), started_at=run.started_at,
-        ended_at=run.ended_at, tool_calls=[ToolCallView.model_validate(c, from_attributes=True) for c in calls],
+        ended_at=run.ended_at, tool_calls=[_tool_call_view(c, approvals.get(c.id)) for c in calls],
     )
+
+
+def _tool_call_view(call: Any, approval: Any) -> ToolCallView:
+    view = ToolCallView.model_validate(call, from_attributes=True)
+    if approval is not None:
+        view.approval = {"id": approval.id, "status": approval.status, "decided_by": approval.decided_by,
+                         "decided_at": approval.decided_at, "note": approval.note,
+                         "expires_at": approval.expires_at}
+    return view
 
 
 class _Follower:

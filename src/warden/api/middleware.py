@@ -5,9 +5,9 @@ streams pass through untouched and the per-request cost stays in microseconds.""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import os
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send

@@ -26,11 +26,11 @@ import logging
 import re
 import time
 import urllib.request
-from functools import lru_cache
-from urllib.parse import urlsplit
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson

@@ -1,0 +1,264 @@
+"""Approvals: the pending actions of paused runs, and the humans who settle them.
+
+A decision is a conditional ``UPDATE … WHERE status = 'pending'``, so across any
+number of instances exactly one decision wins; the same decision again returns
+the same result (idempotent), a different one gets 409. The winner then resumes
+the run (the tool runs, or the model reads the refusal). An approval nobody
+decides expires after the TTL and counts as a rejection; expiries are swept
+periodically and whenever approvals are read. A decision whose instance died
+before it reached the run is applied by the next sweep (``applied`` flag).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from warden.accounts import Principal
+from warden.agents.runtime import Action, RunHandle, Runs
+from warden.errors import Conflict, NotFound, ValidationFailed
+from warden.governance.maturity import Maturity
+from warden.store import audit
+from warden.store.agent_models import Agent, Run
+from warden.store.db import Database
+from warden.store.governance_models import Approval
+from warden.store.models import new_id, utcnow
+
+log = logging.getLogger("warden.governance")
+
+STATUSES = ("pending", "approved", "rejected", "expired")
+Decision = Literal["approve", "reject"]
+_STATUS_OF = {"approve": "approved", "reject": "rejected"}
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalView:
+    id: str
+    run_id: str
+    session_id: str
+    agent_id: str
+    tool_call_id: str
+    tool: str
+    arguments: Any
+    risk_level: int | None
+    reason: str | None
+    rule: str | None
+    status: str
+    requested_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    note: str | None
+
+    @classmethod
+    def of(cls, a: Approval) -> ApprovalView:
+        try:
+            args: Any = orjson.loads(a.arguments)
+        except orjson.JSONDecodeError:
+            args = a.arguments
+        return cls(a.id, a.run_id, a.session_id, a.agent_id, a.tool_call_id, a.tool, args, a.risk_level, a.reason,
+                   a.rule, a.status, a.requested_at, a.expires_at, a.decided_at, a.decided_by, a.note)
+
+
+class Approvals:
+    def __init__(self, db: Database, runs: Runs, maturity: Maturity, *, ttl_s: float = 86400.0,
+                 sweep_s: float = 30.0) -> None:
+        self.db = db
+        self.runs = runs
+        self.maturity = maturity
+        self.ttl_s = ttl_s
+        self.sweep_s = sweep_s
+        self._sweeper: asyncio.Task[None] | None = None
+        # Actions of one run are resumed one at a time in this process.
+        self._run_locks: dict[str, asyncio.Lock] = {}
+
+    # --- created by the run loop (inside its pause transaction) -----------------------
+
+    async def create(self, s: AsyncSession, run: Run, agent: Agent, pending: list[Action]) -> None:
+        now = utcnow()
+        for a in pending:
+            s.add(Approval(id=new_id("apr"), workspace_id=run.workspace_id, run_id=run.id, session_id=run.session_id,
+                           tool_call_id=a.tool_call_id, agent_id=agent.id, api_key_id=run.api_key_id, tool=a.name,
+                           arguments=a.arguments, risk_level=a.level, reason=a.reason, rule=a.rule,
+                           status="pending", requested_at=now, expires_at=now + timedelta(seconds=self.ttl_s),
+                           applied=False))
+        await s.flush()
+        await self.maturity.approvals_asked(s, agent, len(pending))
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def list(self, principal: Principal, *, status: str | None = None, agent_id: str | None = None,
+                   run_id: str | None = None, limit: int = 50) -> list[ApprovalView]:
+        if status is not None and status not in STATUSES:
+            raise ValidationFailed(f"status: must be one of {', '.join(STATUSES)}", param="status")
+        await self.expire_due(principal.workspace_id)
+        q = select(Approval).where(Approval.workspace_id == principal.workspace_id)
+        if not principal.is_admin:
+            q = q.where(Approval.api_key_id == principal.key_id)  # members see their own runs' actions
+        if status is not None:
+            q = q.where(Approval.status == status)
+        if agent_id is not None:
+            q = q.where(Approval.agent_id == agent_id)
+        if run_id is not None:
+            q = q.where(Approval.run_id == run_id)
+        async with self.db.session() as s:
+            rows = (await s.execute(q.order_by(Approval.requested_at.desc(), Approval.id).limit(limit))).scalars()
+            return [ApprovalView.of(a) for a in rows]
+
+    async def get(self, principal: Principal, approval_id: str) -> ApprovalView:
+        await self.expire_due(principal.workspace_id)
+        async with self.db.session() as s:
+            a = await s.get(Approval, approval_id)
+        if a is None or a.workspace_id != principal.workspace_id or (
+                not principal.is_admin and a.api_key_id != principal.key_id):
+            raise NotFound(f"no approval '{approval_id[:80]}'", code="approval_not_found")
+        return ApprovalView.of(a)
+
+    async def for_run(self, run_id: str) -> dict[str, Approval]:
+        """The approvals of a run by tool call id (for explaining its actions)."""
+        async with self.db.session() as s:
+            rows = (await s.execute(select(Approval).where(Approval.run_id == run_id))).scalars()
+            return {a.tool_call_id: a for a in rows}
+
+    # --- deciding ---------------------------------------------------------------------
+
+    async def decide(self, principal: Principal, approval_id: str, decision: str, *,
+                     note: str | None = None, wait: bool = False) -> ApprovalView:
+        """Approve or reject. ``wait``: return only once the resumed run ends or pauses
+        again (the CLI, whose process exits afterwards); else the run goes on in the background."""
+        if decision not in _STATUS_OF:
+            raise ValidationFailed("decision: must be 'approve' or 'reject'", param="decision")
+        current = await self.get(principal, approval_id)  # 404s, and sweeps expiries first
+        wanted = _STATUS_OF[decision]
+        if current.status != "pending":
+            return _same_or_conflict(current, wanted)
+        won = await self._settle(approval_id, wanted, actor=principal.actor, note=note)
+        if not won:  # someone decided it a moment ago, here or on another instance
+            return _same_or_conflict(await self.get(principal, approval_id), wanted)
+        handle = await self._apply(approval_id)
+        if wait and handle is not None:
+            await self.runs.wait(handle)
+        return await self.get(principal, approval_id)
+
+    async def _settle(self, approval_id: str, status: str, *, actor: str, note: str | None) -> bool:
+        """The conditional update; True if this call decided the approval."""
+
+        async def tx(s: AsyncSession) -> bool:
+            moved = await s.execute(update(Approval).where(Approval.id == approval_id, Approval.status == "pending")
+                                    .values(status=status, decided_by=actor, decided_at=utcnow(), note=note)
+                                    .execution_options(synchronize_session=False))
+            if moved.rowcount != 1:
+                return False
+            a = await s.get(Approval, approval_id, populate_existing=True)
+            assert a is not None
+            await audit.append(s, workspace_id=a.workspace_id, actor=actor, action=f"approval.{status}",
+                               target=a.id, data={"run_id": a.run_id, "tool_call_id": a.tool_call_id,
+                                                  "agent_id": a.agent_id, "tool": a.tool, "level": a.risk_level,
+                                                  "rule": a.rule, "note": note or ""})
+            if status != "approved":
+                await self.maturity.rejected(s, a.agent_id)
+            return True
+
+        return await self.db.run_tx(tx)
+
+    async def _apply(self, approval_id: str) -> RunHandle | None:
+        """Bring a decided approval to its run: the tool runs, or the model reads the refusal.
+
+        Claimed first (``applied`` False -> True, conditionally), so the action is
+        applied at most once even when an instance's sweep races the decider."""
+        async with self.db.transaction() as s:
+            claimed = await s.execute(update(Approval).where(
+                Approval.id == approval_id, Approval.status != "pending", Approval.applied.is_(False)
+            ).values(applied=True).execution_options(synchronize_session=False))
+            if claimed.rowcount != 1:
+                return None
+            a = await s.get(Approval, approval_id)
+        assert a is not None
+        lock = self._run_locks.setdefault(a.run_id, asyncio.Lock())
+        try:
+            async with lock:
+                return await self.runs.resume_run(
+                    a.run_id, "approve" if a.status == "approved" else "reject", tool_call_id=a.tool_call_id,
+                    note=a.note, actor=a.decided_by or "system", refusal=self._refusal(a))
+        except (Conflict, NotFound) as exc:
+            # The run no longer waits for this action (it ended, was deleted, or was settled).
+            log.info("approval %s not applied: %s", a.id, exc.message)
+            return None
+        except BaseException:
+            # Give it back to the sweep: the run still waits for this decision.
+            async with self.db.transaction() as s:
+                await s.execute(update(Approval).where(Approval.id == a.id).values(applied=False))
+            raise
+        finally:
+            if len(self._run_locks) > 10_000 and not lock.locked():
+                self._run_locks.clear()
+
+    def _refusal(self, a: Approval) -> str | None:
+        if a.status != "expired":
+            return None
+        hours = self.ttl_s / 3600
+        wait = f"{hours:g} h" if hours >= 1 else f"{self.ttl_s:g} s"
+        return (f"refused: nobody approved this action within {wait}, so it expired and was not taken. "
+                "Continue without it.")
+
+    # --- expiry and recovery ---------------------------------------------------------------
+
+    async def expire_due(self, workspace_id: str | None = None) -> int:
+        """Expire pending approvals past their time (each counts as a rejection) and resume their runs."""
+        q = select(Approval.id).where(Approval.status == "pending", Approval.expires_at <= utcnow())
+        if workspace_id is not None:
+            q = q.where(Approval.workspace_id == workspace_id)
+        async with self.db.session() as s:
+            due = list((await s.execute(q)).scalars())
+        count = 0
+        for approval_id in due:
+            if await self._settle(approval_id, "expired", actor="system", note="expired"):
+                count += 1
+                await self._apply(approval_id)
+        return count
+
+    async def apply_unapplied(self) -> int:
+        """Decisions an instance recorded but never brought to their run (it died in between)."""
+        async with self.db.session() as s:
+            ids = list((await s.execute(select(Approval.id).where(
+                Approval.status != "pending", Approval.applied.is_(False)))).scalars())
+        for approval_id in ids:
+            await self._apply(approval_id)
+        return len(ids)
+
+    async def sweep(self) -> None:
+        await self.expire_due()
+        await self.apply_unapplied()
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="warden-approvals-sweep")
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # the database may be briefly away; try again next time
+                log.warning("approval sweep failed", exc_info=True)
+            await asyncio.sleep(self.sweep_s)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+
+def _same_or_conflict(current: ApprovalView, wanted: str) -> ApprovalView:
+    if current.status == wanted:
+        return current  # the same decision again: the same result
+    raise Conflict(f"approval '{current.id}' is already {current.status}"
+                   f"{f' by {current.decided_by}' if current.decided_by else ''}", code="approval_already_decided")
+

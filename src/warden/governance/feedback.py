@@ -1,0 +1,137 @@
+"""Feedback on an agent's messages and runs: one per author and target (a second
+replaces the first), normalised to a score in -1..1, kept with the provider,
+model and complexity of the run's model calls so routing can learn from it later,
+and counted toward the agent's maturity at the tier it has now."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from warden.accounts import Principal
+from warden.agents.runtime import Runs
+from warden.errors import NotFound, ValidationFailed
+from warden.governance.maturity import Maturity, find_agent
+from warden.store.agent_models import Agent, Message
+from warden.store.db import Database
+from warden.store.governance_models import Feedback
+from warden.store.models import new_id, utcnow
+
+Rating = Literal["up", "down", 1, 2, 3, 4, 5]
+
+
+class FeedbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: str | None = Field(default=None, max_length=40)
+    run_id: str | None = Field(default=None, max_length=40)
+    rating: Rating
+    correction: str | None = Field(default=None, max_length=20_000)
+    comment: str | None = Field(default=None, max_length=4_000)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> FeedbackBody:
+        if (self.message_id is None) == (self.run_id is None):
+            raise ValueError("give exactly one of message_id or run_id")
+        return self
+
+
+def score_of(rating: str | int) -> float:
+    """up/down -> +1/-1; 1..5 stars -> -1, -0.5, 0, 0.5, 1."""
+    if rating == "up":
+        return 1.0
+    if rating == "down":
+        return -1.0
+    return (int(rating) - 3) / 2
+
+
+def _view(f: Feedback) -> dict[str, Any]:
+    return {"id": f.id, "agent_id": f.agent_id, "run_id": f.run_id, "message_id": f.message_id,
+            "author": f.author, "rating": f.rating, "score": f.score, "correction": f.correction,
+            "comment": f.comment, "tier": f.tier, "provider": f.provider, "model": f.model,
+            "complexity": f.complexity, "created_at": f.created_at, "updated_at": f.updated_at}
+
+
+class FeedbackService:
+    def __init__(self, db: Database, runs: Runs, maturity: Maturity) -> None:
+        self.db = db
+        self.runs = runs
+        self.maturity = maturity
+
+    async def submit(self, principal: Principal, body: FeedbackBody) -> tuple[dict[str, Any], bool]:
+        """Record (or replace) the caller's feedback. Returns (view, replaced)."""
+        run_id = body.run_id
+        if body.message_id is not None:
+            async with self.db.session() as s:
+                msg = await s.get(Message, body.message_id)
+            if msg is None or msg.workspace_id != principal.workspace_id:
+                raise NotFound(f"no message '{body.message_id[:80]}'", code="message_not_found")
+            if msg.run_id is None:
+                raise ValidationFailed("message_id: this message belongs to no agent run", param="message_id")
+            run_id = msg.run_id
+        assert run_id is not None
+        run, _ = await self.runs.get(principal, run_id)  # 404 unless the caller may see the run
+        target = body.message_id or f"run:{run.id}"
+        steps = [{"provider": st.get("provider"), "model": st.get("model"), "complexity": st.get("complexity")}
+                 for st in run.steps or []]
+        last = steps[-1] if steps else {}
+        values = dict(rating=str(body.rating), score=score_of(body.rating), correction=body.correction or None,
+                      comment=body.comment, provider=last.get("provider"), model=last.get("model"),
+                      complexity=last.get("complexity"), steps=steps, updated_at=utcnow())
+
+        async def tx(s: AsyncSession) -> tuple[Feedback, bool]:
+            agent = await s.get(Agent, run.agent_id)
+            if agent is None:
+                raise NotFound("the run's agent no longer exists", code="agent_not_found")
+            row = (await s.execute(select(Feedback).where(
+                Feedback.workspace_id == principal.workspace_id, Feedback.author == principal.key_id,
+                Feedback.target == target))).scalars().first()
+            replaced = row is not None
+            if row is None:
+                row = Feedback(id=new_id("fb"), workspace_id=principal.workspace_id, agent_id=agent.id,
+                               run_id=run.id, message_id=body.message_id, target=target, author=principal.key_id,
+                               tier=agent.tier, created_at=utcnow(), **values)
+                s.add(row)
+            else:
+                for k, v in values.items():
+                    setattr(row, k, v)
+            await s.flush()
+            await self.maturity.reconsider(s, agent)
+            return row, replaced
+
+        try:
+            row, replaced = await self.db.run_tx(tx)
+        except IntegrityError:  # the same author's first feedback landed at the same moment: replace it
+            row, replaced = await self.db.run_tx(tx)
+        return _view(row), replaced
+
+    async def summary(self, workspace_id: str, agent_ref: str, *, recent: int = 20) -> dict[str, Any]:
+        async with self.db.session() as s:
+            agent = await find_agent(s, workspace_id, agent_ref)
+            rows = list((await s.execute(select(Feedback).where(Feedback.agent_id == agent.id)
+                                         .order_by(Feedback.updated_at.desc()))).scalars())
+        by_tier: dict[str, list[Feedback]] = defaultdict(list)
+        by_model: dict[tuple[Any, Any, Any], list[Feedback]] = defaultdict(list)
+        for f in rows:
+            by_tier[f.tier].append(f)
+            by_model[(f.provider, f.model, f.complexity)].append(f)
+        return {
+            "agent_id": agent.id, **_stats(rows),
+            "by_tier": {t: _stats(fs) for t, fs in by_tier.items()},
+            "by_model": [{"provider": p, "model": m, "complexity": c, **_stats(fs)}
+                         for (p, m, c), fs in sorted(by_model.items(), key=lambda kv: -len(kv[1]))],
+            "recent": [_view(f) for f in rows[:recent]],
+        }
+
+
+def _stats(rows: list[Feedback]) -> dict[str, Any]:
+    n = len(rows)
+    return {"count": n, "score_sum": sum(f.score for f in rows),
+            "mean_score": round(sum(f.score for f in rows) / n, 4) if n else None,
+            "positive": sum(1 for f in rows if f.score > 0), "negative": sum(1 for f in rows if f.score < 0),
+            "corrections": sum(1 for f in rows if f.correction)}

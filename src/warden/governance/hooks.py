@@ -1,0 +1,36 @@
+"""Governance joined to the run loop: every decision audited, approvals stored
+when a run pauses, and each finished run counted toward its agent's maturity."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from warden.agents.runtime import Action, RunHooks
+from warden.governance.approvals import Approvals
+from warden.governance.maturity import Maturity
+from warden.store import audit
+from warden.store.agent_models import Agent, Run
+from warden.store.governance_models import Approval
+
+
+class GovernanceHooks(RunHooks):
+    def __init__(self, approvals: Approvals, maturity: Maturity) -> None:
+        self.approvals = approvals
+        self.maturity = maturity
+
+    async def decided(self, s: AsyncSession, run: Run, agent: Agent, actions: list[Action]) -> None:
+        for a in actions:
+            await audit.append(s, workspace_id=run.workspace_id, actor=f"agent:{agent.id}",
+                               action="governance.decision", target=a.tool_call_id, data={
+                                   "run_id": run.id, "agent_id": agent.id, "tier": agent.tier, "tool": a.name,
+                                   "level": a.level, "decision": a.decision, "rule": a.rule,
+                                   "reason": a.reason or ""})
+
+    async def paused(self, s: AsyncSession, run: Run, agent: Agent, pending: list[Action]) -> None:
+        await self.approvals.create(s, run, agent, pending)
+
+    async def ended(self, s: AsyncSession, run: Run, status: str) -> None:
+        refused = (await s.execute(select(func.count(Approval.id)).where(
+            Approval.run_id == run.id, Approval.status.in_(("rejected", "expired"))))).scalar()
+        await self.maturity.run_ended(s, run.agent_id, status, clean=not refused)

@@ -1,0 +1,250 @@
+"""Approvals end to end: approve and reject over the API with followers on SSE,
+idempotency, concurrent decisions, expiry, a paused run surviving a restart,
+the CLI, and what GET /api/runs/{id} says about each action."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from agents_helpers import connect_provider, stream_chat, types_of
+from governance_helpers import follow, make_agent, pending_approval, script_tool_turn, setup_echo
+from typer.testing import CliRunner
+
+from tests.conftest import ADMIN_KEY, PG_URL, client_for, requires_pg, reset_pg
+from warden.cli import app as cli_app
+from warden.config import load_settings
+from warden.services import Services
+from warden.testing.upstream import Behaviour, SimToolCall, UpstreamServer
+
+
+@pytest.fixture
+async def up() -> AsyncIterator[UpstreamServer]:
+    async with UpstreamServer("openai") as server:
+        yield server
+
+
+async def _paused_run(c, up: UpstreamServer, **agent_fields) -> tuple[str, dict]:
+    script_tool_turn(up, text="all sent", arg="mail")
+    agent = await make_agent(c, tool_levels={"echo": 2}, **agent_fields)  # student x draft = approve
+    events = await stream_chat(c, {"agent_id": agent["id"], "message": "send it"})
+    assert types_of(events)[-1] == "run.paused"
+    return events[0]["run_id"], await pending_approval(c, events[0]["run_id"])
+
+
+async def test_approve_over_the_api_resumes_the_run_for_sse_followers(services: Services, up: UpstreamServer) -> None:
+    echo = await setup_echo(services, up)
+    async with client_for(services) as c:
+        run_id, approval = await _paused_run(c, up)
+        follower = asyncio.create_task(follow(c, run_id))  # follows from the start, across the pause
+        r = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "approve", "note": "fine"})
+        assert r.status_code == 200, r.text
+        assert (r.json()["status"], r.json()["decided_by"], r.json()["note"]) == ("approved", "key:" + r.json()[
+            "decided_by"].split(":", 1)[1], "fine")
+        events = await asyncio.wait_for(follower, 30)
+        run = (await c.get(f"/api/runs/{run_id}")).json()
+        again = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "approve"})
+        other = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "reject"})
+        audit = (await c.get("/api/audit", params={"action": "approval."})).json()["events"]
+    assert types_of(events) == ["run.started", "tool.call", "approval.required", "run.paused", "tool.result",
+                                "message.delta", "message.delta", "run.completed"]
+    assert echo.calls == [{"text": "mail"}]
+    assert run["status"] == "completed"
+    action = run["tool_calls"][0]
+    assert (action["decision"], action["rule"], action["status"]) == ("approve", "matrix:student:2", "completed")
+    assert action["approval"]["status"] == "approved" and action["approval"]["note"] == "fine"
+    assert action["approval"]["decided_by"].startswith("key:")
+    # Idempotent: the same decision again is the same result; a different one is a conflict.
+    assert again.status_code == 200 and again.json() == r.json()
+    assert other.status_code == 409 and other.json()["error"]["code"] == "approval_already_decided"
+    assert [(e["action"], e["target"]) for e in audit] == [("approval.approved", approval["id"])]
+    assert len(echo.calls) == 1
+
+
+async def test_reject_tells_the_model_why_and_the_run_continues(services: Services, up: UpstreamServer) -> None:
+    echo = await setup_echo(services, up)
+    async with client_for(services) as c:
+        run_id, approval = await _paused_run(c, up)
+        r = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "reject", "note": "wrong recipient"})
+        assert r.status_code == 200 and r.json()["status"] == "rejected"
+        events = await asyncio.wait_for(follow(c, run_id, after=4), 30)
+        run = (await c.get(f"/api/runs/{run_id}")).json()
+        maturity = (await c.get(f"/api/agents/{run['agent_id']}/maturity")).json()
+    assert echo.calls == []
+    assert types_of(events) == ["tool.result", "message.delta", "message.delta", "run.completed"]
+    assert events[0]["status"] == "rejected" and "wrong recipient" in events[0]["content"]
+    refusal = [m for m in up.requests[1].body["messages"] if m["role"] == "tool"][0]["content"]
+    assert refusal.startswith("refused: a human rejected this action (wrong recipient)")
+    assert run["tool_calls"][0]["approval"]["status"] == "rejected"
+    assert run["tool_calls"][0]["approval"]["note"] == "wrong recipient"
+    counts = maturity["counts"]
+    assert (counts["runs"], counts["approvals_asked"], counts["approvals_rejected"]) == (1, 1, 1)
+
+
+async def test_two_concurrent_different_decisions_one_wins_one_conflicts(services: Services,
+                                                                         up: UpstreamServer) -> None:
+    echo = await setup_echo(services, up)
+    async with client_for(services) as c:
+        run_id, approval = await _paused_run(c, up)
+        url = f"/api/approvals/{approval['id']}"
+        a, b = await asyncio.gather(c.post(url, json={"decision": "approve"}), c.post(url, json={"decision": "reject"}))
+        await asyncio.wait_for(follow(c, run_id, after=4), 30)
+        final = (await c.get(url)).json()
+    assert sorted([a.status_code, b.status_code]) == [200, 409]
+    winner = a if a.status_code == 200 else b
+    assert final["status"] == winner.json()["status"]
+    assert echo.calls == ([{"text": "mail"}] if final["status"] == "approved" else [])
+
+
+async def test_only_admins_decide_and_bad_input_is_refused(services: Services, up: UpstreamServer) -> None:
+    await setup_echo(services, up)
+    ws = await services.accounts.workspace_by_name("default")
+    member = await services.accounts.create_key(ws.id, "member", role="member")
+    async with client_for(services) as c, client_for(services, member.key) as m:
+        _, approval = await _paused_run(c, up)
+        forbidden = await m.post(f"/api/approvals/{approval['id']}", json={"decision": "approve"})
+        hidden = await m.get(f"/api/approvals/{approval['id']}")  # not the member's run
+        bad = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "maybe"})
+        missing = await c.post("/api/approvals/apr_missing", json={"decision": "approve"})
+        bad_status = await c.get("/api/approvals", params={"status": "lost"})
+        still = (await c.get(f"/api/approvals/{approval['id']}")).json()
+    assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "admin_required"
+    assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "approval_not_found"
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "decision"
+    assert missing.status_code == 404
+    assert bad_status.status_code == 422
+    assert still["status"] == "pending"
+
+
+async def test_expired_approval_counts_as_a_rejection(data_dir: Path, up: UpstreamServer) -> None:
+    svc = await Services.start(load_settings(data_dir=data_dir, admin_key=ADMIN_KEY, access_log=False,
+                                             approval_ttl=0.05))
+    try:
+        echo = await setup_echo(svc, up)
+        async with client_for(svc) as c:
+            run_id, approval = await _paused_run(c, up)
+            await asyncio.sleep(0.1)
+            seen = (await c.get(f"/api/approvals/{approval['id']}")).json()  # read sweeps expiries
+            events = await asyncio.wait_for(follow(c, run_id, after=4), 30)
+            late = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "approve"})
+            maturity = (await c.get(f"/api/agents/{seen['agent_id']}/maturity")).json()
+    finally:
+        await svc.close()
+    assert (seen["status"], seen["decided_by"]) == ("expired", "system")
+    assert echo.calls == []
+    assert events[0]["type"] == "tool.result" and "expired" in events[0]["content"]
+    assert types_of(events)[-1] == "run.completed"
+    assert late.status_code == 409 and "expired" in late.json()["error"]["message"]
+    assert maturity["counts"]["approvals_rejected"] == 1
+
+
+async def test_a_paused_run_survives_a_restart(data_dir: Path, up: UpstreamServer) -> None:
+    settings = load_settings(data_dir=data_dir, admin_key=ADMIN_KEY, access_log=False)
+    first = await Services.start(settings)
+    try:
+        await setup_echo(first, up)
+        async with client_for(first) as c:
+            run_id, approval = await _paused_run(c, up)
+    finally:
+        await first.close()
+    second = await Services.start(load_settings(data_dir=data_dir, admin_key=ADMIN_KEY, access_log=False))
+    try:
+        echo = await _register_only(second)  # the new process has the same tool
+        async with client_for(second) as c:
+            assert (await c.get(f"/api/runs/{run_id}")).json()["status"] == "paused"
+            r = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "approve"})
+            assert r.status_code == 200, r.text
+            events = await asyncio.wait_for(follow(c, run_id, after=4), 30)
+            run = (await c.get(f"/api/runs/{run_id}")).json()
+    finally:
+        await second.close()
+    assert echo.calls == [{"text": "mail"}]
+    assert types_of(events)[-1] == "run.completed" and events[0]["status"] == "completed"
+    assert run["status"] == "completed" and run["tool_calls"][0]["approval"]["status"] == "approved"
+    assert up.requests[-1].body["messages"][-1]["content"] == '{"echo":{"text":"mail"}}'
+
+
+async def _register_only(services: Services):  # noqa: ANN202 - the tool, registered without a new credential
+    from agents_helpers import EchoTool
+
+    tool = EchoTool()
+    services.tools.register(tool)
+    return tool
+
+
+def test_cli_lists_approves_and_rejects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI works on the database directly: the run resumes inside the CLI process
+    (so the tool is a built-in one, which that process has too)."""
+    monkeypatch.setenv("WARDEN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WARDEN_ADMIN_KEY", ADMIN_KEY)
+    runner = CliRunner()
+
+    async def pause_two(up: UpstreamServer) -> list[str]:
+        svc = await Services.start(load_settings())
+        try:
+            await connect_provider(svc, up)
+            ids = []
+            async with client_for(svc) as c:
+                for name in ("one", "two"):
+                    up.enqueue(Behaviour(tool_calls=[SimToolCall("current_time", {"timezone": "UTC"})]))
+                    r = await c.post("/api/agents", json={"name": name, "tools": ["current_time"],
+                                                          "tool_levels": {"current_time": 2}})
+                    assert r.status_code == 201, r.text
+                    events = await stream_chat(c, {"agent_id": r.json()["id"], "message": "time?"})
+                    ids.append((await pending_approval(c, events[0]["run_id"]))["id"])
+            up.enqueue(Behaviour(text="one done"), Behaviour(text="two done"))  # the resumed runs' answers
+            return ids
+        finally:
+            await svc.close()
+
+    def cli(*args: str):  # noqa: ANN202 - a typer Result
+        return runner.invoke(cli_app, list(args), catch_exceptions=False)
+
+    async def scenario() -> tuple[list[str], list, list]:
+        async with UpstreamServer("openai") as up:
+            ids = await pause_two(up)
+            listed = await asyncio.to_thread(cli, "approvals", "list")
+            approved = await asyncio.to_thread(cli, "approvals", "approve", ids[0])
+            rejected = await asyncio.to_thread(cli, "approvals", "reject", ids[1], "--note", "not now")
+            after = await asyncio.to_thread(cli, "approvals", "list", "--status", "rejected")
+            return ids, [listed, approved, rejected, after], [r.body for r in up.requests]
+
+    ids, (listed, approved, rejected, after), bodies = asyncio.run(scenario())
+    assert listed.exit_code == 0 and ids[0] in listed.stdout and ids[1] in listed.stdout
+    assert approved.exit_code == 0 and f"approval {ids[0]} approved by key:cli" in approved.stdout
+    assert rejected.exit_code == 0 and f"approval {ids[1]} rejected by key:cli" in rejected.stdout
+    assert ids[1] in after.stdout and ids[0] not in after.stdout
+    # Both runs made their final model call inside the CLI process, with the tool's result or the refusal.
+    assert len(bodies) == 4
+    assert '"timezone":"UTC"' in bodies[2]["messages"][-1]["content"]
+    assert bodies[3]["messages"][-1]["content"].startswith("refused: a human rejected this action (not now)")
+
+
+@requires_pg
+async def test_concurrent_decisions_on_two_instances_over_postgresql(tmp_path: Path, up: UpstreamServer) -> None:
+    """Two instances (own services, same PostgreSQL): the conditional update lets one decision win."""
+    await reset_pg(PG_URL)
+    shared = {"admin_key": ADMIN_KEY, "database_url": PG_URL, "access_log": False,
+              "master_key": base64.b64encode(bytes(range(32))).decode()}  # both can open the BYOK key
+    a = await Services.start(load_settings(data_dir=tmp_path / "a", **shared))
+    b = await Services.start(load_settings(data_dir=tmp_path / "b", **shared))
+    try:
+        echo = await setup_echo(a, up)
+        b.tools.register(echo)
+        async with client_for(a) as ca, client_for(b) as cb:
+            run_id, approval = await _paused_run(ca, up)
+            url = f"/api/approvals/{approval['id']}"
+            ra, rb = await asyncio.gather(ca.post(url, json={"decision": "approve"}),
+                                          cb.post(url, json={"decision": "reject"}))
+            events = await asyncio.wait_for(follow(ca, run_id, after=4), 30)
+            final = (await ca.get(url)).json()
+    finally:
+        await b.close()
+        await a.close()
+    assert sorted([ra.status_code, rb.status_code]) == [200, 409]
+    assert final["status"] == ("approved" if ra.status_code == 200 else "rejected")
+    assert types_of(events)[-1] == "run.completed"
+    assert echo.calls == ([{"text": "mail"}] if final["status"] == "approved" else [])
