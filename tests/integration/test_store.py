@@ -161,3 +161,19 @@ async def test_key_cache_expires_for_other_instances(any_services: Services) -> 
 
     with pytest.raises(Unauthorized):
         await other.authenticate(created.key)
+
+
+async def test_upgrade_keeps_existing_rows(db: Database) -> None:
+    from sqlalchemy import text
+
+    await migrate.upgrade(db, "0001")
+    async with db.engine.begin() as c:
+        await c.execute(text("INSERT INTO workspaces (id, name, created_at) "
+                             "VALUES ('ws_1', 'default', CURRENT_TIMESTAMP)"))
+        await c.execute(text("INSERT INTO api_keys (id, workspace_id, name, role, key_hash, prefix, "
+                             "created_at) VALUES ('key_1', 'ws_1', 'k', 'admin', 'h', 'wk-x', "
+                             "CURRENT_TIMESTAMP)"))
+    assert await migrate.upgrade(db) == migrate.head_revision()
+    async with db.engine.connect() as c:
+        assert (await c.execute(text("SELECT count(*) FROM api_keys"))).scalar() == 1
+        assert (await c.execute(text("SELECT name FROM workspaces"))).scalar() == "default"

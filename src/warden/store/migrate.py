@@ -14,6 +14,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from warden.store.db import Database
 
@@ -61,9 +63,15 @@ async def _sqlite_file_lock(db: Database) -> AsyncIterator[None]:
 async def upgrade(db: Database, revision: str = "head") -> str | None:
     """Bring the schema to ``revision``; several instances starting at once take turns."""
     if db.is_sqlite:
-        async with _sqlite_file_lock(db), db.engine.begin() as conn:
-            await conn.run_sync(_upgrade, revision)
-            return await conn.run_sync(_current)
+        # A connection of its own, without the foreign-key pragma: a batch migration
+        # that rebuilds a parent table must not cascade-delete its children.
+        engine = create_async_engine(db.url, poolclass=NullPool)
+        try:
+            async with _sqlite_file_lock(db), engine.begin() as conn:
+                await conn.run_sync(_upgrade, revision)
+                return await conn.run_sync(_current)
+        finally:
+            await engine.dispose()
     async with db.engine.begin() as conn:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         await conn.run_sync(_upgrade, revision)
