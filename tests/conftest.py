@@ -48,6 +48,15 @@ async def reset_pg(url: str) -> None:
     await engine.dispose()
 
 
+@pytest.fixture(autouse=True)
+async def _close_upstream_client() -> AsyncIterator[None]:
+    """Each test's event loop closes its pooled upstream client, as a server does at shutdown."""
+    yield
+    from warden.gateway.providers.http import aclose_client
+
+    await aclose_client()
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"

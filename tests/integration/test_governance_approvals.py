@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from agents_helpers import connect_provider, stream_chat, types_of
+from agents_helpers import EchoTool, connect_provider, stream_chat, types_of
 from governance_helpers import follow, make_agent, pending_approval, script_tool_turn, setup_echo
 from typer.testing import CliRunner
 
@@ -248,3 +248,53 @@ async def test_concurrent_decisions_on_two_instances_over_postgresql(tmp_path: P
     assert final["status"] == ("approved" if ra.status_code == 200 else "rejected")
     assert types_of(events)[-1] == "run.completed"
     assert echo.calls == ([{"text": "mail"}] if final["status"] == "approved" else [])
+
+
+@requires_pg
+async def test_parallel_pending_actions_decided_on_two_instances_lose_no_update(tmp_path: Path,
+                                                                                up: UpstreamServer) -> None:
+    """Two actions of one run, approved at the same moment on two instances (same PostgreSQL):
+    both leave the pending list, the run goes on exactly once with both results, and its
+    events stay one gapless sequence."""
+    await reset_pg(PG_URL)
+    shared = {"admin_key": ADMIN_KEY, "database_url": PG_URL, "access_log": False,
+              "master_key": base64.b64encode(bytes(range(32))).decode()}
+    a = await Services.start(load_settings(data_dir=tmp_path / "a", **shared))
+    b = await Services.start(load_settings(data_dir=tmp_path / "b", **shared))
+    try:
+        echo = SlowEcho()  # slow enough that both decisions are in flight together
+        await connect_provider(a, up)
+        a.tools.register(echo)
+        b.tools.register(echo)
+        up.enqueue(Behaviour(tool_calls=[SimToolCall("echo", {"text": "one"}), SimToolCall("echo", {"text": "two"})]),
+                   Behaviour(text="both done"))
+        async with client_for(a) as ca, client_for(b) as cb:
+            agent = await make_agent(ca, tool_levels={"echo": 2})
+            events = await stream_chat(ca, {"agent_id": agent["id"], "message": "two drafts"})
+            run_id = events[0]["run_id"]
+            assert types_of(events)[-1] == "run.paused" and len(events[-1]["pending"]) == 2
+            pending = (await ca.get("/api/approvals", params={"status": "pending", "run_id": run_id})).json()
+            ra, rb = await asyncio.gather(ca.post(f"/api/approvals/{pending[0]['id']}", json={"decision": "approve"}),
+                                          cb.post(f"/api/approvals/{pending[1]['id']}", json={"decision": "approve"}))
+            tail = await asyncio.wait_for(follow(cb, run_id, after=events[-1]["seq"]), 30)
+            run = (await ca.get(f"/api/runs/{run_id}")).json()
+    finally:
+        await b.close()
+        await a.close()
+    assert ra.status_code == rb.status_code == 200, (ra.text, rb.text)
+    assert sorted(c["text"] for c in echo.calls) == ["one", "two"]
+    assert types_of(tail) == ["tool.result", "tool.result", "message.delta", "message.delta", "run.completed"]
+    assert [e["seq"] for e in tail] == list(range(events[-1]["seq"] + 1, events[-1]["seq"] + 6))
+    assert run["status"] == "completed" and run["pending"] == []
+    assert [c["status"] for c in run["tool_calls"]] == ["completed", "completed"]
+    # The continued model call saw both results: no tool call lost its answer.
+    final_call = up.requests[-1].body["messages"]
+    assert sorted(m["content"] for m in final_call if m["role"] == "tool") == [
+        '{"echo":{"text":"one"}}', '{"echo":{"text":"two"}}']
+    assert len(up.requests) == 2
+
+
+class SlowEcho(EchoTool):
+    async def run(self, args, ctx):  # noqa: ANN001, ANN201 - the Tool protocol
+        await asyncio.sleep(0.2)
+        return await super().run(args, ctx)

@@ -74,10 +74,7 @@ class EventLog:
         self._lock = asyncio.Lock()
 
     def emit(self, type_: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.seq += 1
-        event = {"type": type_, "run_id": self.run_id, "session_id": self.session_id,
-                 "seq": self.seq, **(data or {})}
-        self.channel.publish(event)
+        event = self.record(type_, data)
         self._pending.append(event)
         return event
 
@@ -97,6 +94,13 @@ class EventLog:
                      "created_at": now} for e in batch
                 ])
 
+    def record(self, type_: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Number and publish an event the caller has already written (see :func:`event_rows`)."""
+        self.seq += 1
+        event = {"type": type_, "run_id": self.run_id, "session_id": self.session_id, "seq": self.seq, **(data or {})}
+        self.channel.publish(event)
+        return event
+
     async def emit_now(self, type_: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
         event = self.emit(type_, data)
         await self.flush()
@@ -105,6 +109,14 @@ class EventLog:
 
 def _payload(event: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in event.items() if k not in ("type", "run_id", "session_id", "seq")}
+
+
+def event_rows(run_id: str, after: int, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``run_events`` rows for (type, data) pairs numbered from ``after + 1``, to insert
+    in the caller's transaction."""
+    now = utcnow()
+    return [{"run_id": run_id, "seq": after + i, "type": type_, "data": data, "created_at": now}
+            for i, (type_, data) in enumerate(items, start=1)]
 
 
 def from_row(row: RunEvent, session_id: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 import contextlib
 import email.utils
 import logging
@@ -81,30 +82,27 @@ class UpstreamClient:
         await self.session.close()
 
 
-_client: UpstreamClient | None = None
-_client_loop: asyncio.AbstractEventLoop | None = None
+# One client per event loop: connections belong to the loop that opened them. A
+# server has one loop; tests and embedders may run several side by side.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamClient] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def get_client() -> UpstreamClient:
-    """The process-wide pooled client.
-
-    Connections belong to an event loop, so a new loop (tests, a restarted
-    worker) gets a new client; in a server there is one loop and one client.
-    """
-    global _client, _client_loop
+    """The pooled client of the running event loop."""
     loop = asyncio.get_running_loop()
-    if _client is None or _client_loop is not loop or _client.is_closed:
-        _client = UpstreamClient()
-        _client_loop = loop
-    return _client
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        client = _clients[loop] = UpstreamClient()
+    return client
 
 
 async def aclose_client() -> None:
-    """Close the pooled client (at shutdown)."""
-    global _client, _client_loop
-    if _client is not None and _client_loop is asyncio.get_running_loop():
-        await _client.aclose()
-    _client, _client_loop = None, None
+    """Close the running loop's pooled client (at shutdown)."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
 
 
 @lru_cache(maxsize=256)
