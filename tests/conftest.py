@@ -17,8 +17,50 @@ from warden.config import Settings, load_settings
 from warden.services import Services
 
 ADMIN_KEY = "wk-test-admin-0123456789abcdefghijklmnop"
-PG_URL = os.environ.get("WARDEN_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("WARDEN_TEST_REDIS_URL")
+
+
+def _own_database(base_url: str) -> str:
+    """A database of this test run's own on the server WARDEN_TEST_DATABASE_URL names,
+    so runs sharing one server (developers, CI) never reset each other's schema."""
+    import asyncio
+    import secrets
+
+    from sqlalchemy.engine import make_url
+
+    name = f"warden_test_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def create() -> None:
+        engine = create_async_engine(base_url, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        await engine.dispose()
+
+    asyncio.run(create())
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(base_url: str, url: str) -> None:
+    import asyncio
+
+    from sqlalchemy.engine import make_url
+
+    async def drop() -> None:
+        engine = create_async_engine(base_url, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+        await engine.dispose()
+
+    asyncio.run(drop())
+
+
+_PG_BASE_URL = os.environ.get("WARDEN_TEST_DATABASE_URL")
+PG_URL = _own_database(_PG_BASE_URL) if _PG_BASE_URL else None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _PG_BASE_URL and PG_URL:
+        _drop_database(_PG_BASE_URL, PG_URL)
 
 if os.environ.get("CI") and not (PG_URL and REDIS_URL):
     # In CI the scale-out tests must run, never silently skip.

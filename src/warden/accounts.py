@@ -8,7 +8,6 @@ and is broadcast (``state`` invalidation) so other instances drop theirs too.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import secrets
@@ -25,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from warden import invalidation
 from warden.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from warden.invalidation import Notify
+from warden.singleflight import SingleFlight
 from warden.store import audit
 from warden.store.db import Database
 from warden.store.models import ApiKey, Workspace, new_id, utcnow
@@ -81,7 +81,7 @@ class Accounts:
         # key hash -> (expires at, principal or None for "no such key")
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         # key hash -> the lookup in flight: concurrent misses of one key share it
-        self._inflight: dict[str, asyncio.Future[Principal | None]] = {}
+        self._lookups: SingleFlight[str, Principal | None] = SingleFlight()
         self.notify: Notify | None = None  # set by the composition root: the broadcast
 
     # --- authentication (hot path) -------------------------------------------
@@ -103,33 +103,15 @@ class Accounts:
     async def _lookup_once(self, digest: str, now: float) -> Principal | None:
         """Look a key up and cache it; concurrent callers for the same key await one lookup,
         so an expiring entry under load costs one query, not one per waiting request."""
-        pending = self._inflight.get(digest)
-        if pending is not None:
-            try:
-                return await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                if not pending.cancelled():
-                    raise  # this request was cancelled, not the shared lookup
-                # the request that owned the lookup went away: look it up here instead
-        future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
-        self._inflight[digest] = future
-        try:
+
+        async def lookup() -> Principal | None:
             principal = await self._lookup(digest)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning without waiters
-            raise
-        finally:
-            if self._inflight.get(digest) is future:
-                del self._inflight[digest]
-        future.set_result(principal)
-        if len(self._cache) > 100_000:  # bound memory under a flood of bad keys
-            self._cache.clear()
-        self._cache[digest] = (now + self.cache_ttl, principal)
-        return principal
+            if len(self._cache) > 100_000:  # bound memory under a flood of bad keys
+                self._cache.clear()
+            self._cache[digest] = (now + self.cache_ttl, principal)
+            return principal
+
+        return await self._lookups.run(digest, lookup)
 
     async def _lookup(self, digest: str) -> Principal | None:
         async with self.db.session() as s:

@@ -28,6 +28,7 @@ from warden import invalidation
 from warden.errors import NotFound, ValidationFailed
 from warden.gateway.limits import PERIODS, Budget, Period, Scope, WorkspaceLimits
 from warden.invalidation import Notify
+from warden.singleflight import SingleFlight
 from warden.state.base import StateStore, StateUnavailable, from_pico
 from warden.store import audit
 from warden.store.budget_models import BudgetRow
@@ -106,6 +107,7 @@ class Budgets:
         self.notify: Notify | None = None  # set by the composition root: the broadcast
         self._clock = clock
         self._cache: dict[str, _Entry] = {}
+        self._reads: SingleFlight[tuple[str, int], WorkspaceLimits] = SingleFlight()
         self._generation = 0  # bumped by invalidate(): a read that raced one is not cached
 
     # --- hot path --------------------------------------------------------------
@@ -115,14 +117,20 @@ class Budgets:
         entry = self._cache.get(workspace_id)
         if entry is not None and entry.expires > now:
             return entry.limits
-        generation = self._generation
         try:
-            limits = await self._load(workspace_id)
+            # Concurrent misses share one read; keyed by generation so a request after
+            # an invalidation never joins a read that started before it.
+            return await self._reads.run((workspace_id, self._generation),
+                                         lambda: self._load_and_cache(workspace_id, now))
         except Exception:
             if entry is None:
                 raise
             log.warning("database unavailable: keeping the last budgets of %s", workspace_id)
             return entry.limits
+
+    async def _load_and_cache(self, workspace_id: str, now: float) -> WorkspaceLimits:
+        generation = self._generation
+        limits = await self._load(workspace_id)
         if generation == self._generation:
             self._cache[workspace_id] = _Entry(now + self.cache_ttl, limits)
         return limits

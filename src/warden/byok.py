@@ -46,18 +46,19 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden.accounts import DEFAULT_WORKSPACE
 from warden import invalidation
-from warden.invalidation import Notify
-from warden.state.base import FLUSH_ALL
+from warden.accounts import DEFAULT_WORKSPACE
 from warden.errors import Conflict, NotFound, ValidationFailed
 from warden.gateway.catalog import ModelOverride
 from warden.gateway.errors import AuthFailed, ConnectFailed, ProviderError, Timeout
 from warden.gateway.providers.base import get_adapter
 from warden.gateway.providers.registry import PROVIDERS, AuthStyle, ProviderInfo
 from warden.gateway.types import Endpoint, Timeouts, WireFormat
+from warden.invalidation import Notify
 from warden.keyring import Keyring, encode_key, write_key_file
 from warden.logs import redact
+from warden.singleflight import SingleFlight
+from warden.state.base import FLUSH_ALL
 from warden.store import audit
 from warden.store.db import Database
 from warden.store.models import Credential, Workspace, new_id, utcnow
@@ -101,7 +102,7 @@ def _check_base_url(v: str) -> str:
         raise ValueError("must not contain spaces or control characters")
     try:
         parts = urlsplit(v)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
+        parts.port
     except ValueError:
         raise ValueError("is not a valid URL") from None
     if parts.scheme not in ("http", "https"):
@@ -294,7 +295,7 @@ async def probe(cred: ResolvedCredential, timeouts: Timeouts = TEST_TIMEOUTS) ->
         status, detail = "unreachable", exc.message
     except ProviderError as exc:
         status, detail = "error", exc.message
-    except Exception as exc:  # noqa: BLE001 - a test reports, it never raises
+    except Exception as exc:
         status, detail = "error", f"{cred.provider}: {type(exc).__name__}"
     else:
         status, count = "ok", len(models)
@@ -332,6 +333,7 @@ class Byok:
         self._environ = environ  # None: the live process environment
         self._clock = clock
         self._cache: dict[str, _CacheEntry] = {}
+        self._reads: SingleFlight[tuple[str, int], list[ResolvedCredential]] = SingleFlight()
         self._generation = 0  # bumped by invalidate(): a build that raced one is not cached
         self.notify: Notify | None = None  # set by the composition root: the broadcast
         self._ws_names: dict[str, str] = {}
@@ -474,6 +476,13 @@ class Byok:
         hit = self._cache.get(workspace_id)
         if hit is not None and hit.expires > now:
             return list(hit.creds)
+        # Concurrent misses share one read; keyed by generation so a request that
+        # arrives after an invalidation never joins a read that started before it.
+        creds = await self._reads.run((workspace_id, self._generation),
+                                      lambda: self._read_credentials(workspace_id, now))
+        return list(creds)
+
+    async def _read_credentials(self, workspace_id: str, now: float) -> list[ResolvedCredential]:
         generation = self._generation
         async with self.db.session() as s:
             rows = list((await s.execute(
@@ -493,7 +502,7 @@ class Byok:
                       if p.id not in stored]
         if generation == self._generation:
             self._cache[workspace_id] = _CacheEntry(now + self.cache_ttl, creds)
-        return list(creds)
+        return creds
 
     def invalidate(self, workspace_id: str | None = None) -> None:
         """Forget resolved credentials (one workspace, or all): after a change here or elsewhere."""
@@ -524,7 +533,7 @@ class Byok:
                 for cred_id, ts in pending.items():
                     await s.execute(update(Credential).where(Credential.id == cred_id)
                                     .values(last_used_at=ts).execution_options(synchronize_session=False))
-        except Exception as exc:  # noqa: BLE001 - a lost stamp is not worth failing a request
+        except Exception as exc:
             log.warning("could not record credential use: %s", type(exc).__name__)
             return 0
         return len(pending)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -48,6 +49,12 @@ class RedactingFilter(logging.Filter):
 
 class _RedactingJsonFormatter(JsonFormatter):
     def format(self, record: logging.LogRecord) -> str:
+        if record.name in _NOTHING_TO_REDACT and not record.exc_info and not record.stack_info:
+            # One line per request: the same JSON the generic path writes for these
+            # records (fixed fields, no extras), at a fraction of its cost.
+            return json.dumps({"ts": self.formatTime(record, self.datefmt), "level": record.levelname,
+                               "logger": record.name, "message": record.getMessage(),
+                               "request_id": getattr(record, "request_id", None)})
         text = super().format(record)
         return text if record.name in _NOTHING_TO_REDACT and not record.exc_info else redact(text)
 

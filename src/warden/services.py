@@ -10,17 +10,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from warden import invalidation
 from warden.accounts import Accounts, bootstrap_admin
 from warden.budgets import Budgets
-from warden.agents.loader import ToolboxLoader
 from warden.agents.registry import Agents
 from warden.agents.runtime import Runs
 from warden.agents.sessions import Sessions
-from warden.agents.tools import ToolDeps, validate_mcp_servers
 from warden.byok import Byok
 from warden.config import Settings
 from warden.gateway.catalog import get_catalog
@@ -43,6 +42,9 @@ from warden.store.db import Database
 from warden.store.models import Credential
 from warden.keyring import Keyring
 
+if TYPE_CHECKING:
+    from warden.agents.loader import ToolboxLoader
+
 log = logging.getLogger("warden")
 
 
@@ -60,7 +62,7 @@ class Services:
     budgets: Budgets = field(init=False)
     spend: SpendWriter = field(init=False)
     gateway: Gateway = field(init=False)
-    tools: ToolboxLoader = field(init=False)
+    _tools: ToolboxLoader | None = field(default=None, init=False, repr=False)
     agents: Agents = field(init=False)
     sessions: Sessions = field(init=False)
     runs: Runs = field(init=False)
@@ -135,16 +137,30 @@ class Services:
             raise
         return services
 
+    @property
+    def tools(self) -> ToolboxLoader:
+        """The agents' tool stack (built-in tools, the MCP SDK: ~20 MB resident) is
+        imported on first use, so a process that only serves the gateway never loads it."""
+        if self._tools is None:
+            from warden.agents.loader import ToolboxLoader
+            from warden.agents.tools import ToolDeps
+
+            self._tools = ToolboxLoader(ToolDeps.from_settings(self.settings, self.db))
+        return self._tools
+
+    def _check_mcp_servers(self, servers: Any, is_admin: bool) -> Any:  # noqa: ANN401 - the registry's ServerCheck
+        from warden.agents.tools import validate_mcp_servers
+
+        return validate_mcp_servers(servers, is_admin=is_admin,
+                                    stdio_allow=self.settings.mcp_stdio_allow_list)
+
     def _start_agents(self) -> None:
-        self.tools = ToolboxLoader(ToolDeps.from_settings(self.settings, self.db))
-        stdio_allow = self.settings.mcp_stdio_allow_list
-        self.agents = Agents(
-            self.db, check_tools=self.tools.validate,
-            check_servers=lambda servers, is_admin: validate_mcp_servers(
-                servers, is_admin=is_admin, stdio_allow=stdio_allow),
-        )
+        # Lambdas, not bound methods of ``self.tools``: the tool stack loads on first use.
+        self.agents = Agents(self.db, check_tools=lambda names: self.tools.validate(names),
+                             check_servers=self._check_mcp_servers)
         self.sessions = Sessions(self.db, self.agents)
-        self.runs = Runs(self.db, self.gateway, self.agents, self.sessions, toolbox_factory=self.tools)
+        self.runs = Runs(self.db, self.gateway, self.agents, self.sessions,
+                         toolbox_factory=lambda agent: self.tools(agent))
 
     async def _start_governance(self) -> None:
         """Policy, approvals, maturity, feedback and audit reading, hooked into the run loop."""

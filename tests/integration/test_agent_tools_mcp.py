@@ -167,3 +167,55 @@ async def test_http_server_errors_are_clear(deps: ToolDeps, http_mcp: str) -> No
         port = s.getsockname()[1]
     with pytest.raises(McpServerError, match="'web' is unavailable"):
         await build_toolbox([], [http_server(f"http://127.0.0.1:{port}/mcp")], deps=deps)
+
+
+async def test_agent_views_mask_mcp_secrets_and_a_masked_patch_keeps_them(data_dir: Path, http_mcp: str) -> None:
+    """Views show header/env names with masked values; sending a view back keeps the real
+    secrets (a run's MCP call still carries the real token); a masked value with nothing
+    stored behind it is refused."""
+    from agents_helpers import connect_provider
+
+    from tests.conftest import ADMIN_KEY, client_for
+    from warden.config import load_settings
+    from warden.services import Services
+    from warden.testing.upstream import Behaviour, SimToolCall, UpstreamServer
+
+    secret_env = "sk-live-abcdefgh1234"
+    services = await Services.start(load_settings(data_dir=data_dir, admin_key=ADMIN_KEY, access_log=False,
+                                                  egress_allow="127.0.0.1", mcp_stdio_allow=sys.executable))
+    try:
+        async with UpstreamServer("openai") as up, client_for(services) as c:
+            await connect_provider(services, up)
+            servers = [http_server(http_mcp), stdio_server("fx", env={"FIXTURE_KEY": secret_env, "MODE": "x1"})]
+            created = await c.post("/api/agents", json={"name": "mcp-user", "mcp_servers": servers})
+            assert created.status_code == 201, created.text
+            shown = (await c.get("/api/agents/mcp-user")).json()
+            listed = (await c.get("/api/agents")).text
+            # Send the view back with a change elsewhere and one new env value.
+            sent_back = [dict(s) for s in shown["mcp_servers"]]
+            sent_back[1]["env"] = {**sent_back[1]["env"], "EXTRA": "plain-new-value-1"}
+            patched = await c.patch("/api/agents/mcp-user", json={"description": "edited",
+                                                                  "mcp_servers": sent_back})
+            stored = (await services.agents.get(shown["workspace_id"], "mcp-user")).mcp_servers
+            up.enqueue(Behaviour(tool_calls=[SimToolCall("web__echo", {"text": "through"})]), Behaviour(text="ok"))
+            run = await c.post("/api/chat", json={"agent_id": "mcp-user", "message": "use the web echo"})
+            bad_patch = await c.patch("/api/agents/mcp-user", json={"mcp_servers": [
+                {**sent_back[0], "headers": {"x-token": "…-123", "x-other": "[set]"}}]})
+            bad_create = await c.post("/api/agents", json={"name": "clone", "mcp_servers": shown["mcp_servers"]})
+            audit = (await c.get("/api/audit", params={"action": "agent."})).text
+    finally:
+        await services.close()
+    for text in (created.text, listed, patched.text, audit):
+        assert TOKEN not in text and secret_env not in text
+    assert shown["mcp_servers"][0]["headers"] == {"x-token": "…-123"}
+    assert shown["mcp_servers"][1]["env"] == {"FIXTURE_KEY": "…1234", "MODE": "[set]"}
+    assert shown["mcp_servers"][0]["url"] == http_mcp  # only headers and env are masked
+    assert patched.status_code == 200 and patched.json()["description"] == "edited"
+    assert patched.json()["mcp_servers"][1]["env"] == {"FIXTURE_KEY": "…1234", "MODE": "[set]", "EXTRA": "…ue-1"}
+    assert stored[0]["headers"] == {"x-token": TOKEN}
+    assert stored[1]["env"] == {"FIXTURE_KEY": secret_env, "MODE": "x1", "EXTRA": "plain-new-value-1"}
+    assert run.status_code == 200 and run.json()["status"] == "completed", run.text
+    tool_result = next(m for m in up.requests[1].body["messages"] if m["role"] == "tool")["content"]
+    assert tool_result == "through"  # the MCP server accepted the real token
+    assert bad_patch.status_code == 422 and "x-other" in bad_patch.json()["error"]["message"]
+    assert bad_create.status_code == 422 and "masked value" in bad_create.json()["error"]["message"]

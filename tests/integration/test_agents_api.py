@@ -124,3 +124,32 @@ async def test_patch_edge_cases(services: Services) -> None:
         assert (await c.patch("/api/agents/ghost", json={"description": "x"})).status_code == 404
         assert (await c.delete("/api/agents/ghost")).status_code == 404
         assert (await c.patch("/api/agents/a3", json={"max_steps": 1000})).status_code == 422
+
+
+async def test_mcp_secrets_are_masked_in_views_and_kept_when_sent_back(services: Services) -> None:
+    token = "Bearer tok-0123456789-wxyz"
+    server = {"name": "docs", "transport": "http", "url": "https://mcp.example.com/mcp",
+              "headers": {"authorization": token, "x-team": "blue", "x-empty": ""}}
+    async with client_for(services) as c:
+        created = await c.post("/api/agents", json={"name": "reader", "mcp_servers": [server]})
+        assert created.status_code == 201, created.text
+        view = created.json()["mcp_servers"][0]
+        # Sent back as shown, with one header replaced by a new real value and one added.
+        back = {**view, "headers": {**view["headers"], "x-team": "green-team-0001", "x-new": "[set]"}}
+        refused = await c.patch("/api/agents/reader", json={"mcp_servers": [back]})
+        del back["headers"]["x-new"]
+        patched = await c.patch("/api/agents/reader", json={"mcp_servers": [back]})
+        renamed = await c.patch("/api/agents/reader", json={"mcp_servers": [{**back, "name": "docs2"}]})
+        listed = (await c.get("/api/agents")).text
+    assert view["headers"] == {"authorization": "…wxyz", "x-team": "[set]", "x-empty": ""}
+    assert view["url"] == server["url"] and token not in created.text and token not in listed
+    assert refused.status_code == 422 and "x-new" in refused.json()["error"]["message"]
+    assert patched.status_code == 200
+    assert patched.json()["mcp_servers"][0]["headers"] == {"authorization": "…wxyz", "x-team": "…0001",
+                                                            "x-empty": ""}
+    # A masked value only stands for the secret of the same server: a renamed one has none.
+    assert renamed.status_code == 422 and "no secret is stored" in renamed.json()["error"]["message"]
+    stored = (await services.agents.get(created.json()["workspace_id"], "reader")).mcp_servers
+    assert stored == [{**server, "headers": {"authorization": token, "x-team": "green-team-0001", "x-empty": ""}}]
+    updates = [d for a, d in await audit_actions(services) if a == "agent.update"]
+    assert len(updates) == 1 and token not in str(updates)

@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 from agents_helpers import EchoTool, connect_provider, stream_chat, types_of
 from governance_helpers import follow, make_agent, pending_approval, script_tool_turn, setup_echo
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from tests.conftest import ADMIN_KEY, PG_URL, client_for, requires_pg, reset_pg
 from warden.cli import app as cli_app
 from warden.config import load_settings
+from warden.errors import ValidationFailed
 from warden.services import Services
+from warden.store.governance_models import Approval
 from warden.testing.upstream import Behaviour, SimToolCall, UpstreamServer
 
 
@@ -167,7 +170,7 @@ async def test_a_paused_run_survives_a_restart(data_dir: Path, up: UpstreamServe
     assert up.requests[-1].body["messages"][-1]["content"] == '{"echo":{"text":"mail"}}'
 
 
-async def _register_only(services: Services):  # noqa: ANN202 - the tool, registered without a new credential
+async def _register_only(services: Services):
     from agents_helpers import EchoTool
 
     tool = EchoTool()
@@ -200,7 +203,7 @@ def test_cli_lists_approves_and_rejects(tmp_path: Path, monkeypatch: pytest.Monk
         finally:
             await svc.close()
 
-    def cli(*args: str):  # noqa: ANN202 - a typer Result
+    def cli(*args: str):
         return runner.invoke(cli_app, list(args), catch_exceptions=False)
 
     async def scenario() -> tuple[list[str], list, list]:
@@ -295,6 +298,94 @@ async def test_parallel_pending_actions_decided_on_two_instances_lose_no_update(
 
 
 class SlowEcho(EchoTool):
-    async def run(self, args, ctx):  # noqa: ANN001, ANN201 - the Tool protocol
+    async def run(self, args, ctx):
         await asyncio.sleep(0.2)
         return await super().run(args, ctx)
+
+
+async def test_members_list_their_own_approvals_and_filters_narrow_the_list(services: Services,
+                                                                            up: UpstreamServer) -> None:
+    await setup_echo(services, up)
+    ws = await services.accounts.workspace_by_name("default")
+    member = await services.accounts.create_key(ws.id, "member", role="member")
+    admin = await services.accounts.authenticate(ADMIN_KEY)
+    async with client_for(services) as c, client_for(services, member.key) as m:
+        _, mine = await _paused_run(c, up, name="admin-agent")
+        pause = Behaviour(tool_calls=[SimToolCall("echo", {"text": "x"})])
+        up.reset()  # drop the queued final answer of the paused run: more pauses come first
+        up.enqueue(pause, pause)
+        events = await stream_chat(m, {"agent_id": mine["agent_id"], "message": "mine too"})  # the member's run
+        theirs = await pending_approval(c, events[0]["run_id"])
+        other_agent = await make_agent(c, name="other", tool_levels={"echo": 2})
+        await stream_chat(c, {"agent_id": other_agent["id"], "message": "and this"})
+        member_view = (await m.get("/api/approvals")).json()
+        by_agent = (await c.get("/api/approvals", params={"agent_id": mine["agent_id"]})).json()
+        everything = (await c.get("/api/approvals", params={"status": "pending"})).json()
+        none_rejected = (await c.get("/api/approvals", params={"status": "rejected"})).json()
+    # The service (which the CLI calls too) checks what the HTTP layer cannot see.
+    with pytest.raises(ValidationFailed, match="status: must be one of"):
+        await services.approvals.list(admin, status="lost")
+    with pytest.raises(ValidationFailed, match="decision: must be 'approve' or 'reject'"):
+        await services.approvals.decide(admin, mine["id"], "maybe")
+    assert [a["id"] for a in member_view] == [theirs["id"]]
+    assert {a["id"] for a in by_agent} == {mine["id"], theirs["id"]}
+    assert len(everything) == 3 and none_rejected == []
+
+
+async def test_a_decision_for_a_run_that_no_longer_waits_changes_nothing(services: Services,
+                                                                         up: UpstreamServer) -> None:
+    """The run was settled through the runtime's own seam first: the late approval is
+    recorded, but the tool does not run a second time and the run is left as it is."""
+    echo = await setup_echo(services, up)
+    async with client_for(services) as c:
+        run_id, approval = await _paused_run(c, up)
+        handle = await services.runs.resume_run(run_id, "approve", actor="key:operator")
+        await services.runs.wait(handle)
+        r = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "approve"})
+        run = (await c.get(f"/api/runs/{run_id}")).json()
+        events = await follow(c, run_id)
+    assert r.status_code == 200 and r.json()["status"] == "approved"
+    assert echo.calls == [{"text": "mail"}]
+    assert run["status"] == "completed" and types_of(events).count("tool.result") == 1
+
+
+async def test_a_decision_that_could_not_reach_its_run_is_applied_by_the_sweep(services: Services,
+                                                                               up: UpstreamServer) -> None:
+    """The tool is briefly unavailable when the approval lands: the decision stands, the
+    action goes back to waiting, and the next sweep carries it out exactly once."""
+    echo = await setup_echo(services, up)
+    async with client_for(services) as c:
+        run_id, approval = await _paused_run(c, up)
+        services.tools.plugins.pop("echo")  # e.g. a plugin being redeployed
+        failed = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "approve"})
+        between = (await c.get(f"/api/runs/{run_id}")).json()
+        decided = (await c.get(f"/api/approvals/{approval['id']}")).json()
+        services.tools.register(echo)
+        await services.approvals.sweep()
+        events = await asyncio.wait_for(follow(c, run_id, after=4), 30)
+        await services.approvals.sweep()  # nothing left to apply: no second run of the tool
+        run = (await c.get(f"/api/runs/{run_id}")).json()
+    assert failed.status_code == 422 and failed.json()["error"]["code"] == "unknown_tool"
+    assert decided["status"] == "approved"
+    assert between["status"] == "paused" and between["pending"] == [approval["tool_call_id"]]
+    assert types_of(events) == ["tool.result", "message.delta", "message.delta", "run.completed"]
+    assert echo.calls == [{"text": "mail"}]
+    assert run["status"] == "completed" and run["tool_calls"][0]["approval"]["status"] == "approved"
+
+
+async def test_a_decision_left_unapplied_by_a_dead_instance_is_applied_at_the_next_sweep(
+        services: Services, up: UpstreamServer) -> None:
+    echo = await setup_echo(services, up)
+    async with client_for(services) as c:
+        run_id, approval = await _paused_run(c, up)
+        async with services.db.transaction() as s:  # recorded, then the instance died before resuming
+            await s.execute(update(Approval).where(Approval.id == approval["id"]).values(
+                status="rejected", decided_by="key:gone", note="not this one", applied=False))
+        applied = await services.approvals.apply_unapplied()
+        events = await asyncio.wait_for(follow(c, run_id, after=4), 30)
+        again = await services.approvals.apply_unapplied()
+    assert applied == 1 and again == 0
+    assert echo.calls == []
+    assert events[0]["type"] == "tool.result" and events[0]["status"] == "rejected"
+    assert "(not this one)" in events[0]["content"] and events[0]["decided_by"] == "key:gone"
+    assert types_of(events)[-1] == "run.completed"

@@ -229,3 +229,77 @@ async def _wait_done(c: httpx.AsyncClient, run_id: str) -> None:
 
     events = await follow(c, run_id)
     assert events[-1]["type"] == "run.completed", events[-1]
+
+
+async def _reject_one(c: httpx.AsyncClient, up: UpstreamServer, agent: dict) -> str:
+    """A run whose one action a human rejects; returns the run id once it ended."""
+    script_tool_turn(up, text="went on without it")
+    r = await c.post("/api/chat", json={"agent_id": agent["id"], "message": "do the risky thing"})
+    assert r.json()["status"] == "paused", r.text
+    approval = await pending_approval(c, r.json()["run_id"])
+    assert (await c.post(f"/api/approvals/{approval['id']}", json={"decision": "reject"})).status_code == 200
+    await _wait_done(c, r.json()["run_id"])
+    return r.json()["run_id"]
+
+
+async def test_sticky_false_is_kept_and_the_streak_comes_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch, data_dir: Path, up: UpstreamServer) -> None:
+    """WARDEN_DEMOTION_STREAK=2; a failed run and a rejected action count toward one streak."""
+    monkeypatch.setenv("WARDEN_DEMOTION_STREAK", "2")
+    services = await Services.start(load_settings(data_dir=data_dir, admin_key=ADMIN_KEY, access_log=False))
+    try:
+        await setup_echo(services, up)
+        async with client_for(services) as c:
+            agent = await make_agent(c, tool_levels={"echo": 4})  # supervised x critical: approve
+            put = await c.put(f"/api/agents/{agent['id']}/tier",
+                              json={"tier": "supervised", "reason": "handed back", "sticky": False})
+            shown = (await c.get(f"/api/agents/{agent['id']}")).json()
+            up.enqueue(Behaviour(status=400, error_message="bad"))
+            await c.post("/api/chat", json={"agent_id": agent["id"], "message": "x"})
+            one = await maturity(c, agent)
+            await _reject_one(c, up, agent)
+            two = await maturity(c, agent)
+            audit = (await c.get("/api/audit", params={"action": "agent.tier_change"})).json()["events"]
+    finally:
+        await services.close()
+    assert put.status_code == 200 and put.json()["sticky"] is False
+    assert (shown["tier"], shown["tier_sticky"]) == ("supervised", False)
+    assert one["tier"] == "supervised" and one["demotion_streak"] == {"current": 1, "limit": 2}
+    assert two["tier"] == "intern" and two["sticky"] is False and two["demotion_streak"]["current"] == 0
+    assert two["other_tiers"]["supervised"]["failures"] == 1
+    assert two["other_tiers"]["supervised"]["approvals_rejected"] == 1
+    demotion = audit[-1]
+    assert demotion["actor"] == "system"
+    assert demotion["data"] == {"from": "supervised", "to": "intern", "manual": False, "sticky": False,
+                                "reason": "2 rejected actions in a row", "evidence": {"streak": 2}}
+    assert [e["data"]["manual"] for e in audit] == [True, False]
+
+
+async def test_default_streak_is_three_and_a_sticky_tier_ignores_rejections(services: Services,
+                                                                             up: UpstreamServer) -> None:
+    await setup_echo(services, up)
+    async with client_for(services) as c:
+        agent = await make_agent(c, tool_levels={"echo": 3})  # intern x mutate: approve
+        await c.put(f"/api/agents/{agent['id']}/tier", json={"tier": "intern", "reason": "evaluate",
+                                                             "sticky": False})
+        for _ in range(2):
+            await _reject_one(c, up, agent)
+        two = await maturity(c, agent)
+        await _reject_one(c, up, agent)
+        three = await maturity(c, agent)
+        # A manual change without "sticky" is sticky: rejections no longer move the agent.
+        await c.put(f"/api/agents/{agent['id']}/tier", json={"tier": "intern", "reason": "my call"})
+        for _ in range(3):
+            await _reject_one(c, up, agent)
+        held = await maturity(c, agent)
+        # PATCH /api/agents with a tier is a manual change too, and sticky.
+        patched = (await c.patch(f"/api/agents/{agent['id']}", json={"tier": "supervised",
+                                                                     "tier_reason": "new job"})).json()
+        audit = (await c.get("/api/audit", params={"action": "agent.tier_change"})).json()["events"]
+    assert two["tier"] == "intern" and two["demotion_streak"] == {"current": 2, "limit": 3}
+    assert three["tier"] == "student" and three["other_tiers"]["intern"]["approvals_rejected"] == 3
+    assert held["tier"] == "intern" and held["sticky"] is True and held["demotion_streak"]["current"] == 3
+    assert (patched["tier"], patched["tier_sticky"]) == ("supervised", True)
+    assert [(e["data"]["from"], e["data"]["to"], e["data"]["manual"], e["data"]["reason"]) for e in audit] == [
+        ("student", "intern", True, "evaluate"), ("intern", "student", False, "3 rejected actions in a row"),
+        ("student", "intern", True, "my call"), ("intern", "supervised", True, "new job")]

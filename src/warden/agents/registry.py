@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.accounts import Principal
 from warden.byok import parse_input
-from warden.errors import Conflict, Forbidden, NotFound
+from warden.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from warden.governance.policy import Tier
 from warden.store import audit
 from warden.store.agent_models import Agent
@@ -123,18 +123,57 @@ class AgentView(BaseModel):
                    updated_at=a.updated_at)
 
 
-_SECRET_KEYS = {"headers", "env"}
+# MCP server fields whose values may carry tokens (an Authorization header, an API key in env).
+_SECRET_FIELDS = ("headers", "env")
+# What a masked value looks like when a client sends a view back.
+_MASKED = re.compile(r"^(\[set\]|….{0,4})$", re.DOTALL)
+
+
+def mask_value(value: Any) -> Any:
+    """``…`` and the last four characters of a long secret; ``[set]`` for a short one
+    (four characters of it would give too much away). Empty stays empty."""
+    if not isinstance(value, str) or not value:
+        return value
+    return f"…{value[-4:]}" if len(value) >= 12 else "[set]"
 
 
 def _redacted_servers(servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """MCP server headers and env may carry tokens: show their names, never their values."""
+    """MCP server headers and env keep their names; their values are masked."""
     out = []
     for server in servers:
         shown = dict(server)
-        for key in _SECRET_KEYS & shown.keys():
-            if isinstance(shown[key], dict):
-                shown[key] = {name: "***" for name in shown[key]}
+        for key in _SECRET_FIELDS:
+            if isinstance(shown.get(key), dict):
+                shown[key] = {name: mask_value(value) for name, value in shown[key].items()}
         out.append(shown)
+    return out
+
+
+def _keep_masked_secrets(sent: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A client that sends a view back sends masked values: each one means "unchanged",
+    so the stored secret of the same server (by name) and key stays. A masked value
+    with no stored secret behind it is refused rather than stored as the secret."""
+    stored_by_name = {s.get("name"): s for s in stored if isinstance(s, dict)}
+    out = []
+    for i, server in enumerate(sent):
+        old = stored_by_name.get(server.get("name")) or {}
+        merged = dict(server)
+        for field in _SECRET_FIELDS:
+            values = server.get(field)
+            if not isinstance(values, dict):
+                continue
+            previous = old.get(field) if isinstance(old.get(field), dict) else {}
+            kept = {}
+            for name, value in values.items():
+                if isinstance(value, str) and _MASKED.match(value):
+                    if name not in previous:
+                        raise ValidationFailed(
+                            f"mcp_servers[{i}].{field}.{name}: '{value}' is a masked value and no secret is "
+                            "stored under this name; send the real value", param="mcp_servers")
+                    value = previous[name]
+                kept[name] = value
+            merged[field] = kept
+        out.append(merged)
     return out
 
 
@@ -240,7 +279,7 @@ class Agents:
             id=new_id("agt"), workspace_id=workspace_id, name=spec.name,
             description=spec.description, instructions=spec.instructions or "",
             model_policy={"model": spec.model or "auto", "fallbacks": list(spec.fallbacks or [])},
-            tools=list(spec.tools or []), mcp_servers=list(spec.mcp_servers or []),
+            tools=list(spec.tools or []), mcp_servers=_keep_masked_secrets(list(spec.mcp_servers or []), []),
             tool_levels=dict(spec.tool_levels or {}), max_steps=spec.max_steps or 8,
             temperature=spec.temperature, tier=spec.tier or "student",
             tier_sticky=spec.tier is not None, created_by=principal.key_id,
@@ -283,6 +322,8 @@ class Agents:
             for key in ("name", "description", "instructions", "max_steps", "temperature"):
                 if key in sent:
                     setattr(agent, key, sent[key] if key != "instructions" else (sent[key] or ""))
+            if sent.get("mcp_servers"):
+                sent["mcp_servers"] = _keep_masked_secrets(sent["mcp_servers"], list(agent.mcp_servers or []))
             for key in ("tools", "mcp_servers", "tool_levels"):
                 if key in sent:
                     setattr(agent, key, sent[key] if sent[key] is not None else type(getattr(agent, key))())

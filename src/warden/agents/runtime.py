@@ -26,11 +26,11 @@ from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 import orjson
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.accounts import Principal
-from warden.agents.events import STOPS_STREAM, TERMINAL, EventLog, RunChannel, from_row
+from warden.agents.events import STOPS_STREAM, TERMINAL, EventLog, RunChannel, event_rows, from_row
 from warden.agents.registry import Agents
 from warden.agents.sessions import (
     NewMessage,
@@ -81,6 +81,7 @@ class ToolboxLike(Protocol):
 
 ToolboxFactory = Callable[[Agent], Awaitable[ToolboxLike]]
 PolicySource = Callable[[str], Awaitable[WorkspacePolicy | None]]
+Emit = Callable[[str, dict[str, Any]], Any]  # (event type, data): publish an event of the run
 
 
 async def _no_policy(_: str) -> WorkspacePolicy | None:
@@ -124,6 +125,9 @@ class RuntimeConfig:
     heartbeat_s: float = 10.0
     stale_after_s: float = 60.0  # a running run whose heartbeat is older is abandoned
     sweep_every_s: float = 30.0
+    # An SSE stream of a run sends a comment this often when it has nothing else to
+    # send (a paused or quiet run), so proxies do not cut the idle connection.
+    keepalive_s: float = 15.0
 
 
 # --- results -------------------------------------------------------------------
@@ -460,7 +464,7 @@ class Runs:
 
         ctx = ToolContext(agent.workspace_id, agent.id, run.id, run.session_id)
         runnable = [c for c in calls if c.status == "running"]
-        await asyncio.gather(*(self._run_tool(toolbox.tools[c.call.name], c, ctx, events) for c in runnable))
+        await asyncio.gather(*(self._run_tool(toolbox.tools[c.call.name], c, ctx, events.emit) for c in runnable))
         await self._save_results(run, [c for c in calls if c.result is not None])
         await events.flush()
         pending = [c for c in calls if c.status == "pending_approval"]
@@ -508,7 +512,7 @@ class Runs:
             is_error=bool(c.result and c.result.is_error),
             ended_at=utcnow() if c.status in ("failed", "denied") else None)
 
-    async def _run_tool(self, tool: Tool, c: _Call, ctx: ToolContext, events: EventLog) -> None:
+    async def _run_tool(self, tool: Tool, c: _Call, ctx: ToolContext, emit: Emit) -> None:
         timeout = self.config.tool_timeout_s
         try:
             result = await asyncio.wait_for(tool.run(c.args or {}, ctx), timeout)
@@ -521,21 +525,27 @@ class Runs:
             result, c.status = ToolResult(f"error: the tool '{tool.name}' failed ({type(exc).__name__})",
                                           is_error=True), "failed"
         c.result = ToolResult(cap_text(result.content), result.is_error)
-        events.emit("tool.result", {"tool_call_id": c.record_id, "call_id": c.call.id, "name": tool.name,
-                                    "status": c.status, "is_error": c.result.is_error,
-                                    "content": c.result.content})
+        emit("tool.result", {"tool_call_id": c.record_id, "call_id": c.call.id, "name": tool.name,
+                             "status": c.status, "is_error": c.result.is_error, "content": c.result.content})
 
     async def _save_results(self, run: Run, calls: Sequence[_Call]) -> None:
         if not calls:
             return
         async with self.db.transaction() as s:
-            await Sessions.append(s, run.session_id, [
-                NewMessage("tool", c.result.content if c.result else "", tool_call_id=c.call.id,
-                           name=c.call.name[:128], run_id=run.id) for c in calls])
-            for c in calls:
-                await s.execute(update(ToolCallRecord).where(ToolCallRecord.id == c.record_id).values(
-                    status=c.status, result=c.result.content if c.result else None,
-                    is_error=bool(c.result and c.result.is_error), ended_at=utcnow()))
+            await self._write_results(s, run, calls)
+
+    @staticmethod
+    async def _write_results(s: AsyncSession, run: Run, calls: Sequence[_Call]) -> None:
+        """Tool results as session messages, and each action's outcome on its record."""
+        if not calls:
+            return
+        await Sessions.append(s, run.session_id, [
+            NewMessage("tool", c.result.content if c.result else "", tool_call_id=c.call.id,
+                       name=c.call.name[:128], run_id=run.id) for c in calls])
+        for c in calls:
+            await s.execute(update(ToolCallRecord).where(ToolCallRecord.id == c.record_id).values(
+                status=c.status, result=c.result.content if c.result else None,
+                is_error=bool(c.result and c.result.is_error), ended_at=utcnow()))
 
     async def _pause(self, run: Run, agent: Agent, events: EventLog, step: int, pending: list[_Call]) -> None:
         for c in pending:
@@ -640,58 +650,106 @@ class Runs:
         Without ``tool_call_id`` the decision applies to every pending action. The run
         continues (a new task, same event numbering) once nothing is pending; returns
         its handle then, else None.
+
+        Several actions of one run may be settled at once, here or on other
+        instances. Each read-modify-write of the run's pending state happens on the
+        locked run row (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite has one
+        writer): first the chosen actions move from ``pending`` to ``settling``
+        (so no other settler takes them), then, once their results are saved,
+        they leave ``settling`` and their events are numbered and written in that
+        same transaction. Whoever leaves both lists empty continues the run, after
+        every other action's result is in the session.
         """
-        async with self.db.session() as s:
-            run = await s.get(Run, run_id)
+        run, chosen = await self._claim_actions(run_id, tool_call_id)
+        try:
+            agent = await self.agents.get(run.workspace_id, run.agent_id)
+            async with self.db.session() as s:
+                records = list((await s.execute(select(ToolCallRecord).where(
+                    ToolCallRecord.id.in_(chosen)))).scalars())
+            produced: list[tuple[str, dict[str, Any]]] = []
+            toolbox = await self.toolbox_factory(agent)
+            try:
+                calls = await self._settle(run, agent, toolbox, records, decision, note, actor,
+                                           lambda type_, data: produced.append((type_, data)), refusal)
+            finally:
+                await toolbox.close()
+            last_seq, go_on = await self._finish_actions(run, chosen, calls, produced)
+        except BaseException:
+            # Hand the actions back: the decision can be applied again (the approvals sweep does).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._unclaim_actions(run_id, chosen))
+            raise
+        if not go_on:
+            return None
+        channel = RunChannel()
+        events = EventLog(self.db, run.id, run.session_id, channel, last_seq=last_seq - len(produced))
+        for type_, data in produced:
+            events.record(type_, data)  # already written with the pending-state change
+        run.status = "running"
+        principal = Principal(run.workspace_id, "", run.api_key_id or "", "member")
+        task = asyncio.create_task(self._execute(agent, run, events, principal, run.id,
+                                                 first_step=int((run.resume_state or {})["step"]) + 1))
+        self._live[run.id] = _Live(channel, task)
+        return RunHandle(run.id, run.session_id, channel, task)
+
+    @staticmethod
+    async def _locked_run(s: AsyncSession, run_id: str) -> Run:
+        """The run row, locked until the transaction ends (PostgreSQL; SQLite writers queue anyway)."""
+        run = (await s.execute(select(Run).where(Run.id == run_id).with_for_update()
+                               .execution_options(populate_existing=True))).scalar_one_or_none()
         if run is None:
             raise NotFound(f"no run '{run_id[:80]}'", code="run_not_found")
         if run.status != "paused" or not run.resume_state:
             raise Conflict(f"run '{run_id}' is {run.status}, not paused", code="run_not_paused")
-        pending: list[str] = list(run.resume_state.get("pending", []))
-        chosen = [tool_call_id] if tool_call_id else pending
-        if tool_call_id is not None and tool_call_id not in pending:
-            raise NotFound(f"no pending action '{tool_call_id[:80]}' in run '{run_id}'", code="action_not_found")
-        agent = await self.agents.get(run.workspace_id, run.agent_id)
-        async with self.db.session() as s:
-            records = list((await s.execute(select(ToolCallRecord).where(
-                ToolCallRecord.id.in_(chosen)))).scalars())
-            last_seq = (await s.execute(select(func.max(RunEvent.seq)).where(RunEvent.run_id == run_id))).scalar() or 0
-        channel = RunChannel()
-        events = EventLog(self.db, run.id, run.session_id, channel, last_seq=last_seq)
-        self._live[run.id] = _Live(channel)
-        try:
-            toolbox = await self.toolbox_factory(agent)
-            try:
-                calls = await self._settle(run, agent, toolbox, records, decision, note, actor, events, refusal)
-            finally:
-                await toolbox.close()
-            await self._save_results(run, calls)
-            remaining = [p for p in pending if p not in chosen]
-            async with self.db.transaction() as s:
-                values: dict[str, Any] = {"resume_state": {**run.resume_state, "pending": remaining}}
-                if not remaining:
-                    values.update(status="running", heartbeat_at=utcnow())
-                moved = await s.execute(update(Run).where(Run.id == run.id, Run.status == "paused").values(**values))
-                if moved.rowcount != 1:
-                    raise Conflict(f"run '{run_id}' was resumed by someone else", code="run_not_paused")
-            await events.flush()
-        except BaseException:
-            self._live.pop(run.id, None)
-            channel.close()
-            raise
-        if remaining:
-            self._live.pop(run.id, None)
-            channel.close()
-            return None
-        run.status = "running"
-        principal = Principal(run.workspace_id, "", run.api_key_id or "", "member")
-        task = asyncio.create_task(self._execute(agent, run, events, principal, run.id,
-                                                 first_step=int(run.resume_state["step"]) + 1))
-        self._live[run.id].task = task
-        return RunHandle(run.id, run.session_id, channel, task)
+        return run
+
+    async def _claim_actions(self, run_id: str, tool_call_id: str | None) -> tuple[Run, list[str]]:
+        """Atomically move the chosen pending action(s) to ``settling``."""
+        async with self.db.transaction() as s:
+            run = await self._locked_run(s, run_id)
+            state = dict(run.resume_state or {})
+            pending: list[str] = list(state.get("pending", []))
+            if tool_call_id is not None and tool_call_id not in pending:
+                raise NotFound(f"no pending action '{tool_call_id[:80]}' in run '{run_id}'",
+                               code="action_not_found")
+            chosen = [tool_call_id] if tool_call_id is not None else pending
+            if not chosen:
+                raise Conflict(f"run '{run_id}' has no undecided action", code="action_not_found")
+            state["pending"] = [p for p in pending if p not in chosen]
+            state["settling"] = [*state.get("settling", []), *chosen]
+            run.resume_state = state
+        return run, chosen
+
+    async def _unclaim_actions(self, run_id: str, chosen: list[str]) -> None:
+        async with self.db.transaction() as s:
+            run = await self._locked_run(s, run_id)
+            state = dict(run.resume_state or {})
+            state["settling"] = [x for x in state.get("settling", []) if x not in chosen]
+            state["pending"] = [*state.get("pending", []), *(x for x in chosen if x not in state.get("pending", []))]
+            run.resume_state = state
+
+    async def _finish_actions(self, run: Run, chosen: list[str], calls: list[_Call],
+                              produced: list[tuple[str, dict[str, Any]]]) -> tuple[int, bool]:
+        """Save the settled actions' results, take them out of ``settling`` and write
+        their events, numbered after the run's last one, all on the locked row.
+        Returns (the last event number, whether the run goes on now)."""
+        async with self.db.transaction() as s:
+            locked = await self._locked_run(s, run.id)
+            state = dict(locked.resume_state or {})
+            state["settling"] = [x for x in state.get("settling", []) if x not in chosen]
+            go_on = not state.get("pending") and not state["settling"]
+            await self._write_results(s, run, calls)
+            last = (await s.execute(select(func.max(RunEvent.seq)).where(RunEvent.run_id == run.id))).scalar() or 0
+            if produced:
+                await s.execute(insert(RunEvent), event_rows(run.id, last, produced))
+            locked.resume_state = state
+            if go_on:
+                locked.status, locked.heartbeat_at = "running", utcnow()
+        run.resume_state = state
+        return last + len(produced), go_on
 
     async def _settle(self, run: Run, agent: Agent, toolbox: ToolboxLike, records: list[ToolCallRecord],
-                      decision: str, note: str | None, actor: str, events: EventLog,
+                      decision: str, note: str | None, actor: str, emit: Emit,
                       refusal: str | None = None) -> list[_Call]:
         ctx = ToolContext(agent.workspace_id, agent.id, run.id, run.session_id)
         calls: list[_Call] = []
@@ -700,15 +758,15 @@ class Runs:
             c.args = orjson.loads(r.arguments or "{}")
             tool = toolbox.tools.get(r.name)
             if decision == "approve" and tool is not None:
-                await self._run_tool(tool, c, ctx, events)
+                await self._run_tool(tool, c, ctx, emit)
             else:
                 why = f" ({note})" if note else ""
                 c.status = "rejected"
                 c.result = ToolResult(refusal or f"refused: a human rejected this action{why}. It was not taken; "
                                       "continue without it.", is_error=True)
-                events.emit("tool.result", {"tool_call_id": c.record_id, "call_id": c.call.id, "name": r.name,
-                                            "status": c.status, "is_error": True, "content": c.result.content,
-                                            "decided_by": actor})
+                emit("tool.result", {"tool_call_id": c.record_id, "call_id": c.call.id, "name": r.name,
+                                     "status": c.status, "is_error": True, "content": c.result.content,
+                                     "decided_by": actor})
             calls.append(c)
         return calls
 
@@ -736,16 +794,22 @@ class Runs:
         run, _ = await self.get(principal, run_id)
         last = after
         while True:
+            # The live channel is looked up before the database is read: whatever was
+            # written before the channel appeared is then in ``rows`` (no gap between).
+            live = self._live.get(run_id)
             async with self.db.session() as s:
                 rows = list((await s.execute(select(RunEvent).where(
                     RunEvent.run_id == run_id, RunEvent.seq > last).order_by(RunEvent.seq))).scalars())
+                ended = not rows and live is None and (await s.execute(select(exists().where(
+                    RunEvent.run_id == run_id, RunEvent.type.in_(TERMINAL))))).scalar()
+            if ended:
+                return  # the caller already has the run's last event
             for row in rows:
                 event = from_row(row, run.session_id)
                 last = row.seq
                 yield event
                 if event["type"] in until:
                     return
-            live = self._live.get(run_id)
             if live is not None:
                 async for event in live.channel.follow(last):
                     last = event["seq"]

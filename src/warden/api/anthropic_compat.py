@@ -31,21 +31,20 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from warden.api.deps import PrincipalDep, ServicesDep
+from warden.api.deps import authenticated
 from warden.api.wire.common import (
     GatewayStreamResponse,
     call_context,
-    image_part,
     cost_text,
+    image_part,
     invalid,
     parse_body,
     served_model,
@@ -97,25 +96,12 @@ def error_body(error: WardenError, request_id: str | None) -> dict[str, Any]:
     return {"type": "error", "error": body}
 
 
-class _AnthropicRoute(APIRoute):
-    """Renders every WardenError of this router (auth and validation included)
-    with the top-level ``"type": "error"`` Anthropic SDKs look for."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except WardenError as exc:
-                return Response(orjson.dumps(error_body(exc, request_id_var.get())),
-                                status_code=exc.status, media_type="application/json",
-                                headers=exc.headers or None)
-
-        return handle
+def anthropic_error_response(error: WardenError) -> Response:
+    return Response(orjson.dumps(error_body(error, request_id_var.get())), status_code=error.status,
+                    media_type="application/json", headers=error.headers or None)
 
 
-router = APIRouter(prefix="/v1", tags=["anthropic"], route_class=_AnthropicRoute)
+router = APIRouter(prefix="/v1", tags=["anthropic"])
 
 # --- request models -------------------------------------------------------------------
 
@@ -528,7 +514,7 @@ async def render_stream(stream: Any, renderer: EventRenderer) -> AsyncIterator[b
     except WardenError as exc:
         yield renderer.error(exc)
         return
-    except Exception:  # noqa: BLE001 - a bug must still end the stream visibly, not truncate it
+    except Exception:
         log.exception("stream failed")
         yield renderer.error(WardenError("internal error while streaming"))
         return
@@ -540,8 +526,18 @@ async def render_stream(stream: Any, renderer: EventRenderer) -> AsyncIterator[b
 # --- route ---------------------------------------------------------------------------------
 
 
-@router.post("/messages")
-async def messages(request: Request, principal: PrincipalDep, services: ServicesDep) -> Response:
+async def messages(request: Request) -> Response:
+    """``POST /v1/messages``: a plain Starlette endpoint (the hot path; see
+    ``openai_compat.chat_completions``). Every WardenError, auth and validation
+    included, leaves in Anthropic's shape."""
+    try:
+        return await _messages(request)
+    except WardenError as exc:
+        return anthropic_error_response(exc)
+
+
+async def _messages(request: Request) -> Response:
+    services, principal = await authenticated(request)
     body = parse_body(MessagesBody, await request.body())
     req = to_chat_request(body)
     ctx = call_context(request, principal, body.warden)
@@ -553,3 +549,4 @@ async def messages(request: Request, principal: PrincipalDep, services: Services
     resp, info = await services.gateway.complete(req, ctx)
     return Response(orjson.dumps(render_message(resp, info)), media_type="application/json",
                     headers=warden_headers(info, with_cost=True))
+

@@ -1,10 +1,33 @@
 """Chat with agents: sessions, one-shot and streamed turns (SSE, WebSocket), and runs.
 
 SSE frames are ``id: <seq>`` / ``event: <type>`` / ``data: <json>``; every event
-carries ``run_id``, ``session_id`` and an increasing ``seq``. The client that
-starts a streamed turn owns it: leaving before the run ends cancels the run
+carries ``run_id``, ``session_id`` and an increasing ``seq``. When a stream has had
+nothing to send for ``RuntimeConfig.keepalive_s`` (15 s; a paused or quiet run),
+it sends the comment ``: ping`` so proxies keep the connection open. The client
+that starts a streamed turn owns it: leaving before the run ends cancels the run
 (unless it is paused for an approval). ``GET /api/runs/{id}/events`` only
 follows (replay from the database, then live) and never cancels.
+
+WebSocket ``/api/chat/ws`` (the API key in the Authorization header or a first
+``{"type": "auth", "token"}`` message) answers ``{"type": "ready"}``, then takes
+one message at a time:
+
+- ``{"message", "agent_id"?, "session_id"?}`` starts a turn and relays its events
+  up to ``run.completed`` / ``run.failed`` / ``run.cancelled`` or ``run.paused``.
+  Leaving mid-turn cancels the run, as with SSE.
+- ``{"type": "follow", "run_id", "after"?}`` relays the run's events after seq
+  ``after`` (default 0): replay, then live, until the run ends, then says
+  ``{"type": "follow.ended", "run_id", "reason": "run_ended"}`` (at once when
+  the run had already ended and nothing follows ``after``). This is how a client
+  sees a paused run go on: after ``run.paused`` it sends
+  ``{"type": "follow", "run_id": <run>, "after": <the pause's seq>}`` and gets
+  ``tool.result`` … ``run.completed`` once someone decides the approval (on any
+  instance). ``{"type": "unfollow"}`` stops following (``follow.ended`` with
+  reason ``unfollowed``); neither that nor leaving touches the run.
+
+While a turn or follow is under way, any other message is answered with an
+``error`` (``turn_in_progress``); one follow of a paused run may wait for hours,
+so ``unfollow`` frees the socket for new turns.
 """
 
 from __future__ import annotations
@@ -14,14 +37,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
 
 from warden.accounts import Principal
-from warden.agents.events import STOPS_STREAM
+from warden.agents.events import STOPS_STREAM, TERMINAL
 from warden.agents.runtime import MAX_MESSAGE_CHARS, RunHandle, RunOutcome, stream_turn
 from warden.agents.sessions import MessageView, SessionView
 from warden.api.deps import PrincipalDep, ServicesDep
@@ -156,30 +179,56 @@ def _json_default(value: Any) -> Any:
     raise TypeError
 
 
-class _TurnOwner:
-    """Closes a streamed turn: if its client left before the turn ended, the run is cancelled."""
+KEEPALIVE = b": ping\n\n"
 
-    def __init__(self, services: Services, handle: RunHandle) -> None:
+
+class _EventStream:
+    """SSE frames of a run's events, with a keep-alive comment when the run is quiet.
+
+    ``owner_of``: this stream's client started that run's turn, so if it leaves before the
+    turn's stream ended, the run is abandoned (cancelled unless paused). A
+    follower's stream just stops reading."""
+
+    def __init__(self, services: Services, events: AsyncIterator[dict[str, Any]], *,
+                 owner_of: str | None = None) -> None:
         self.services = services
-        self.handle = handle
+        self.events = events
+        self.owner_of = owner_of
         self.finished = False
+        self._next: asyncio.Future[dict[str, Any] | None] | None = None
 
     async def frames(self) -> AsyncIterator[bytes]:
-        async for event in stream_turn(self.handle):
+        every = self.services.runs.config.keepalive_s
+        while True:
+            if self._next is None:
+                self._next = asyncio.ensure_future(anext(self.events, None))
+            done, _ = await asyncio.wait({self._next}, timeout=every)
+            if not done:
+                yield KEEPALIVE
+                continue
+            event, self._next = self._next.result(), None
+            if event is None:
+                self.finished = True
+                return
             yield sse_frame(event)
-        self.finished = True
 
     async def aclose(self) -> None:
-        if not self.finished:
-            await self.services.runs.abandon(self.handle.run_id)
+        if self._next is not None and not self._next.done():
+            self._next.cancel()
+            with contextlib.suppress(BaseException):
+                await self._next
+        with contextlib.suppress(Exception):
+            await self.events.aclose()  # type: ignore[attr-defined]
+        if self.owner_of is not None and not self.finished:
+            await self.services.runs.abandon(self.owner_of)
 
 
 @router.post("/api/chat/stream")
 async def chat_stream(request: Request, principal: PrincipalDep, services: ServicesDep) -> GatewayStreamResponse:
     handle = await _start(request, principal, services)
-    owner = _TurnOwner(services, handle)
-    return GatewayStreamResponse(owner.frames(), owner, {"x-warden-run-id": handle.run_id,
-                                                         "x-warden-session-id": handle.session_id})
+    stream = _EventStream(services, stream_turn(handle), owner_of=handle.run_id)
+    return GatewayStreamResponse(stream.frames(), stream, {"x-warden-run-id": handle.run_id,
+                                                           "x-warden-session-id": handle.session_id})
 
 
 # --- runs --------------------------------------------------------------------
@@ -193,9 +242,15 @@ async def get_run(run_id: str, principal: PrincipalDep, services: ServicesDep) -
         id=run.id, session_id=run.session_id, agent_id=run.agent_id, status=run.status, steps=run.steps or [],
         usage=run.usage, cost_usd=None if run.cost_usd is None else format(run.cost_usd, "f"),
         provider=run.provider, model=run.model, error=run.error,
-        pending=list((run.resume_state or {}).get("pending", [])), started_at=run.started_at,
+        pending=_waiting_on(run.resume_state), started_at=run.started_at,
         ended_at=run.ended_at, tool_calls=[_tool_call_view(c, approvals.get(c.id)) for c in calls],
     )
+
+
+def _waiting_on(state: dict[str, Any] | None) -> list[str]:
+    """Actions the run still waits for: undecided, or decided and being carried out."""
+    state = state or {}
+    return [*state.get("pending", []), *state.get("settling", [])]
 
 
 def _tool_call_view(call: Any, approval: Any) -> ToolCallView:
@@ -207,29 +262,14 @@ def _tool_call_view(call: Any, approval: Any) -> ToolCallView:
     return view
 
 
-class _Follower:
-    """Following a run never cancels it; closing just stops reading."""
-
-    def __init__(self, events: AsyncIterator[dict[str, Any]]) -> None:
-        self.events = events
-
-    async def frames(self) -> AsyncIterator[bytes]:
-        async for event in self.events:
-            yield sse_frame(event)
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.events.aclose()  # type: ignore[attr-defined]
-
-
 @router.get("/api/runs/{run_id}/events")
 async def run_events(run_id: str, principal: PrincipalDep, services: ServicesDep,
                      after: int | None = Query(None, ge=0),
                      last_event_id: str | None = Header(None)) -> GatewayStreamResponse:
     start = after if after is not None else _int_or_zero(last_event_id)
     await services.runs.get(principal, run_id)  # 404 before the stream starts
-    follower = _Follower(services.runs.follow(principal, run_id, start))
-    return GatewayStreamResponse(follower.frames(), follower, {"x-warden-run-id": run_id})
+    stream = _EventStream(services, services.runs.follow(principal, run_id, start))
+    return GatewayStreamResponse(stream.frames(), stream, {"x-warden-run-id": run_id})
 
 
 def _int_or_zero(value: str | None) -> int:
@@ -296,16 +336,30 @@ async def chat_ws(ws: WebSocket) -> None:
     try:
         leftover: str | None = None
         while True:
-            leftover = await _ws_turn(ws, services, principal, leftover or await ws.receive_text())
+            leftover = await _ws_message(ws, services, principal, leftover or await ws.receive_text())
     except WebSocketDisconnect:
         return
 
 
-async def _ws_turn(ws: WebSocket, services: Services, principal: Principal, text: str) -> str | None:
-    """One turn: start a run and relay its events; a disconnect mid-turn cancels the run.
-    Returns a message that arrived just as the turn ended (the next turn's), if any."""
+class WsFollow(BaseModel):
+    type: Literal["follow"]
+    run_id: str = Field(min_length=1, max_length=80)
+    after: int = Field(default=0, ge=0)
+
+
+async def _ws_message(ws: WebSocket, services: Services, principal: Principal, text: str) -> str | None:
+    """One client message: a turn, a follow or a stray unfollow. Returns a message that
+    arrived just as the turn or follow ended (the next one to handle), if any."""
     try:
-        body = ChatBody.model_validate(_loads(text))
+        msg = _loads(text)
+        if msg.get("type") == "follow":
+            follow = WsFollow.model_validate(msg)
+            await services.runs.get(principal, follow.run_id)  # 404 before anything is relayed
+            return await _relay(ws, services, services.runs.follow(principal, follow.run_id, follow.after),
+                                stop=TERMINAL, follows=follow.run_id)
+        if msg.get("type") == "unfollow":
+            raise ValidationFailed("nothing is being followed", code="not_following")
+        body = ChatBody.model_validate(msg)
         handle = await services.runs.start(principal, body.message, agent_ref=body.agent_id,
                                            session_id=body.session_id)
     except ValidationError as exc:
@@ -316,28 +370,51 @@ async def _ws_turn(ws: WebSocket, services: Services, principal: Principal, text
     except WardenError as exc:
         await _send(ws, _error_payload(exc))
         return None
-    events = stream_turn(handle)
-    listener: asyncio.Task[str] = asyncio.create_task(ws.receive_text())
+    return await _relay(ws, services, stream_turn(handle), stop=STOPS_STREAM, owner_of=handle.run_id)
+
+
+def _is_unfollow(text: str) -> bool:
+    try:
+        return _loads(text).get("type") == "unfollow"
+    except ValidationFailed:
+        return False
+
+
+async def _relay(ws: WebSocket, services: Services, events: AsyncIterator[dict[str, Any]], *,
+                 stop: frozenset[str], owner_of: str | None = None, follows: str | None = None) -> str | None:
+    """Send ``events`` to the socket until one of ``stop`` while listening to the client.
+
+    A turn (``owner_of``) is abandoned if the client leaves mid-way; a follow
+    (``follows``) ends on ``unfollow`` or a disconnect and leaves the run alone.
+    Any other message meanwhile gets a ``turn_in_progress`` error."""
+    listener: asyncio.Task[str] | None = asyncio.create_task(ws.receive_text())
     upcoming: asyncio.Future[dict[str, Any] | None] | None = None
-    finished = False
+    finished = unfollowed = False
     try:
         while not finished:
             if upcoming is None:
                 upcoming = asyncio.ensure_future(anext(events, None))
+            assert listener is not None
             done, _ = await asyncio.wait({upcoming, listener}, return_when=asyncio.FIRST_COMPLETED)
             if upcoming in done:
                 event = upcoming.result()
                 upcoming = None
                 if event is not None:
                     await _send(ws, event)
-                finished = event is None or event["type"] in STOPS_STREAM
+                finished = event is None or event["type"] in stop
             elif listener in done:
-                listener.result()  # raises WebSocketDisconnect when the client left mid-turn
+                text = listener.result()  # raises WebSocketDisconnect when the client left
+                if follows is not None and _is_unfollow(text):
+                    listener, finished, unfollowed = None, True, True
+                    break
                 await _send(ws, _error_payload(ValidationFailed(
                     "a turn is in progress; wait for it to end", code="turn_in_progress")))
                 listener = asyncio.create_task(ws.receive_text())
-        if listener.done():
-            return listener.result()  # the next turn's message (or the disconnect)
+        if follows is not None:
+            await _send(ws, {"type": "follow.ended", "run_id": follows,
+                             "reason": "unfollowed" if unfollowed else "run_ended"})
+        if listener is not None and listener.done():
+            return listener.result()  # the next message (or the disconnect)
         return None
     finally:
         for task in (upcoming, listener):
@@ -345,5 +422,7 @@ async def _ws_turn(ws: WebSocket, services: Services, principal: Principal, text
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-        if not finished:
-            await services.runs.abandon(handle.run_id)
+        with contextlib.suppress(Exception):
+            await events.aclose()  # type: ignore[attr-defined]
+        if not finished and owner_of is not None:
+            await services.runs.abandon(owner_of)

@@ -29,10 +29,16 @@ def bearer_token(request: Request) -> str | None:
 
 
 async def get_principal(request: Request) -> Principal:
+    return (await authenticated(request))[1]
+
+
+async def authenticated(request: Request) -> tuple[Services, Principal]:
+    """The services and the caller, for plain Starlette endpoints (the hot gateway
+    routes) that skip FastAPI's dependency solving."""
     services: Services = request.app.state.services
     principal = await services.accounts.authenticate(bearer_token(request))
     request.state.principal = principal
-    return principal
+    return services, principal
 
 
 async def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:

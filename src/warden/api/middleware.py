@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import time
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,6 +19,7 @@ from warden.logs import request_id_var
 
 log = logging.getLogger("warden.access")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_METRIC_KEYS_LIMIT = 1_000
 
 
 class _BodyTooLarge(HTTPException):
@@ -32,6 +34,9 @@ class RequestContextMiddleware:
         self.app = app
         self.max_body = max_body_bytes
         self.access_log = access_log
+        # (method, route, status) -> its metric children: ``labels()`` takes a lock and
+        # validates its arguments on every call, the dict lookup does not.
+        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -101,7 +106,14 @@ class RequestContextMiddleware:
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
         method = scope["method"]
-        REQUESTS.labels(method, path, str(status)).inc()
-        REQUEST_LATENCY.labels(method, path).observe(elapsed)
+        key = (method, path, status)
+        children = self._metrics.get(key)
+        if children is None:
+            if len(self._metrics) >= _METRIC_KEYS_LIMIT:  # odd methods must not grow it forever
+                self._metrics.clear()
+            children = self._metrics[key] = (REQUESTS.labels(method, path, str(status)),
+                                             REQUEST_LATENCY.labels(method, path))
+        children[0].inc()
+        children[1].observe(elapsed)
         if self.access_log and log.isEnabledFor(logging.INFO):
             log.info("%s %s %d %.1fms", method, path, status, elapsed * 1000)

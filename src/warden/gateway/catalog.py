@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 from genai_prices import types as gp
 from genai_prices.data_snapshot import DataSnapshot, get_snapshot
+from genai_prices.data_units import unit_data
 
 from warden.gateway.providers.registry import PROVIDERS, ProviderInfo
 from warden.gateway.types import Usage
@@ -180,12 +181,18 @@ class _FixedRates:
     cache_write: Decimal
 
 
+_FlatRates = tuple[tuple[str, Decimal, int], ...]  # (count name, USD per ``per`` units, per)
+
+
 @dataclass(frozen=True, slots=True)
 class _GenaiPrices:
     provider: gp.Provider
     model: gp.ModelInfo
     worst_input: Decimal
     worst_output: Decimal
+    # The token rates when the price is flat (see ``_flat_rates``): the cost is then
+    # computed here, the same arithmetic as genai-prices without its per-call setup.
+    flat: _FlatRates | None = None
 
 
 _Pricing = _Free | _FixedRates | _GenaiPrices | None
@@ -213,6 +220,63 @@ def _worst_rates(model: gp.ModelInfo, now: datetime) -> tuple[Decimal, Decimal] 
         max(_top_rate(mp.input_mtok) for mp in candidates),
         max(_top_rate(mp.output_mtok) for mp in candidates),
     )
+
+
+# genai-prices' price keys -> (our count that unit charges, ``per``). The four token
+# units are what a chat call reports; units of other families (web searches, audio
+# seconds, pages...) are never reported by a chat call, so they charge a count of 0.
+_TOKEN_UNITS = {"input_mtok": "input", "output_mtok": "output",
+                "cache_read_mtok": "cache_read", "cache_write_mtok": "cache_write"}
+_UNITS: dict[str, tuple[str, int]] = {
+    unit["price_key"]: (_TOKEN_UNITS.get(unit["price_key"], "none"), unit["per"])
+    for unit in unit_data.values()
+    if unit["price_key"] in _TOKEN_UNITS or unit["dimensions"].get("family") not in ("tokens", "requests")
+}
+
+
+
+def _flat_rates(provider: gp.Provider, model: gp.ModelInfo, now: datetime) -> _FlatRates | None:
+    """The model's rates, in genai-prices' order, when its price from ``now`` on is one
+    fixed set of per-unit rates (no tiers, no time-of-day windows, no per-request
+    fee, no price change scheduled), else None: genai-prices computes those."""
+    prices = model.prices
+    if isinstance(prices, list):
+        # Prices that started in the past stay in force; the last one active wins.
+        if not all(c.constraint is None or (isinstance(c.constraint, gp.StartDateConstraint)
+                                            and c.constraint.active(now)) for c in prices):
+            return None
+        prices = prices[-1].prices
+    if type(prices) is not gp.ModelPrice or (provider.id == "groq" and model.id.startswith("whisper")):
+        return None
+    rates = [(key, value) for key, value in vars(prices).items()
+             if not key.startswith("_") and value is not None]
+    if not any(key in _TOKEN_UNITS for key, _ in rates) or not all(
+            key in _UNITS and type(value) is Decimal and value.is_finite() and value >= 0
+            for key, value in rates):
+        return None
+    return tuple((_UNITS[key][0], value, _UNITS[key][1]) for key, value in rates)
+
+
+def _flat_cost(rates: _FlatRates, usage: Usage) -> Decimal:
+    """genai-prices' result for a flat price, operation for operation, so the Decimal
+    is identical, exponent included: each priced unit is charged its *leaf* count
+    (input minus the cache reads/writes priced on their own), each term is
+    ``price * count / per``, summed from ``Decimal(0)`` (tests compare both over
+    the whole snapshot)."""
+    cache_read = usage.cache_read_tokens
+    cache_write = usage.cache_write_tokens
+    uncached = max(usage.input_tokens, cache_read + cache_write)  # clamped as in to_genai_usage
+    for unit, _, _ in rates:
+        if unit == "cache_read":
+            uncached -= cache_read
+        elif unit == "cache_write":
+            uncached -= cache_write
+    counts = {"input": uncached, "output": max(usage.output_tokens, usage.reasoning_tokens),
+              "cache_read": cache_read, "cache_write": cache_write, "none": 0}
+    total = Decimal(0)
+    for unit, price, per in rates:
+        total += price * Decimal(counts[unit]) / per
+    return total
 
 
 def to_genai_usage(usage: Usage) -> gp.Usage:
@@ -309,6 +373,8 @@ class Catalog:
             return _ZERO
         if isinstance(pricing, _FixedRates):
             return _fixed_cost(pricing, usage)
+        if pricing.flat is not None and at is None:
+            return _flat_cost(pricing.flat, usage)
         calc = pricing.model.calc_price(
             to_genai_usage(usage), pricing.provider, genai_request_timestamp=at or datetime.now(tz=UTC)
         )
@@ -385,10 +451,11 @@ class Catalog:
         found = self._genai_model(provider, model)
         if found is None:
             return None
-        rates = _worst_rates(found[1], datetime.now(tz=UTC))
+        now = datetime.now(tz=UTC)
+        rates = _worst_rates(found[1], now)
         if rates is None:
             return None
-        return _GenaiPrices(found[0], found[1], rates[0], rates[1])
+        return _GenaiPrices(found[0], found[1], rates[0], rates[1], _flat_rates(found[0], found[1], now))
 
     def _build_info(self, provider: str, model: str, overrides: ModelOverride | None) -> ModelInfo:
         entry = self._described_entry(provider, model)

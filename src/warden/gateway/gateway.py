@@ -47,6 +47,7 @@ log = logging.getLogger("warden.gateway")
 # Errors that say nothing about the deployment's health: the request was at fault.
 _REQUEST_FAULTS = (BadRequest, ContentFiltered, ContextTooLong)
 _CONTENT_EVENTS = (TextDelta, ReasoningDelta, ToolCallDelta, FinishEvent)
+_NAMED_LIMIT = 1_000  # cached deployments for uncatalogued names, per workspace
 
 
 class ModelEntry(Protocol):
@@ -115,6 +116,10 @@ class _Workspace:
     deployments: list[Deployment]
     credentials: dict[str, CredentialLike]
     overrides: dict[str, ModelOverride | None]
+    # (provider, lowercased model) of ``deployments``, and the deployments made for
+    # ``provider/model`` names the catalog does not list: both asked for per request.
+    known: set[tuple[str, str]] = field(default_factory=set)
+    named: dict[str, list[Deployment]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -162,7 +167,8 @@ class Gateway:
                                        overrides=override)
                 deployments.append(dep)
                 overrides[dep.id] = override
-        ws = _Workspace(creds, deployments, {c.id: c for c in creds}, overrides)
+        ws = _Workspace(creds, deployments, {c.id: c for c in creds}, overrides,
+                        known={(d.provider, d.model.lower()) for d in deployments})
         self._workspaces[workspace_id] = ws
         return ws
 
@@ -170,15 +176,21 @@ class Gateway:
         """Deployments plus any ``provider/model`` asked for by name that a key of that
         provider can serve although the catalog does not list it (e.g. local models)."""
         extra: list[Deployment] = []
-        known = {(d.provider, d.model.lower()) for d in ws.deployments}
+        seen: set[tuple[str, str]] = set()
         for name in names:
             provider, sep, model = name.partition("/")
-            if not sep or not model or (provider, model.lower()) in known:
+            key = (provider, model.lower())
+            if not sep or not model or key in ws.known or key in seen:
                 continue
-            for cred in ws.credentials.values():
-                if cred.provider == provider:
-                    extra.append(Deployment.build(provider, model, cred.id, catalog=self.catalog))
-            known.add((provider, model.lower()))
+            seen.add(key)
+            made = ws.named.get(name)
+            if made is None:
+                if len(ws.named) >= _NAMED_LIMIT:  # names come from clients: keep it bounded
+                    ws.named.clear()
+                made = ws.named[name] = [
+                    Deployment.build(provider, model, cred.id, catalog=self.catalog)
+                    for cred in ws.credentials.values() if cred.provider == provider]
+            extra.extend(made)
         return ws.deployments + extra if extra else ws.deployments
 
     async def plan(self, req: ChatRequest, ctx: CallContext) -> tuple[RoutePlan, _Workspace]:
@@ -246,7 +258,9 @@ class Gateway:
                 run.attempts += 1
                 t0 = time.perf_counter()
                 try:
-                    result = await asyncio.wait_for(call(ep), remaining)
+                    # A timeout scope, not wait_for: no extra task per attempt.
+                    async with asyncio.timeout(remaining):
+                        result = await call(ep)
                 except TimeoutError:
                     error: ProviderError = Timeout("the request's deadline passed",
                                                    provider=dep.provider)

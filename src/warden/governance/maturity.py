@@ -103,7 +103,7 @@ def readiness(tier: str, c: Counts, cfg: MaturityConfig) -> Readiness:
     return Readiness(tier, target, not needs, needs)
 
 
-def _insert_ignore(s: AsyncSession):  # noqa: ANN202 - a dialect Insert
+def _insert_ignore(s: AsyncSession):
     return (postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert)(AgentMaturity)
 
 

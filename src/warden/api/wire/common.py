@@ -24,7 +24,6 @@ from warden.gateway.providers.base import split_data_url
 from warden.gateway.routing import RouteOptions
 from warden.gateway.types import ImagePart
 
-
 Body = TypeVar("Body", bound=BaseModel)
 
 # Pydantic puts union member labels ("str", "list[Part]", "function-after[...]")
