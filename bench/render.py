@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,9 @@ def render(res: dict, before: dict | None, args: argparse.Namespace) -> str:
     out += _latency(res) + _load_section(res) + _stream(res) + _failover(res)
     out += _memory(res) + _cold(res) + _micro(res) + _litellm(res)
     if before:
-        out += _before_after(before, res)
+        previous_path = getattr(args, "previous", None)
+        previous = json.loads(previous_path.read_text()) if previous_path and previous_path.exists() else None
+        out += _before_after(before, res, previous)
     if NOTES.exists():
         out += [NOTES.read_text().rstrip() + "\n"]
     return "\n".join(out)
@@ -277,10 +280,18 @@ def _litellm(res: dict) -> list[str]:
             "better Warden is.\n", table(["figure", "Warden", "LiteLLM", "ratio"], rows)]
 
 
-def _before_after(before: dict, res: dict) -> list[str]:
+def _before_after(before: dict, res: dict, previous: dict | None = None) -> list[str]:
+    """Figures before any optimisation, after the previous round (if given), and now."""
     b, a = headline(before), headline(res)
-    rows = [[k, b.get(k), a.get(k)] for k in a if b.get(k) is not None or a.get(k) is not None]
-    return ["## Before and after optimisation\n",
-            f"Before: `bench/before.json`, the same benchmark on the same machine ({before.get('started')}) "
-            "before the hot-path changes listed below.\n",
-            table(["figure", "before", "after"], rows)]
+    p = headline(previous) if previous else None
+    rows = [[k, b.get(k), *([p.get(k)] if p else []), a.get(k)] for k in a
+            if b.get(k) is not None or a.get(k) is not None]
+    text = (f"Before: `bench/before.json`, the same benchmark on the same machine ({before.get('started')}) "
+            "before any of the hot-path changes listed below.")
+    header = ["figure", "before"]
+    if previous:
+        text += (f" Round 1: `bench/round1.json` ({previous.get('started')}), after the first round of "
+                 "changes. Round 2: this run, after the second round.")
+        header += ["round 1"]
+    return ["## Before and after optimisation\n", text + "\n",
+            table([*header, "round 2" if previous else "after"], rows)]

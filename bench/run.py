@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --render-only: take the sections this other run measured from it")
     p.add_argument("--before", type=Path, default=ROOT / "bench/before.json",
                    help="results of an earlier run to compare against (before/after table)")
+    p.add_argument("--previous", type=Path, default=ROOT / "bench/round1.json",
+                   help="results after the previous optimisation round (a middle column), if present")
     args = p.parse_args(argv)
     if args.soak_seconds is None:
         args.soak_seconds = 30.0 if args.quick else 300.0

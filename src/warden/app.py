@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -42,13 +41,16 @@ _NO_NATIVE_TELEMETRY: dict[str, Any] = (
 )
 
 
-def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, services: Services | None = None,
+               after_start: Callable[[], None] | None = None) -> FastAPI:
     settings = settings or (services.settings if services else load_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services or await Services.start(settings)
+        if after_start is not None:
+            after_start()
         try:
             yield
         finally:
@@ -89,28 +91,15 @@ def create_app_from_env() -> FastAPI:
     """Entry for ``uvicorn --factory`` in each worker process."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    app = create_app(settings)
-    _tune_gc()
-    return app
+    return create_app(settings, after_start=_tune_process)
 
 
-def _tune_gc() -> None:
-    """A server process allocates many short-lived objects per request: collect the
-    youngest generation less often, and move what exists after start-up (modules,
-    the catalog) out of the collector's sight, so collections stay short."""
+def _tune_process() -> None:
+    """Once the services are up. A server process allocates many short-lived objects
+    per request: collect the youngest generation less often, and move what exists
+    after start-up (modules, services, the catalog) out of the collector's sight, so
+    collections stay short."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    _release_free_heap()
 
-
-def _release_free_heap() -> None:
-    """Give the C heap's free pages back to the OS after start-up: importing and
-    wiring everything (and the migrations check) leaves several MB of freed memory
-    that would otherwise stay resident. glibc only; elsewhere a no-op."""
-    try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)

@@ -148,11 +148,11 @@ class Services:
             self._tools = ToolboxLoader(ToolDeps.from_settings(self.settings, self.db))
         return self._tools
 
-    def _check_mcp_servers(self, servers: Any, is_admin: bool) -> Any:  # noqa: ANN401 - the registry's ServerCheck
+    def _check_mcp_servers(self, servers: list[dict[str, Any]], is_admin: bool) -> None:
         from warden.agents.tools import validate_mcp_servers
 
-        return validate_mcp_servers(servers, is_admin=is_admin,
-                                    stdio_allow=self.settings.mcp_stdio_allow_list)
+        validate_mcp_servers(servers, is_admin=is_admin,
+                             stdio_allow=self.settings.mcp_stdio_allow_list)
 
     def _start_agents(self) -> None:
         # Lambdas, not bound methods of ``self.tools``: the tool stack loads on first use.

@@ -19,8 +19,10 @@
   each time the server starts. It gets only the SDK's safe environment
   (PATH, HOME, …) plus the configured ``env``, never Warden's own variables.
 - An HTTP server's host goes through the same egress check as the HTTP tools
-  (private addresses need ``WARDEN_EGRESS_ALLOW``). The check happens at
-  connect time; the SDK's own HTTP client then connects by name (no IP pin).
+  (private addresses need ``WARDEN_EGRESS_ALLOW``) at connect time, and the
+  SDK's HTTP client connects only to the addresses that check returned
+  (``PinnedTransport``: no second DNS lookup, so no DNS rebinding; no proxy
+  from the environment).
 - Each connection lives in its own asyncio task: the SDK's transports are anyio
   context managers that must be exited by the task that entered them, while a
   toolbox is built by one task and closed by another.
@@ -42,7 +44,6 @@ import httpx2
 import orjson
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import (
     AudioContent,
     CallToolResult,
@@ -56,6 +57,7 @@ from mcp.types import Tool as McpToolInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from warden.agents.egress import EgressError, EgressPolicy
+from warden.agents.pinned_transport import pinned_client
 from warden.agents.tool_base import MAX_RESULT_BYTES, ToolContext, ToolResult, cap_text
 from warden.errors import Forbidden, ValidationFailed, WardenError
 from warden.logs import redact
@@ -204,6 +206,7 @@ class McpConnection:
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stderr: IO[str] | None = None
+        self._addresses: list[str] = []  # an HTTP server's checked IPs: the only ones connected to
 
     @property
     def name(self) -> str:
@@ -218,7 +221,8 @@ class McpConnection:
         if self.config.transport == "http":
             url = httpx2.URL(self.config.url or "")
             try:
-                await self.egress.resolve(url.host, url.port or (443 if url.scheme == "https" else 80))
+                self._addresses = await self.egress.resolve(url.raw_host.decode("ascii"),
+                                                            url.port or (443 if url.scheme == "https" else 80))
             except EgressError as exc:
                 raise McpServerError(f"mcp server {self.name!r}: {exc}") from None
         self._ready = asyncio.get_running_loop().create_future()
@@ -267,8 +271,9 @@ class McpConnection:
             params = StdioServerParameters(command=self.config.command or "", args=self.config.args,
                                            env=self.config.env or None)
             return stdio_client(params, errlog=self._stderr)
-        client = create_mcp_http_client(
-            headers=self.config.headers or None,
+        client = pinned_client(
+            httpx2.URL(self.config.url or "").raw_host.decode("ascii"), self._addresses,
+            headers=self.config.headers or None, verify=self.egress.verify,
             timeout=httpx2.Timeout(self.connect_timeout, read=max(self.call_timeout, 300.0)),
         )
         await stack.enter_async_context(client)

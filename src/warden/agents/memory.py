@@ -1,7 +1,11 @@
 """Per-agent memory: save a note, find notes by full-text search.
 
 Every query is scoped to one (workspace, agent) pair; there is no way to ask
-for another agent's notes. Ranking: ``bm25`` over the FTS5 index on SQLite,
+for another agent's notes. By design, memory belongs to the agent, not to a
+caller: every member who chats with an agent shares what it remembers (a note
+saved in one member's session can be recalled in another's), as a shared
+assistant's notes would be. Give an agent to one member, or keep private
+matters out of a shared agent's memory, when that matters. Ranking: ``bm25`` over the FTS5 index on SQLite,
 ``ts_rank`` over the generated tsvector on PostgreSQL (see migration 0003).
 A query is reduced to its words, any of which may match (the best matches
 first), so the model's free text can never be a syntax error in either

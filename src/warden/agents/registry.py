@@ -2,9 +2,17 @@
 
 Every workspace has a ready agent ``assistant`` (no tools), created lazily the
 first time the workspace's agents are looked at, so chat works out of the box.
-Only an admin may set a tier, override a tool's risk level or configure a stdio
-MCP server (it runs a command on the host); members may create agents and edit
-or delete the ones they created.
+Only an admin may set a tier, override a tool's risk level (the agent's
+``tool_levels`` or an MCP server's own ``tool_levels``: sending either at all,
+even empty, is an admin's act) or configure a stdio MCP server (it runs a
+command on the host); members may create agents and edit or delete the ones
+they created, and may send a stored server's ``tool_levels`` back unchanged.
+
+Views mask what may carry a token: MCP server header and env values, a URL's
+userinfo and query values, and stdio args that look like secrets (the value
+after a ``--token``/``--api-key``/``--secret``/``--password``-like flag, the
+value of a ``KEY=VALUE`` arg). A masked placeholder sent back for the same
+server (by name) means "unchanged": the stored value stays.
 """
 
 from __future__ import annotations
@@ -20,8 +28,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.accounts import Principal
+from warden.agents.secrets_mask import keep_masked_secrets, redacted_servers
 from warden.byok import parse_input
-from warden.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from warden.errors import Conflict, Forbidden, NotFound
 from warden.governance.policy import Tier
 from warden.store import audit
 from warden.store.agent_models import Agent
@@ -117,64 +126,10 @@ class AgentView(BaseModel):
         return cls(id=a.id, workspace_id=a.workspace_id, name=a.name, description=a.description,
                    instructions=a.instructions, model=policy.get("model", "auto"),
                    fallbacks=list(policy.get("fallbacks", [])), tools=list(a.tools or []),
-                   mcp_servers=_redacted_servers(a.mcp_servers or []), tool_levels=dict(a.tool_levels or {}),
+                   mcp_servers=redacted_servers(a.mcp_servers or []), tool_levels=dict(a.tool_levels or {}),
                    max_steps=a.max_steps, temperature=a.temperature, tier=a.tier,
                    tier_sticky=a.tier_sticky, created_by=a.created_by, created_at=a.created_at,
                    updated_at=a.updated_at)
-
-
-# MCP server fields whose values may carry tokens (an Authorization header, an API key in env).
-_SECRET_FIELDS = ("headers", "env")
-# What a masked value looks like when a client sends a view back.
-_MASKED = re.compile(r"^(\[set\]|….{0,4})$", re.DOTALL)
-
-
-def mask_value(value: Any) -> Any:
-    """``…`` and the last four characters of a long secret; ``[set]`` for a short one
-    (four characters of it would give too much away). Empty stays empty."""
-    if not isinstance(value, str) or not value:
-        return value
-    return f"…{value[-4:]}" if len(value) >= 12 else "[set]"
-
-
-def _redacted_servers(servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """MCP server headers and env keep their names; their values are masked."""
-    out = []
-    for server in servers:
-        shown = dict(server)
-        for key in _SECRET_FIELDS:
-            if isinstance(shown.get(key), dict):
-                shown[key] = {name: mask_value(value) for name, value in shown[key].items()}
-        out.append(shown)
-    return out
-
-
-def _keep_masked_secrets(sent: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A client that sends a view back sends masked values: each one means "unchanged",
-    so the stored secret of the same server (by name) and key stays. A masked value
-    with no stored secret behind it is refused rather than stored as the secret."""
-    stored_by_name = {s.get("name"): s for s in stored if isinstance(s, dict)}
-    out = []
-    for i, server in enumerate(sent):
-        old = stored_by_name.get(server.get("name")) or {}
-        merged = dict(server)
-        for field in _SECRET_FIELDS:
-            values = server.get(field)
-            if not isinstance(values, dict):
-                continue
-            previous = old.get(field) if isinstance(old.get(field), dict) else {}
-            kept = {}
-            for name, value in values.items():
-                if isinstance(value, str) and _MASKED.match(value):
-                    if name not in previous:
-                        raise ValidationFailed(
-                            f"mcp_servers[{i}].{field}.{name}: '{value}' is a masked value and no secret is "
-                            "stored under this name; send the real value", param="mcp_servers")
-                    value = previous[name]
-                kept[name] = value
-            merged[field] = kept
-        out.append(merged)
-    return out
 
 
 def _is_stdio(server: dict[str, Any]) -> bool:
@@ -186,10 +141,28 @@ def _authorize(fields: _AgentFields, principal: Principal) -> None:
         return
     if fields.tier is not None:
         raise Forbidden("only an admin may set an agent's tier", code="admin_required")
-    if fields.tool_levels:
+    # Sent at all, not only non-empty: {} or null would clear the admin's overrides.
+    if "tool_levels" in fields.model_fields_set:
         raise Forbidden("only an admin may override a tool's risk level", code="admin_required")
     if any(_is_stdio(s) for s in fields.mcp_servers or []):
         raise Forbidden("only an admin may configure a stdio MCP server", code="admin_required")
+
+
+def _authorize_server_levels(sent: list[dict[str, Any]], stored: list[dict[str, Any]],
+                             principal: Principal) -> None:
+    """A server's own ``tool_levels`` override its tools' risk levels, so only an admin may
+    set or change them; a member may send a stored server's levels back as they are (and
+    leave them out only where there are none)."""
+    if principal.is_admin:
+        return
+    stored_levels = {s.get("name"): s.get("tool_levels") or {} for s in stored if isinstance(s, dict)}
+    for i, server in enumerate(sent):
+        if not isinstance(server, dict):
+            continue  # parse_servers names the problem
+        levels = server.get("tool_levels") or {}
+        if levels != stored_levels.get(server.get("name"), {}):
+            raise Forbidden(f"mcp_servers[{i}].tool_levels: only an admin may set or change an MCP "
+                            "server's tool risk levels", code="admin_required")
 
 
 def _audit_view(a: Agent) -> dict[str, Any]:
@@ -274,12 +247,13 @@ class Agents:
                      principal: Principal) -> Agent:
         spec = parse_input(AgentCreate, data)
         self._check(spec, principal)
+        _authorize_server_levels(list(spec.mcp_servers or []), [], principal)
         await self.ensure_default(workspace_id)
         agent = Agent(
             id=new_id("agt"), workspace_id=workspace_id, name=spec.name,
             description=spec.description, instructions=spec.instructions or "",
             model_policy={"model": spec.model or "auto", "fallbacks": list(spec.fallbacks or [])},
-            tools=list(spec.tools or []), mcp_servers=_keep_masked_secrets(list(spec.mcp_servers or []), []),
+            tools=list(spec.tools or []), mcp_servers=keep_masked_secrets(list(spec.mcp_servers or []), []),
             tool_levels=dict(spec.tool_levels or {}), max_steps=spec.max_steps or 8,
             temperature=spec.temperature, tier=spec.tier or "student",
             tier_sticky=spec.tier is not None, created_by=principal.key_id,
@@ -323,7 +297,9 @@ class Agents:
                 if key in sent:
                     setattr(agent, key, sent[key] if key != "instructions" else (sent[key] or ""))
             if sent.get("mcp_servers"):
-                sent["mcp_servers"] = _keep_masked_secrets(sent["mcp_servers"], list(agent.mcp_servers or []))
+                # Checked on the row being changed, so a concurrent admin edit is not undone.
+                _authorize_server_levels(sent["mcp_servers"], list(agent.mcp_servers or []), principal)
+                sent["mcp_servers"] = keep_masked_secrets(sent["mcp_servers"], list(agent.mcp_servers or []))
             for key in ("tools", "mcp_servers", "tool_levels"):
                 if key in sent:
                     setattr(agent, key, sent[key] if sent[key] is not None else type(getattr(agent, key))())

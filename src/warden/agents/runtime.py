@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from warden.agents.sessions import (
     window,
 )
 from warden.agents.tool_base import Tool, ToolContext, ToolResult, cap_text
-from warden.errors import Conflict, NotFound, ValidationFailed, WardenError
+from warden.errors import Conflict, Forbidden, NotFound, ValidationFailed, WardenError
 from warden.gateway.gateway import CallContext, Gateway
 from warden.gateway.routing import RouteOptions
 from warden.gateway.types import (
@@ -58,7 +59,7 @@ from warden.gateway.types import (
 from warden.governance.policy import Decision, WorkspacePolicy, decide
 from warden.store.agent_models import Agent, ChatSession, Run, RunEvent, ToolCallRecord
 from warden.store.db import Database
-from warden.store.models import new_id, utcnow
+from warden.store.models import ApiKey, SpendRow, new_id, utcnow
 
 log = logging.getLogger("warden.agents")
 
@@ -66,6 +67,17 @@ MAX_MESSAGE_CHARS = 100_000
 UNKNOWN_CONTEXT_TOKENS = 32_768  # a model whose window nobody knows (local models): stay modest
 MAX_OUTPUT_RESERVE = 4_096
 ACTIVE = ("running", "paused")
+_REQUEST_ID_WIDTH = SpendRow.__table__.c.request_id.type.length  # each model call's id is stored there
+
+
+def step_request_id(request_id: str, run_id: str, step: int) -> str:
+    """``<request id>:<step>``, within the spend table's column: a caller's long request id
+    keeps its head and gets a short hash of the whole in place of its tail."""
+    base, suffix = request_id or run_id, f":{step}"
+    room = _REQUEST_ID_WIDTH - len(suffix)
+    if len(base) > room:
+        base = f"{base[:room - 13]}~{hashlib.sha256(base.encode()).hexdigest()[:12]}"
+    return base + suffix
 
 
 # --- what the runtime needs from its surroundings ----------------------------
@@ -329,13 +341,16 @@ class Runs:
     # --- the loop ---------------------------------------------------------------------
 
     async def _execute(self, agent: Agent, run: Run, events: EventLog, principal: Principal,
-                       request_id: str, *, first_step: int) -> RunOutcome:
+                       request_id: str, *, first_step: int, refused: WardenError | None = None) -> RunOutcome:
+        """The loop; ``refused`` fails the run before anything runs (e.g. its key was revoked)."""
         outcome = RunOutcome(run.id, run.session_id, "running")
         steps: list[dict[str, Any]] = list(run.steps or [])
         partial: list[str] = []
         toolbox: ToolboxLike | None = None
         try:
             await events.flush()
+            if refused is not None:
+                raise refused
             toolbox = await self.toolbox_factory(agent)
             policy = await self.policy_source(agent.workspace_id)
             for step in range(first_step, agent.max_steps + 1):
@@ -372,7 +387,8 @@ class Runs:
                           request_id: str, toolbox: ToolboxLike, step: int,
                           partial: list[str]) -> tuple[list[ToolCall], str, dict[str, Any]]:
         ctx = CallContext(workspace_id=agent.workspace_id, api_key_id=principal.key_id,
-                          request_id=f"{request_id or run.id}:{step}", agent_id=agent.id,
+                          key_rpm_limit=principal.rpm_limit, key_tpm_limit=principal.tpm_limit,
+                          request_id=step_request_id(request_id, run.id, step), agent_id=agent.id,
                           options=RouteOptions(fallbacks=list((agent.model_policy or {}).get("fallbacks", []))))
         req, complexity = await self._request(agent, run.session_id, toolbox, ctx)
         stream = await self.gateway.open_stream(req, ctx)
@@ -662,6 +678,12 @@ class Runs:
         """
         run, chosen = await self._claim_actions(run_id, tool_call_id)
         try:
+            # The run goes on as its key is now: its role and rate limits, and not at all once revoked
+            # (no tool of it runs; it fails once its actions are settled).
+            principal = await self._key_principal(run)
+            if principal is None:
+                decision, refusal = "reject", ("refused: the API key that started this run was revoked. "
+                                               "The action was not taken.")
             agent = await self.agents.get(run.workspace_id, run.agent_id)
             async with self.db.session() as s:
                 records = list((await s.execute(select(ToolCallRecord).where(
@@ -686,11 +708,26 @@ class Runs:
         for type_, data in produced:
             events.record(type_, data)  # already written with the pending-state change
         run.status = "running"
-        principal = Principal(run.workspace_id, "", run.api_key_id or "", "member")
-        task = asyncio.create_task(self._execute(agent, run, events, principal, run.id,
-                                                 first_step=int((run.resume_state or {})["step"]) + 1))
+        refused = None if principal is not None else Forbidden(
+            "the API key that started this run was revoked; the run cannot go on", code="api_key_revoked")
+        task = asyncio.create_task(self._execute(
+            agent, run, events, principal or Principal(run.workspace_id, "", run.api_key_id or "", "member"),
+            run.id, first_step=int((run.resume_state or {})["step"]) + 1, refused=refused))
         self._live[run.id] = _Live(channel, task)
         return RunHandle(run.id, run.session_id, channel, task)
+
+    async def _key_principal(self, run: Run) -> Principal | None:
+        """The principal of the key that started ``run``, read afresh; None once it is revoked
+        or gone. Read from the store, not the accounts cache, so a revocation shows at once."""
+        if not run.api_key_id:
+            return None
+        async with self.db.session() as s:
+            key = (await s.execute(select(ApiKey).where(
+                ApiKey.id == run.api_key_id, ApiKey.workspace_id == run.workspace_id))).scalar_one_or_none()
+        if key is None or key.revoked_at is not None:
+            return None
+        role: Literal["admin", "member"] = "admin" if key.role == "admin" else "member"
+        return Principal(run.workspace_id, "", key.id, role, key.rpm_limit, key.tpm_limit)
 
     @staticmethod
     async def _locked_run(s: AsyncSession, run_id: str) -> Run:

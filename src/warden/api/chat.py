@@ -27,13 +27,17 @@ one message at a time:
 
 While a turn or follow is under way, any other message is answered with an
 ``error`` (``turn_in_progress``); one follow of a paused run may wait for hours,
-so ``unfollow`` frees the socket for new turns.
+so ``unfollow`` frees the socket for new turns. Messages are JSON text frames: a
+binary frame is answered with an ``error`` (``binary_frame``) and otherwise
+ignored (as the first message it fails authentication). An unexpected failure
+ends the socket with an ``error`` message (``internal_error``) and close code 1011.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
@@ -53,6 +57,7 @@ from warden.errors import Unauthorized, ValidationFailed, WardenError
 from warden.services import Services
 
 router = APIRouter(tags=["chat"])
+log = logging.getLogger("warden.api.chat")
 
 
 class SessionCreate(BaseModel):
@@ -294,11 +299,26 @@ async def _ws_principal(ws: WebSocket, services: Services) -> Principal:
             raise Unauthorized("Authorization header must be 'Bearer <key>'")
         return await services.accounts.authenticate(token.strip())
     await ws.accept()
-    first = await asyncio.wait_for(ws.receive_text(), 10)
-    msg = _loads(first)
+    first = await asyncio.wait_for(_receive(ws), 10)
+    msg = _loads(first) if isinstance(first, str) else {}
     if msg.get("type") != "auth" or not isinstance(msg.get("token"), str):
         raise Unauthorized("the first message must be {\"type\": \"auth\", \"token\": \"wk-…\"}")
     return await services.accounts.authenticate(msg["token"])
+
+
+async def _receive(ws: WebSocket) -> str | bytes:
+    """The next frame as sent: text, or bytes for a binary frame (refused by the caller).
+    Raises WebSocketDisconnect when the client has left."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    text = message.get("text")
+    return text if text is not None else (message.get("bytes") or b"")
+
+
+def _binary_frame_error() -> ValidationFailed:
+    return ValidationFailed("binary frames are not accepted; send JSON objects as text frames",
+                            code="binary_frame")
 
 
 def _loads(text: str) -> dict[str, Any]:
@@ -328,17 +348,37 @@ async def chat_ws(ws: WebSocket) -> None:
     except (WardenError, TimeoutError, WebSocketDisconnect) as exc:
         if isinstance(exc, WardenError) and ws.client_state.name == "CONNECTED":
             await _send(ws, _error_payload(exc))
-        await ws.close(code=1008)
+        await _close(ws, 1008)
         return
-    if ws.client_state.name != "CONNECTED":
-        await ws.accept()
-    await _send(ws, {"type": "ready", "workspace_id": principal.workspace_id})
+    except Exception as exc:  # noqa: BLE001 - e.g. the key store is down: an error message, not a traceback
+        await _fail(ws, exc)
+        return
     try:
-        leftover: str | None = None
+        if ws.client_state.name != "CONNECTED":
+            await ws.accept()
+        await _send(ws, {"type": "ready", "workspace_id": principal.workspace_id})
+        leftover: str | bytes | None = None
         while True:
-            leftover = await _ws_message(ws, services, principal, leftover or await ws.receive_text())
+            frame = leftover if leftover is not None else await _receive(ws)
+            leftover = await _ws_message(ws, services, principal, frame)
     except WebSocketDisconnect:
         return
+    except Exception as exc:  # noqa: BLE001 - any failure (a listener's included) ends the socket cleanly
+        await _fail(ws, exc)
+
+
+async def _fail(ws: WebSocket, exc: Exception) -> None:
+    """End the socket after an unexpected failure: logged here, a generic error to the client."""
+    log.error("chat websocket failed", exc_info=exc)
+    with contextlib.suppress(Exception):
+        if ws.client_state.name == "CONNECTED":
+            await _send(ws, _error_payload(WardenError("internal error; the connection is closed")))
+    await _close(ws, 1011)
+
+
+async def _close(ws: WebSocket, code: int) -> None:
+    with contextlib.suppress(Exception):  # already closed by the client or the server
+        await ws.close(code=code)
 
 
 class WsFollow(BaseModel):
@@ -347,11 +387,14 @@ class WsFollow(BaseModel):
     after: int = Field(default=0, ge=0)
 
 
-async def _ws_message(ws: WebSocket, services: Services, principal: Principal, text: str) -> str | None:
+async def _ws_message(ws: WebSocket, services: Services, principal: Principal,
+                      frame: str | bytes) -> str | bytes | None:
     """One client message: a turn, a follow or a stray unfollow. Returns a message that
     arrived just as the turn or follow ended (the next one to handle), if any."""
     try:
-        msg = _loads(text)
+        if isinstance(frame, bytes):
+            raise _binary_frame_error()
+        msg = _loads(frame)
         if msg.get("type") == "follow":
             follow = WsFollow.model_validate(msg)
             await services.runs.get(principal, follow.run_id)  # 404 before anything is relayed
@@ -373,7 +416,9 @@ async def _ws_message(ws: WebSocket, services: Services, principal: Principal, t
     return await _relay(ws, services, stream_turn(handle), stop=STOPS_STREAM, owner_of=handle.run_id)
 
 
-def _is_unfollow(text: str) -> bool:
+def _is_unfollow(text: str | bytes) -> bool:
+    if isinstance(text, bytes):
+        return False
     try:
         return _loads(text).get("type") == "unfollow"
     except ValidationFailed:
@@ -381,13 +426,14 @@ def _is_unfollow(text: str) -> bool:
 
 
 async def _relay(ws: WebSocket, services: Services, events: AsyncIterator[dict[str, Any]], *,
-                 stop: frozenset[str], owner_of: str | None = None, follows: str | None = None) -> str | None:
+                 stop: frozenset[str], owner_of: str | None = None,
+                 follows: str | None = None) -> str | bytes | None:
     """Send ``events`` to the socket until one of ``stop`` while listening to the client.
 
     A turn (``owner_of``) is abandoned if the client leaves mid-way; a follow
     (``follows``) ends on ``unfollow`` or a disconnect and leaves the run alone.
     Any other message meanwhile gets a ``turn_in_progress`` error."""
-    listener: asyncio.Task[str] | None = asyncio.create_task(ws.receive_text())
+    listener: asyncio.Task[str | bytes] | None = asyncio.create_task(_receive(ws))
     upcoming: asyncio.Future[dict[str, Any] | None] | None = None
     finished = unfollowed = False
     try:
@@ -407,9 +453,9 @@ async def _relay(ws: WebSocket, services: Services, events: AsyncIterator[dict[s
                 if follows is not None and _is_unfollow(text):
                     listener, finished, unfollowed = None, True, True
                     break
-                await _send(ws, _error_payload(ValidationFailed(
+                await _send(ws, _error_payload(_binary_frame_error() if isinstance(text, bytes) else ValidationFailed(
                     "a turn is in progress; wait for it to end", code="turn_in_progress")))
-                listener = asyncio.create_task(ws.receive_text())
+                listener = asyncio.create_task(_receive(ws))
         if follows is not None:
             await _send(ws, {"type": "follow.ended", "run_id": follows,
                              "reason": "unfollowed" if unfollowed else "run_ended"})

@@ -84,7 +84,7 @@ async def give_feedback(request: Request, response: Response, principal: Princip
 
 @router.get("/api/agents/{agent_ref}/feedback")
 async def agent_feedback(agent_ref: str, principal: PrincipalDep, services: ServicesDep) -> dict[str, Any]:
-    return await services.feedback.summary(principal.workspace_id, agent_ref)
+    return await services.feedback.summary(principal, agent_ref)
 
 
 # --- maturity and tiers ----------------------------------------------------------------

@@ -1,7 +1,12 @@
 """Feedback on an agent's messages and runs: one per author and target (a second
 replaces the first), normalised to a score in -1..1, kept with the provider,
 model and complexity of the run's model calls so routing can learn from it later,
-and counted toward the agent's maturity at the tier it has now."""
+and counted toward the agent's maturity at the tier it has now.
+
+Within a workspace, members see what is theirs: feedback on another member's
+message is "no message" (without naming that member's run), and an agent's
+feedback summary shows a member the numbers of everyone's feedback but only
+their own comments and corrections; an admin sees all of them."""
 
 from __future__ import annotations
 
@@ -75,7 +80,13 @@ class FeedbackService:
                 raise ValidationFailed("message_id: this message belongs to no agent run", param="message_id")
             run_id = msg.run_id
         assert run_id is not None
-        run, _ = await self.runs.get(principal, run_id)  # 404 unless the caller may see the run
+        try:
+            run, _ = await self.runs.get(principal, run_id)  # 404 unless the caller may see the run
+        except NotFound:
+            if body.message_id is None:
+                raise
+            # The same answer as for a message that does not exist: never name another member's run.
+            raise NotFound(f"no message '{body.message_id[:80]}'", code="message_not_found") from None
         target = body.message_id or f"run:{run.id}"
         steps = [{"provider": st.get("provider"), "model": st.get("model"), "complexity": st.get("complexity")}
                  for st in run.steps or []]
@@ -110,11 +121,14 @@ class FeedbackService:
             row, replaced = await self.db.run_tx(tx)
         return _view(row), replaced
 
-    async def summary(self, workspace_id: str, agent_ref: str, *, recent: int = 20) -> dict[str, Any]:
+    async def summary(self, principal: Principal, agent_ref: str, *, recent: int = 20) -> dict[str, Any]:
+        """Counts and scores of all the agent's feedback; in ``recent``, an admin sees
+        everyone's entries, a member only their own."""
         async with self.db.session() as s:
-            agent = await find_agent(s, workspace_id, agent_ref)
+            agent = await find_agent(s, principal.workspace_id, agent_ref)
             rows = list((await s.execute(select(Feedback).where(Feedback.agent_id == agent.id)
                                          .order_by(Feedback.updated_at.desc()))).scalars())
+        shown = rows if principal.is_admin else [f for f in rows if f.author == principal.key_id]
         by_tier: dict[str, list[Feedback]] = defaultdict(list)
         by_model: dict[tuple[Any, Any, Any], list[Feedback]] = defaultdict(list)
         for f in rows:
@@ -125,7 +139,7 @@ class FeedbackService:
             "by_tier": {t: _stats(fs) for t, fs in by_tier.items()},
             "by_model": [{"provider": p, "model": m, "complexity": c, **_stats(fs)}
                          for (p, m, c), fs in sorted(by_model.items(), key=lambda kv: -len(kv[1]))],
-            "recent": [_view(f) for f in rows[:recent]],
+            "recent": [_view(f) for f in shown[:recent]],
         }
 
 

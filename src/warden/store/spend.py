@@ -4,6 +4,14 @@ The gateway hands each finished request's row to :meth:`SpendWriter.record`
 (no I/O, no await); a background task inserts whatever has queued up every
 ``interval`` seconds or as soon as ``batch_size`` rows wait. ``close`` flushes
 what is left, so a clean shutdown loses nothing.
+
+One bad row must never hold the others back: ``record`` cuts string fields to
+their column widths (PostgreSQL refuses longer ones), and when a batch insert
+fails its rows are tried one at a time; a row that still fails is set aside
+(logged, counted in ``dropped``) while the rest are written, provided the
+database is up (another row got in, or this one was refused for its values).
+Otherwise the database itself is the trouble: the rows stay queued for the
+next try.
 """
 
 from __future__ import annotations
@@ -12,12 +20,39 @@ import asyncio
 import logging
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import String, insert
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from warden.store.db import Database
 from warden.store.models import SpendRow
 
 log = logging.getLogger("warden.spend")
+
+# Column name -> width, for every bounded string column of the spend table.
+STRING_WIDTHS: dict[str, int] = {
+    c.name: c.type.length for c in SpendRow.__table__.columns
+    if isinstance(c.type, String) and c.type.length is not None
+}
+
+
+def _fit(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with over-long strings cut to their columns (a copy only when one is)."""
+    fitted = row
+    for name, width in STRING_WIDTHS.items():
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > width:
+            if fitted is row:
+                fitted = dict(row)
+            fitted[name] = value[:width]
+    return fitted
+
+
+def _refused_for_its_data(exc: Exception) -> bool:
+    """The database (or the driver, before sending) refused the row's values, not the connection."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    # A StatementError that is not a DBAPIError was raised while binding the values.
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
 
 
 class SpendWriter:
@@ -42,23 +77,47 @@ class SpendWriter:
             # The database has been down for a long time: keep memory bounded.
             self.dropped += 1
             return
-        self._pending.append(row)
+        self._pending.append(_fit(row))
         if len(self._pending) >= self.batch_size:
             self._wake.set()
 
     async def flush(self) -> int:
-        """Write everything queued now; rows stay queued if the database refuses."""
+        """Write everything queued now; returns how many rows were written. Rows stay queued
+        if the database is unavailable; a row it refuses for its data is dropped."""
         if not self._pending:
             return 0
         batch, self._pending = self._pending, []
         try:
-            async with self.db.transaction() as s:
-                await s.execute(insert(SpendRow), batch)
-        except Exception:
-            log.warning("spend flush failed; %d rows kept for the next try", len(batch))
-            self._pending[:0] = batch
-            return 0
+            await self._insert(batch)
+        except Exception:  # noqa: BLE001 - any failure: find the bad rows, or keep all if the database is down
+            return await self._insert_one_by_one(batch)
         return len(batch)
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        async with self.db.transaction() as s:
+            await s.execute(insert(SpendRow), rows)
+
+    async def _insert_one_by_one(self, batch: list[dict[str, Any]]) -> int:
+        written = 0
+        failed: list[tuple[dict[str, Any], Exception]] = []
+        for row in batch:
+            try:
+                await self._insert([row])
+            except Exception as exc:  # noqa: BLE001 - sorted below: a bad row or an unavailable database
+                failed.append((row, exc))
+            else:
+                written += 1
+        # Once a row got in, the database is up: whatever it still refuses is the rows' fault.
+        refused = [(r, e) for r, e in failed if written or _refused_for_its_data(e)]
+        kept = [r for r, e in failed if not (written or _refused_for_its_data(e))]
+        for row, exc in refused:
+            log.error("spend row set aside, the database refused it: request_id=%s error=%s",
+                      str(row.get("request_id"))[:64], type(exc).__name__)
+        if kept:
+            log.warning("spend flush failed; %d rows kept for the next try", len(kept))
+        self.dropped += len(refused)
+        self._pending[:0] = kept
+        return written
 
     async def _run(self) -> None:
         while not self._closing:
