@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,16 @@ class Proc:
 
     def rss_mb(self) -> float:
         return rss_mb(self.pid)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP the process group for the block: an idle proxy still runs background
+        work (timers, housekeeping) that would steal the core from the one measured."""
+        os.killpg(self.popen.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.popen.pid, signal.SIGCONT)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen.poll() is None:

@@ -122,7 +122,10 @@ def _method(res: dict, args: argparse.Namespace) -> str:
     pin = ("Processes are pinned with `taskset`: the proxy under test (Warden or LiteLLM, "
            "one worker process each) on core 0; the upstream simulator, `wrk` and the "
            "sequential client (this script) on core 1. The direct baseline uses the same "
-           "placement, so core 0 sits idle during it." if res.get("pinned")
+           "placement, so core 0 sits idle during it. Both proxies share core 0, and an idle "
+           "proxy still runs background work (LiteLLM's especially), so while one target is "
+           "measured the other proxy is paused (`SIGSTOP` to its process group, `SIGCONT` "
+           "after)." if res.get("pinned")
            else "Processes are not pinned (`taskset` or a second core is missing).")
     return f"""## Method
 
@@ -138,9 +141,10 @@ def _method(res: dict, args: argparse.Namespace) -> str:
   script), `litellm --config … --num_workers 1`, a master key, the same simulator as
   `openai/gpt-4o-mini`.
 - {pin}
-- **Added latency**: rounds of one non-streamed request to each target over keep-alive
-  connections (stdlib `http.client`, the same client for all), the order rotated each round;
-  the added latency is *target − direct* within a round; median and interquartile range.
+- **Added latency**: rounds of one non-streamed request to direct and to one proxy over
+  keep-alive connections (stdlib `http.client`, the same client for all), the order rotated
+  each round, one proxy after the other (the other paused); the added latency is
+  *proxy − direct* within a round; median and interquartile range.
 - **Load**: `wrk --latency` with `bench/post.lua` (POST body and key from the environment),
   `-t2` (`-t1` at c=1), {3 if res.get('quick') else 10} s per point, 10 s timeout; errors =
   non-2xx + socket errors.

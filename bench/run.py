@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.soak_seconds is None:
         args.soak_seconds = 30.0 if args.quick else 300.0
     return args
+
+
+def one_at_a_time(targets: list[Target], procs: dict[str, Any]) -> Iterator[Target]:
+    """Each target in turn, with the processes of the other targets paused meanwhile."""
+    for target in targets:
+        with ExitStack() as stack:
+            for other in targets:
+                proc = procs.get(other.name)
+                if other is not target and proc is not None:
+                    stack.enter_context(proc.paused())
+            yield target
+
+
+def merge_by_target(passes: list[list[dict]]) -> list[dict]:
+    """Rows of several passes (each: direct + one proxy): the direct row of the first
+    pass, then each proxy's row (its added figures are against its own pass's direct)."""
+    rows = [r for r in passes[0] if r["name"] == "direct"] if passes else []
+    return rows + [r for rows_ in passes for r in rows_ if r["name"] != "direct"]
 
 
 def plain(obj: Any) -> Any:
@@ -129,24 +149,31 @@ def main(argv: list[str] | None = None) -> None:
                 res["litellm_rss_idle_mb"] = rss_mb(lproc.pid)
             except (RuntimeError, TimeoutError) as exc:
                 res["litellm_error"] = str(exc)[:300]
+        # Sequential figures: one proxy at a time against the direct baseline, the other
+        # proxy paused, since both share core 0 (see ``Proc.paused``).
+        proc_of = {"warden": wproc, "litellm": lproc}
         if "latency" in only:
             say("added latency, sequential")
             rounds = 200 if q else 1000
-            res["latency"] = plain(latency.added_latency(direct, proxies, rounds=rounds, warmup=50,
-                                                         time_limit=120 if q else 300))
+            res["latency"] = merge_by_target([
+                plain(latency.added_latency(direct, [p], rounds=rounds, warmup=50,
+                                            time_limit=120 if q else 300))
+                for p in one_at_a_time(proxies, proc_of)])
         if "stream" in only:
             say("streaming")
             s_direct = Target("direct", up_port, STREAM_MODEL, key=direct.key)
             s_proxies = [Target("warden", wport, f"openai/{STREAM_MODEL}", key=warden.key)]
             s_proxies += [Target(p.name, p.port, STREAM_MODEL, key=p.key) for p in proxies[1:]]
-            res["stream"] = plain(latency.streaming(s_direct, s_proxies, rounds=20 if q else 100,
-                                                    warmup=5, time_limit=120 if q else 300))
+            res["stream"] = merge_by_target([
+                plain(latency.streaming(s_direct, [p], rounds=20 if q else 100, warmup=5,
+                                        time_limit=120 if q else 300))
+                for p in one_at_a_time(s_proxies, proc_of)])
         if "load" in only and load.have_wrk():
             say("load (wrk)")
             secs = 3 if q else 10
             rows = []
             for c in CONCURRENCY:
-                for t in [direct, *proxies]:
+                for t in one_at_a_time([direct, *proxies], proc_of):
                     r = load.run_wrk(t, c, secs, cpus=OTHER_CPU, log=logs / "wrk.log")
                     rows.append({"target": t.name, "connections": c, **plain(r), "errors": r.errors})
                     say(f"  c={c} {t.name}: {r.rps:.0f} req/s, errors {r.errors}")

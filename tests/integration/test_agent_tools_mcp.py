@@ -27,7 +27,9 @@ TOKEN = "fixture-token-123"
 
 
 def stdio_server(name: str = "fx", *extra: str, **fields: object) -> dict:
-    return {"name": name, "transport": "stdio", "command": sys.executable, "args": [SCRIPT, *extra], **fields}
+    """An admin-configured (trusted) stdio server unless ``trusted=False`` is passed."""
+    return {"name": name, "transport": "stdio", "command": sys.executable, "args": [SCRIPT, *extra],
+            "trusted": True, **fields}
 
 
 @pytest.fixture
@@ -69,7 +71,9 @@ def http_mcp() -> Iterator[str]:
 
 
 def http_server(url: str, **fields: object) -> dict:
-    return {"name": "web", "transport": "http", "url": url, "headers": {"x-token": TOKEN}, **fields}
+    """An admin-configured (trusted) HTTP server unless ``trusted=False`` is passed."""
+    return {"name": "web", "transport": "http", "url": url, "headers": {"x-token": TOKEN}, "trusted": True,
+            **fields}
 
 
 async def _exercise(box, prefix: str) -> None:
@@ -147,6 +151,23 @@ async def test_http_server_tools_and_calls(deps: ToolDeps, http_mcp: str) -> Non
         await _exercise(box, "web")
 
 
+async def test_untrusted_server_annotations_may_only_raise_risk(deps: ToolDeps, http_mcp: str) -> None:
+    """A server no admin configured: readOnlyHint is ignored (its tools are level 3 at
+    least), destructiveHint still gives 4, and admin overrides still apply."""
+    untrusted = http_server(http_mcp, trusted=False)
+    async with await build_toolbox([], [untrusted], deps=deps) as box:
+        levels = {name: tool.risk_level for name, tool in box.tools.items()}
+        assert (await box.tools["web__echo"].run({"text": "a"}, CTX)).content == "a"
+    assert levels == {"web__echo": 3, "web__wipe": 4, "web__add": 3, "web__fail": 3, "web__slow": 3,
+                      "web__big": 3}
+    unflagged = {k: v for k, v in untrusted.items() if k != "trusted"}  # no flag: untrusted
+    overridden = http_server(http_mcp, trusted=False, tool_levels={"echo": 1})
+    async with await build_toolbox([], [unflagged], deps=deps) as box_a, \
+            await build_toolbox([], [overridden], tool_levels={"web__add": 2}, deps=deps) as box_b:
+        assert box_a.tools["web__echo"].risk_level == 3
+        assert box_b.tools["web__echo"].risk_level == 1 and box_b.tools["web__add"].risk_level == 2
+
+
 async def test_stdio_and_http_together(deps: ToolDeps, http_mcp: str) -> None:
     async with await build_toolbox([], [stdio_server(), http_server(http_mcp)], deps=deps) as box:
         assert (await box.tools["fx__echo"].run({"text": "a"}, CTX)).content == "a"
@@ -219,3 +240,97 @@ async def test_agent_views_mask_mcp_secrets_and_a_masked_patch_keeps_them(data_d
     assert tool_result == "through"  # the MCP server accepted the real token
     assert bad_patch.status_code == 422 and "x-other" in bad_patch.json()["error"]["message"]
     assert bad_create.status_code == 422 and "masked value" in bad_create.json()["error"]["message"]
+
+
+# --- who configured a server decides whether its annotations may lower risk ------------------
+
+
+@pytest.fixture
+async def trust_env(data_dir: Path, http_mcp: str):
+    """Warden with a loopback model provider, an admin client and a member client."""
+    from agents_helpers import connect_provider
+
+    from tests.conftest import ADMIN_KEY, client_for
+    from warden.config import load_settings
+    from warden.services import Services
+    from warden.testing.upstream import UpstreamServer
+
+    services = await Services.start(load_settings(data_dir=data_dir, admin_key=ADMIN_KEY, access_log=False,
+                                                  egress_allow="127.0.0.1"))
+    try:
+        async with UpstreamServer("openai") as up:
+            ws = await connect_provider(services, up)
+            member = await services.accounts.create_key(ws, "m", "member")
+            async with client_for(services) as admin, client_for(services, member.key) as m:
+                yield services, up, admin, m
+    finally:
+        await services.close()
+
+
+async def _call_echo(up, client, agent: str, server: str = "web", *, pauses: bool = False) -> dict:
+    """One run in which the model calls ``<server>__echo`` and then (unless the run pauses
+    for approval) answers; the call's level and decision and how the run ended."""
+    from agents_helpers import stream_chat
+
+    from warden.testing.upstream import Behaviour, SimToolCall
+
+    up.enqueue(Behaviour(tool_calls=[SimToolCall(f"{server}__echo", {"text": "through"})]))
+    if not pauses:
+        up.enqueue(Behaviour(text="ok"))
+    events = await stream_chat(client, {"agent_id": agent, "message": "echo"})
+    call = next(e for e in events if e["type"] == "tool.call")
+    return {"level": call["risk_level"], "decision": call["decision"], "end": events[-1]["type"]}
+
+
+async def test_a_members_server_cannot_declare_its_tools_read_only(trust_env, http_mcp: str) -> None:
+    services, up, admin, m = trust_env
+    # The member claims trust; it is ignored, not stored.
+    created = await m.post("/api/agents", json={"name": "mine", "mcp_servers": [http_server(http_mcp)]})
+    assert created.status_code == 201, created.text
+    assert created.json()["mcp_servers"][0]["trusted"] is False
+    as_student = await _call_echo(up, m, "mine")
+    await admin.patch("/api/agents/mine", json={"tier": "intern"})
+    as_intern = await _call_echo(up, m, "mine", pauses=True)
+    admins = await admin.post("/api/agents", json={"name": "admins", "mcp_servers": [http_server(http_mcp)]})
+    on_admins_server = await _call_echo(up, admin, "admins")
+    stored = (await services.agents.get(created.json()["workspace_id"], "mine")).mcp_servers
+    assert as_student == {"level": 3, "decision": "deny", "end": "run.completed"}
+    assert as_intern == {"level": 3, "decision": "approve", "end": "run.paused"}
+    assert admins.json()["mcp_servers"][0]["trusted"] is True
+    assert on_admins_server == {"level": 1, "decision": "allow", "end": "run.completed"}
+    assert stored[0]["trusted"] is False and stored[0]["headers"] == {"x-token": TOKEN}
+
+
+async def test_admin_edits_trust_and_member_changes_or_renames_untrust(trust_env, http_mcp: str) -> None:
+    _, up, admin, m = trust_env
+    plain = {k: v for k, v in http_server(http_mcp).items() if k != "trusted"}
+    await m.post("/api/agents", json={"name": "mine", "mcp_servers": [plain]})
+    shown = (await m.get("/api/agents/mine")).json()["mcp_servers"]
+    # An admin sending the view back as is vouches for nothing; saying trusted: true does.
+    as_shown = await admin.patch("/api/agents/mine", json={"mcp_servers": shown})
+    retrusted = await admin.patch("/api/agents/mine", json={"mcp_servers": [{**shown[0], "trusted": True}]})
+    after_admin = await _call_echo(up, m, "mine")
+    # A member sending the trusted entry back unchanged (with an edit elsewhere) keeps it trusted.
+    shown = (await m.get("/api/agents/mine")).json()["mcp_servers"]
+    kept = await m.patch("/api/agents/mine", json={"description": "mine", "mcp_servers": shown})
+    # Renaming sheds the admin's per-tool overrides keyed by "web__…": the renamed entry is untrusted.
+    renamed = await m.patch("/api/agents/mine", json={"mcp_servers": [{**plain, "name": "web2", "trusted": True}]})
+    after_rename = await _call_echo(up, m, "mine", server="web2")
+    # Back under the old name, but changed (another header): still untrusted.
+    retrusted_again = await admin.patch("/api/agents/mine", json={"mcp_servers": [plain]})
+    changed = await m.patch("/api/agents/mine", json={"mcp_servers": [
+        {**plain, "headers": {**plain["headers"], "x-extra": "1"}, "trusted": True}]})
+    # An admin may keep a server untrusted on purpose.
+    kept_untrusted = await admin.patch("/api/agents/mine", json={"mcp_servers": [{**plain, "trusted": False}]})
+    audit = (await admin.get("/api/audit", params={"action": "agent.update"})).json()["events"]
+    assert as_shown.status_code == 200 and as_shown.json()["mcp_servers"][0]["trusted"] is False
+    assert retrusted.status_code == 200 and retrusted.json()["mcp_servers"][0]["trusted"] is True
+    assert after_admin == {"level": 1, "decision": "allow", "end": "run.completed"}
+    assert kept.status_code == 200 and kept.json()["mcp_servers"][0]["trusted"] is True
+    assert renamed.status_code == 200 and renamed.json()["mcp_servers"][0]["trusted"] is False
+    assert after_rename == {"level": 3, "decision": "deny", "end": "run.completed"}
+    assert retrusted_again.json()["mcp_servers"][0]["trusted"] is True
+    assert changed.status_code == 200 and changed.json()["mcp_servers"][0]["trusted"] is False
+    assert kept_untrusted.json()["mcp_servers"][0]["trusted"] is False
+    untrusted = [e["data"]["untrusted_mcp_servers"] for e in audit]
+    assert untrusted == [["web"], [], [], ["web2"], [], ["web"], ["web"]], audit

@@ -150,6 +150,7 @@ async def test_mcp_secrets_are_masked_in_views_and_kept_when_sent_back(services:
     # A masked value only stands for the secret of the same server: a renamed one has none.
     assert renamed.status_code == 422 and "no secret is stored" in renamed.json()["error"]["message"]
     stored = (await services.agents.get(created.json()["workspace_id"], "reader")).mcp_servers
-    assert stored == [{**server, "headers": {"authorization": token, "x-team": "green-team-0001", "x-empty": ""}}]
+    assert stored == [{**server, "headers": {"authorization": token, "x-team": "green-team-0001", "x-empty": ""},
+                       "trusted": True}]
     updates = [d for a, d in await audit_actions(services) if a == "agent.update"]
     assert len(updates) == 1 and token not in str(updates)

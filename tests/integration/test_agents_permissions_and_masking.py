@@ -53,7 +53,7 @@ async def test_members_cannot_set_or_change_an_mcp_servers_tool_levels(svc: Serv
     assert sent_back.status_code == 200, sent_back.text  # unchanged levels may be sent back
     for refused in (changed, dropped, new_server):
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_required", refused.text
-    assert stored == [_web(tool_levels={"wipe": 4})]
+    assert stored == [_web(tool_levels={"wipe": 4}, trusted=True)]  # the admin's entry, sent back unchanged
 
 
 @pytest.mark.parametrize("body", [{"tool_levels": {}}, {"tool_levels": None}])
@@ -95,3 +95,36 @@ async def test_views_mask_url_credentials_and_secret_args_and_sent_back_keeps_th
     assert stored[1]["args"] == args
     assert clone.status_code == 422 and "masked value" in clone.json()["error"]["message"]
     assert moved_arg.status_code == 422 and "args[1]" in moved_arg.json()["error"]["message"]
+
+
+async def test_entries_stored_before_the_trust_flag_are_trusted_only_from_an_admins_agent(svc: Services) -> None:
+    """No migration: an entry without ``trusted`` is read as trusted when the agent's creator
+    is an admin key (or a stdio server, which only an admin configures), else untrusted."""
+    from sqlalchemy import update
+
+    from warden.store.agent_models import Agent
+
+    member = await _member(svc)
+    stdio = {"name": "local", "transport": "stdio", "command": sys.executable}
+    async with client_for(svc) as admin, client_for(svc, member) as m:
+        ws = (await admin.post("/api/agents", json={"name": "by-admin", "mcp_servers": [_web()]})).json()
+        await m.post("/api/agents", json={"name": "by-member", "mcp_servers": [_web()]})
+        await admin.post("/api/agents", json={"name": "by-gone", "mcp_servers": [_web()]})
+        await admin.post("/api/agents", json={"name": "by-cli", "mcp_servers": [_web()]})
+        await admin.patch("/api/agents/by-member", json={"mcp_servers": [_web(), stdio]})
+        async with svc.db.transaction() as s:  # as rows written before the flag existed
+            await s.execute(update(Agent).values(mcp_servers=[_web()]).where(Agent.name.in_(["by-admin", "by-gone", "by-cli"])))
+            await s.execute(update(Agent).values(mcp_servers=[_web(), stdio]).where(Agent.name == "by-member"))
+            await s.execute(update(Agent).values(created_by="key_gone").where(Agent.name == "by-gone"))
+            await s.execute(update(Agent).values(created_by="cli").where(Agent.name == "by-cli"))  # the operator
+        listed = {a["name"]: [s["trusted"] for s in a["mcp_servers"]]
+                  for a in (await m.get("/api/agents")).json() if a["mcp_servers"]}
+        one = (await m.get("/api/agents/by-admin")).json()["mcp_servers"]
+        # A member's write of an unchanged legacy entry keeps what it resolved to; the row records it.
+        edited = await m.patch("/api/agents/by-member", json={"description": "x", "mcp_servers": [_web()]})
+        untouched = await admin.patch("/api/agents/by-admin", json={"description": "y"})
+    stored = (await svc.agents.get(ws["workspace_id"], "by-admin")).mcp_servers
+    assert listed == {"by-admin": [True], "by-member": [False, True], "by-gone": [False], "by-cli": [True]}
+    assert one[0]["trusted"] is True
+    assert edited.status_code == 200 and edited.json()["mcp_servers"] == [_web(trusted=False)]
+    assert untouched.json()["mcp_servers"] == [_web(trusted=True)] and stored == [_web(trusted=True)]

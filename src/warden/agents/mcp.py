@@ -14,6 +14,14 @@
   ``destructiveHint`` -> 4, anything else 3; the server's ``tool_levels``
   (keyed by the server's own tool name) override it, and the agent's
   ``tool_levels`` (keyed by the exposed name) override both.
+- Annotations are the server's own claims, so they count in full only for a
+  server an admin configured (``trusted: true``). Whoever controls a server
+  controls its annotations: for an untrusted server (a member added or changed
+  the entry, including a rename) ``readOnlyHint`` is ignored, so its tools are
+  level 3 at least and ``destructiveHint`` still gives 4. Hints may raise risk,
+  never lower it. Admin overrides (both ``tool_levels``) apply either way. The
+  agents registry stamps ``trusted`` on every stored entry; members cannot set
+  it, and a config without it is untrusted.
 - A stdio server runs a command on this host: its executable must be on
   ``WARDEN_MCP_STDIO_ALLOW``, checked when the agent is defined *and* again
   each time the server starts. It gets only the SDK's safe environment
@@ -54,7 +62,7 @@ from mcp.types import (
     TextResourceContents,
 )
 from mcp.types import Tool as McpToolInfo
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from warden.agents.egress import EgressError, EgressPolicy
 from warden.agents.pinned_transport import pinned_client
@@ -89,6 +97,9 @@ class McpServerConfig(BaseModel):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     tool_levels: dict[str, int] = Field(default_factory=dict)
+    # Whether an admin configured this entry (set by the agents registry, see the module
+    # docstring): only then may annotations lower a tool's level below 3.
+    trusted: StrictBool = False
 
     @model_validator(mode="after")
     def _transport_fields(self) -> McpServerConfig:
@@ -166,9 +177,11 @@ def validate_mcp_servers(servers: list[dict[str, Any]], *, is_admin: bool, stdio
                             code="mcp_command_not_allowed")
 
 
-def level_from_annotations(tool: McpToolInfo) -> int:
+def level_from_annotations(tool: McpToolInfo, *, trusted: bool) -> int:
+    """The level a tool's annotations give; ``readOnlyHint`` counts only from a trusted
+    server (an untrusted one could declare anything read-only)."""
     hints = tool.annotations
-    if hints is not None and hints.read_only_hint:
+    if trusted and hints is not None and hints.read_only_hint:
         return 1
     if hints is not None and hints.destructive_hint:
         return 4
@@ -376,7 +389,7 @@ def tools_of(connection: McpConnection, listed: list[McpToolInfo], *, max_result
     server = connection.config
     out: list[McpTool] = []
     for info in listed:
-        level = server.tool_levels.get(info.name, level_from_annotations(info))
+        level = server.tool_levels.get(info.name, level_from_annotations(info, trusted=server.trusted))
         out.append(McpTool(
             name=exposed_name(server.name, info.name),
             description=(info.description or info.title or info.name)[:1024],

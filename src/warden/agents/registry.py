@@ -8,6 +8,16 @@ even empty, is an admin's act) or configure a stdio MCP server (it runs a
 command on the host); members may create agents and edit or delete the ones
 they created, and may send a stored server's ``tool_levels`` back unchanged.
 
+Each stored MCP server entry carries ``trusted``: whether an admin configured it
+as it stands (``agents/mcp.py``: only then may a tool's ``readOnlyHint`` lower
+its risk level below 3). The registry sets it, never the client: an entry an
+admin sends is trusted unless the admin sends ``trusted: false``; an entry a
+member sends keeps its stored flag only when it comes back unchanged (same
+name, same configuration), so a member's new, changed or renamed server is
+untrusted, and a ``trusted`` value from a member is ignored. Entries stored
+before the flag existed are trusted when the agent's creator is an admin key
+(or the CLI, or a stdio server, which only an admin can configure), else not.
+
 Views mask what may carry a token: MCP server header and env values, a URL's
 userinfo and query values, and stdio args that look like secrets (the value
 after a ``--token``/``--api-key``/``--secret``/``--password``-like flag, the
@@ -35,7 +45,7 @@ from warden.governance.policy import Tier
 from warden.store import audit
 from warden.store.agent_models import Agent
 from warden.store.db import Database
-from warden.store.models import new_id, utcnow
+from warden.store.models import ApiKey, new_id, utcnow
 
 DEFAULT_AGENT = "assistant"
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Answer clearly and concisely."
@@ -166,9 +176,62 @@ def _authorize_server_levels(sent: list[dict[str, Any]], stored: list[dict[str, 
 
 
 def _audit_view(a: Agent) -> dict[str, Any]:
+    servers = [s for s in a.mcp_servers or [] if isinstance(s, dict)]
     return {"name": a.name, "model": (a.model_policy or {}).get("model"), "tools": list(a.tools or []),
-            "mcp_servers": len(a.mcp_servers or []), "tool_levels": dict(a.tool_levels or {}),
-            "max_steps": a.max_steps, "tier": a.tier}
+            "mcp_servers": len(a.mcp_servers or []),
+            "untrusted_mcp_servers": [s.get("name") for s in servers if s.get("trusted") is not True],
+            "tool_levels": dict(a.tool_levels or {}), "max_steps": a.max_steps, "tier": a.tier}
+
+
+# --- who configured an MCP server entry (see the module docstring) ---------------------------
+
+# Creators that stand for the operator: the management CLI and Warden itself.
+_OPERATOR_CREATORS = ("cli", "system")
+
+
+def _configuration(server: dict[str, Any]) -> dict[str, Any]:
+    """An entry as configured, for comparing: no trust flag, empty fields left out
+    (so ``"args": []`` and no ``args`` compare equal)."""
+    return {k: v for k, v in server.items() if k != "trusted" and v not in (None, "", [], {})}
+
+
+def _stamp_trust(sent: list[dict[str, Any]], stored: list[dict[str, Any]], *,
+                 is_admin: bool) -> list[dict[str, Any]]:
+    """``sent`` (secrets already restored) with each entry's ``trusted`` set by who sent it."""
+    stored_by_name = {s.get("name"): s for s in stored if isinstance(s, dict)}
+    out = []
+    for server in sent:
+        entry = dict(server)
+        asked = entry.pop("trusted", None)
+        if is_admin:
+            trusted = asked is not False  # an admin may also keep a server untrusted on purpose
+        else:
+            # The member's own value never counts: an entry keeps its flag only when unchanged.
+            before = stored_by_name.get(entry.get("name"))
+            trusted = (before is not None and before.get("trusted") is True
+                       and _configuration(before) == _configuration(entry))
+        entry["trusted"] = trusted
+        out.append(entry)
+    return out
+
+
+async def _creator_is_admin(s: AsyncSession, agent: Agent) -> bool:
+    if agent.created_by in _OPERATOR_CREATORS:
+        return True
+    role = (await s.execute(select(ApiKey.role).where(
+        ApiKey.id == agent.created_by, ApiKey.workspace_id == agent.workspace_id))).scalar_one_or_none()
+    return role == "admin"  # a key that no longer exists proves nothing: untrusted
+
+
+async def _resolved_servers(s: AsyncSession, agent: Agent) -> list[dict[str, Any]] | None:
+    """The agent's servers with ``trusted`` filled in on entries stored before the flag
+    existed; None when every entry has it already (the common case: no query)."""
+    servers = list(agent.mcp_servers or [])
+    if all(not isinstance(x, dict) or "trusted" in x for x in servers):
+        return None
+    by_admin = await _creator_is_admin(s, agent)
+    return [{**x, "trusted": by_admin or _is_stdio(x)} if isinstance(x, dict) and "trusted" not in x else x
+            for x in servers]
 
 
 ToolCheck = Callable[[list[str]], None]
@@ -219,9 +282,14 @@ class Agents:
     async def list(self, workspace_id: str) -> list[Agent]:
         await self.ensure_default(workspace_id)
         async with self.db.session() as s:
-            return list((await s.execute(
+            agents = list((await s.execute(
                 select(Agent).where(Agent.workspace_id == workspace_id).order_by(Agent.created_at, Agent.name)
             )).scalars())
+            resolved = [await _resolved_servers(s, a) for a in agents]
+        for agent, servers in zip(agents, resolved, strict=True):
+            if servers is not None:
+                agent.mcp_servers = servers  # detached: shown, not written
+        return agents
 
     async def get(self, workspace_id: str, ref: str) -> Agent:
         """By id (``agt_…``) or by name; another workspace's agent is not found."""
@@ -230,8 +298,11 @@ class Agents:
         async with self.db.session() as s:
             agent = (await s.execute(select(Agent).where(
                 Agent.workspace_id == workspace_id, column == ref))).scalar_one_or_none()
+            resolved = await _resolved_servers(s, agent) if agent is not None else None
         if agent is None:
             raise NotFound(f"no agent '{ref[:80]}'", code="agent_not_found")
+        if resolved is not None:
+            agent.mcp_servers = resolved  # detached: shown and used, not written
         return agent
 
     # --- changes --------------------------------------------------------------
@@ -253,7 +324,9 @@ class Agents:
             id=new_id("agt"), workspace_id=workspace_id, name=spec.name,
             description=spec.description, instructions=spec.instructions or "",
             model_policy={"model": spec.model or "auto", "fallbacks": list(spec.fallbacks or [])},
-            tools=list(spec.tools or []), mcp_servers=keep_masked_secrets(list(spec.mcp_servers or []), []),
+            tools=list(spec.tools or []),
+            mcp_servers=_stamp_trust(keep_masked_secrets(list(spec.mcp_servers or []), []), [],
+                                     is_admin=principal.is_admin),
             tool_levels=dict(spec.tool_levels or {}), max_steps=spec.max_steps or 8,
             temperature=spec.temperature, tier=spec.tier or "student",
             tier_sticky=spec.tier is not None, created_by=principal.key_id,
@@ -290,6 +363,9 @@ class Agents:
             if agent is None:
                 raise NotFound(f"no agent '{ref[:80]}'", code="agent_not_found")
             old_tier = agent.tier
+            stored_servers = await _resolved_servers(s, agent)
+            if stored_servers is not None:
+                agent.mcp_servers = stored_servers  # any write records the flags it resolved
             if sent.get("name") not in (None, agent.name) and (await s.execute(select(Agent.id).where(
                     Agent.workspace_id == workspace_id, Agent.name == sent["name"]))).first() is not None:
                 raise Conflict(f"an agent named '{sent['name']}' already exists", code="agent_exists")
@@ -298,8 +374,10 @@ class Agents:
                     setattr(agent, key, sent[key] if key != "instructions" else (sent[key] or ""))
             if sent.get("mcp_servers"):
                 # Checked on the row being changed, so a concurrent admin edit is not undone.
-                _authorize_server_levels(sent["mcp_servers"], list(agent.mcp_servers or []), principal)
-                sent["mcp_servers"] = keep_masked_secrets(sent["mcp_servers"], list(agent.mcp_servers or []))
+                stored = list(agent.mcp_servers or [])
+                _authorize_server_levels(sent["mcp_servers"], stored, principal)
+                sent["mcp_servers"] = _stamp_trust(keep_masked_secrets(sent["mcp_servers"], stored), stored,
+                                                   is_admin=principal.is_admin)
             for key in ("tools", "mcp_servers", "tool_levels"):
                 if key in sent:
                     setattr(agent, key, sent[key] if sent[key] is not None else type(getattr(agent, key))())
@@ -338,6 +416,7 @@ class Agents:
             return agent
 
         deleted = await self.db.run_tx(tx)
+        deleted.mcp_servers = current.mcp_servers  # as shown (trust resolved), not the raw row
         if deleted.name == DEFAULT_AGENT:
             self._has_default.discard(workspace_id)  # comes back on next use
         return deleted

@@ -108,6 +108,8 @@ async def build_toolbox(agent_tools: list[str], mcp_servers: list[dict[str, Any]
                         tool_levels: dict[str, int] | None = None, deps: ToolDeps) -> Toolbox:
     """Built-ins by name plus every tool of every MCP server; ``tool_levels`` (admin
     overrides, keyed by exposed tool name) replace declared or annotated levels.
+    A server entry without ``trusted: true`` gets no credit for ``readOnlyHint``
+    (see ``agents/mcp.py``): pass the entries as the agents registry stored them.
 
     Raises ValidationFailed for a bad definition and McpServerError when a server
     cannot be started or reached in time (the servers already started are closed).

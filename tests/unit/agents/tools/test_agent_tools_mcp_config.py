@@ -95,11 +95,17 @@ def _tool(annotations: ToolAnnotations | None) -> Tool:
 
 
 def test_annotations_map_to_risk_levels() -> None:
-    assert level_from_annotations(_tool(ToolAnnotations(read_only_hint=True))) == 1
-    assert level_from_annotations(_tool(ToolAnnotations(read_only_hint=True, destructive_hint=True))) == 1
-    assert level_from_annotations(_tool(ToolAnnotations(destructive_hint=True))) == 4
-    assert level_from_annotations(_tool(ToolAnnotations(destructive_hint=False))) == 3
-    assert level_from_annotations(_tool(None)) == 3
+    assert level_from_annotations(_tool(ToolAnnotations(read_only_hint=True)), trusted=True) == 1
+    both = _tool(ToolAnnotations(read_only_hint=True, destructive_hint=True))
+    assert level_from_annotations(both, trusted=True) == 1
+    assert level_from_annotations(_tool(ToolAnnotations(destructive_hint=True)), trusted=True) == 4
+    assert level_from_annotations(_tool(ToolAnnotations(destructive_hint=False)), trusted=True) == 3
+    assert level_from_annotations(_tool(None), trusted=True) == 3
+    # From an untrusted server a hint may only raise the level: readOnlyHint is ignored.
+    assert level_from_annotations(_tool(ToolAnnotations(read_only_hint=True)), trusted=False) == 3
+    assert level_from_annotations(both, trusted=False) == 4
+    assert level_from_annotations(_tool(ToolAnnotations(destructive_hint=True)), trusted=False) == 4
+    assert level_from_annotations(_tool(None), trusted=False) == 3
 
 
 def test_exposed_names() -> None:
