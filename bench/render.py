@@ -101,7 +101,7 @@ def render(res: dict, before: dict | None, args: argparse.Namespace) -> str:
            f"{' (**quick run**: fewer rounds, short soak)' if res.get('quick') else ''}. "
            "Every ratio compares figures measured in the same run."
            + (f" Some sections were measured again in a later run ({res['partial_rerun']}) "
-              "with the same method." if res.get("partial_rerun") else "") + "\n",
+              "(the method below is that run's)." if res.get("partial_rerun") else "") + "\n",
            "## Targets\n", table(["what", "target", "measured", "status"], targets(res))]
 
     out += ["## Machine\n", table(["", ""], [[k, v] for k, v in m.items()]
