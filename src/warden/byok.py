@@ -418,6 +418,12 @@ class Byok:
                 else:
                     _clear_secret(row)
                 changed.append("api_key")
+            elif "base_url" in changed and row.ciphertext is not None:
+                # The stored secret goes wherever base_url points: moving it needs the
+                # key again, so a stolen admin key cannot redirect it to its own host.
+                raise ValidationFailed(
+                    "api_key: changing base_url needs the provider key sent again in the same "
+                    "request", param="api_key", code="api_key_required")
             _require(info, has_key=row.ciphertext is not None, base_url=row.base_url)
             if not changed:
                 return row

@@ -18,6 +18,8 @@ from warden.api.metrics import REQUEST_LATENCY, REQUESTS
 from warden.logs import request_id_var
 
 log = logging.getLogger("warden.access")
+log_errors = logging.getLogger("warden.api")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _METRIC_KEYS_LIMIT = 1_000
 
@@ -53,7 +55,7 @@ class RequestContextMiddleware:
         token = request_id_var.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
         scope["state"]["started"] = started
-        status_holder = [500]
+        status_holder = [0]  # 0 until the response starts
         rid_header = (b"x-request-id", rid.encode())
 
         async def send_wrapped(message: Message) -> None:
@@ -69,9 +71,17 @@ class RequestContextMiddleware:
             await self.app(scope, self._limited(receive), send_wrapped)
         except _BodyTooLarge:
             await self._reject_too_large(scope, receive, send_wrapped)
+        except Exception as exc:
+            # A bug: answered here, inside the request's context, so the reply and the
+            # log line both carry the request id. The trace goes to the log only.
+            log_errors.error("unhandled error", exc_info=exc)
+            if scope["type"] != "http" or status_holder[0]:
+                raise  # the response has started: nothing sane can be sent any more
+            await error_response(500, "server_error", "internal_error", "internal server error")(
+                scope, receive, send_wrapped)
         finally:
             if scope["type"] == "http":
-                self._observe(scope, status_holder[0], time.perf_counter() - started)
+                self._observe(scope, status_holder[0] or 500, time.perf_counter() - started)
             request_id_var.reset(token)
 
     def _declared_too_large(self, scope: Scope) -> bool:
@@ -106,6 +116,8 @@ class RequestContextMiddleware:
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
         method = scope["method"]
+        if method not in _METHODS:
+            method = "OTHER"  # a client-chosen label value would grow the series forever
         key = (method, path, status)
         children = self._metrics.get(key)
         if children is None:

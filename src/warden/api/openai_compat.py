@@ -141,8 +141,8 @@ class ChatCompletionBody(BaseModel):
     response_format: _ResponseFormatIn | None = None
     temperature: float | None = None
     top_p: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
     reasoning_effort: str | None = None

@@ -267,6 +267,9 @@ class Limiter:
         except StateUnavailable:
             await self._refund(admission)
             return self._unavailable("the shared state store"), plan
+        except BaseException:
+            await self._refund(admission)  # refused or broken: never keep what was taken
+            raise
         return admission, plan
 
     # --- rate limits -------------------------------------------------------------
