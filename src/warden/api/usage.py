@@ -10,27 +10,14 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from warden.api.deps import AdminDep, ServicesDep
-from warden.usage import summarize
+from warden.usage import UsageRow, summarize
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
 
 
-class UsageRowView(BaseModel):
-    group: str | None
-    requests: int
-    errors: int
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    reasoning_tokens: int
-    cost_usd: Decimal
-    unpriced_requests: int
-
-
 class UsageView(BaseModel):
     group_by: str
-    rows: list[UsageRowView]
+    rows: list[UsageRow]
     total_cost_usd: Decimal
     total_requests: int
 
@@ -47,7 +34,7 @@ async def usage(
     rows = await summarize(services.db, principal.workspace_id, group_by, start, end)
     return UsageView(
         group_by=group_by,
-        rows=[UsageRowView.model_validate(r, from_attributes=True) for r in rows],
+        rows=rows,
         total_cost_usd=sum((r.cost_usd for r in rows), Decimal(0)),
         total_requests=sum(r.requests for r in rows),
     )
