@@ -110,8 +110,8 @@ def render(res: dict, before: dict | None, args: argparse.Namespace) -> str:
     out += _latency(res) + _load_section(res) + _stream(res) + _failover(res)
     out += _memory(res) + _cold(res) + _micro(res) + _litellm(res)
     if before:
-        previous_path = getattr(args, "previous", None)
-        previous = json.loads(previous_path.read_text()) if previous_path and previous_path.exists() else None
+        paths = getattr(args, "previous", None) or []
+        previous = [(path, json.loads(path.read_text())) for path in paths if path.exists()]
         out += _before_after(before, res, previous)
     if NOTES.exists():
         out += [NOTES.read_text().rstrip() + "\n"]
@@ -284,18 +284,21 @@ def _litellm(res: dict) -> list[str]:
             "better Warden is.\n", table(["figure", "Warden", "LiteLLM", "ratio"], rows)]
 
 
-def _before_after(before: dict, res: dict, previous: dict | None = None) -> list[str]:
-    """Figures before any optimisation, after the previous round (if given), and now."""
+def _before_after(before: dict, res: dict, previous: list[tuple[Path, dict]] | None = None) -> list[str]:
+    """Figures before any optimisation, after each earlier round (if given), and now."""
+    previous = previous or []
     b, a = headline(before), headline(res)
-    p = headline(previous) if previous else None
-    rows = [[k, b.get(k), *([p.get(k)] if p else []), a.get(k)] for k in a
+    ps = [headline(r) for _, r in previous]
+    rows = [[k, b.get(k), *[p.get(k) for p in ps], a.get(k)] for k in a
             if b.get(k) is not None or a.get(k) is not None]
     text = (f"Before: `bench/before.json`, the same benchmark on the same machine ({before.get('started')}) "
             "before any of the hot-path changes listed below.")
     header = ["figure", "before"]
+    for n, (path, r) in enumerate(previous, start=1):
+        rerun = f", sections re-measured {r['partial_rerun']}" if r.get("partial_rerun") else ""
+        text += f" Round {n}: `bench/{path.name}` ({r.get('started')}{rerun}), after round {n} of changes."
+        header.append(f"round {n}")
+    now = f"round {len(previous) + 1}" if previous else "after"
     if previous:
-        text += (f" Round 1: `bench/round1.json` ({previous.get('started')}), after the first round of "
-                 "changes. Round 2: this run, after the second round.")
-        header += ["round 1"]
-    return ["## Before and after optimisation\n", text + "\n",
-            table([*header, "round 2" if previous else "after"], rows)]
+        text += f" {now.capitalize()}: this run, after round {len(previous) + 1}."
+    return ["## Before and after optimisation\n", text + "\n", table([*header, now], rows)]

@@ -62,8 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --render-only: take the sections this other run measured from it")
     p.add_argument("--before", type=Path, default=ROOT / "bench/before.json",
                    help="results of an earlier run to compare against (before/after table)")
-    p.add_argument("--previous", type=Path, default=ROOT / "bench/round1.json",
-                   help="results after the previous optimisation round (a middle column), if present")
+    p.add_argument("--previous", type=Path, nargs="*",
+                   default=[ROOT / "bench/round1.json", ROOT / "bench/round2.json"],
+                   help="results after each earlier optimisation round (middle columns), if present")
     args = p.parse_args(argv)
     if args.soak_seconds is None:
         args.soak_seconds = 30.0 if args.quick else 300.0
@@ -223,7 +224,8 @@ def render_saved(args: argparse.Namespace) -> None:
     if args.replace is not None:
         newer = json.loads(args.replace.read_text())
         sections = ("micro", "latency", "stream", "load", "failover", "failover_settings",
-                    "streams_memory", "drift", "cold_start_s")
+                    "streams_memory", "drift", "cold_start_s", "rss_idle_mb", "rss_after_load_mb",
+                    "litellm_rss_idle_mb", "litellm_version")
         res.update({k: v for k, v in newer.items() if k in sections})
         res["partial_rerun"] = newer.get("started")
     before = json.loads(args.before.read_text()) if args.before.exists() else None

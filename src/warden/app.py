@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import inspect
 from collections.abc import AsyncIterator, Callable
@@ -42,13 +43,13 @@ _NO_NATIVE_TELEMETRY: dict[str, Any] = (
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None,
-               after_start: Callable[[], None] | None = None) -> FastAPI:
+               after_start: Callable[[], None] | None = None, run_migrations: bool = True) -> FastAPI:
     settings = settings or (services.settings if services else load_settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
-        app.state.services = services or await Services.start(settings)
+        app.state.services = services or await Services.start(settings, run_migrations=run_migrations)
         if after_start is not None:
             after_start()
         try:
@@ -91,10 +92,10 @@ def create_app_from_env() -> FastAPI:
     """Entry for ``uvicorn --factory`` in each worker process."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    return create_app(settings, after_start=_tune_process)
+    return create_app(settings, after_start=tune_process)
 
 
-def _tune_process() -> None:
+def tune_process() -> None:
     """Once the services are up. A server process allocates many short-lived objects
     per request: collect the youngest generation less often, and move what exists
     after start-up (modules, services, the catalog) out of the collector's sight, so
@@ -102,4 +103,14 @@ def _tune_process() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+    _release_free_heap()
+
+
+def _release_free_heap() -> None:
+    """Start-up (imports, the catalog, the migration check) leaves freed blocks in
+    the C heap; glibc returns them to the system only on request."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl, macOS): nothing to trim
+        pass
 

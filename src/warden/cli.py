@@ -75,8 +75,6 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes (WARDEN_WORKERS).")] = None,
 ) -> None:
     """Run the HTTP server (migrates the database first)."""
-    import uvicorn
-
     from warden.logs import configure_logging
 
     for name, value in (("WARDEN_HOST", host), ("WARDEN_PORT", port), ("WARDEN_WORKERS", workers)):
@@ -95,9 +93,11 @@ def serve(
     except (WardenError, ConfigError) as exc:
         _fail(getattr(exc, "message", str(exc)))
     err.print(f"Warden listening on http://{settings.host}:{settings.port}", highlight=False)
-    uvicorn.run("warden.app:create_app_from_env", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
-                log_config=None, access_log=False, lifespan="on", server_header=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Same pid, same environment (the options above are in it): the serving process
+    # starts without the CLI and alembic loaded (see ``warden.server``).
+    os.execv(sys.executable, [sys.executable, "-m", "warden.server"])
 
 
 @app.command("migrate")

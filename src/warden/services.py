@@ -37,7 +37,6 @@ from warden.model_groups import ModelGroups
 from warden.state import StateStore, create_state
 from warden.state.base import BreakerConfig, StateUnavailable
 from warden.store.spend import SpendWriter
-from warden.store import migrate
 from warden.store.db import Database
 from warden.store.models import Credential
 from warden.keyring import Keyring
@@ -79,6 +78,10 @@ class Services:
         db = Database(settings.db_url)
         try:
             if run_migrations:
+                # Imported here: alembic (~8 MB resident) stays out of a server
+                # process whose database ``warden serve`` migrated before it started.
+                from warden.store import migrate
+
                 await migrate.upgrade(db)
             vault = await _open_vault(db, settings)
             accounts = Accounts(db, cache_ttl=settings.key_cache_ttl)

@@ -124,12 +124,12 @@ async def test_only_admins_decide_and_bad_input_is_refused(services: Services, u
 
 async def test_expired_approval_counts_as_a_rejection(data_dir: Path, up: UpstreamServer) -> None:
     svc = await Services.start(load_settings(data_dir=data_dir, admin_key=ADMIN_KEY, access_log=False,
-                                             approval_ttl=0.05))
+                                             approval_ttl=3.0))
     try:
         echo = await setup_echo(svc, up)
         async with client_for(svc) as c:
-            run_id, approval = await _paused_run(c, up)
-            await asyncio.sleep(0.1)
+            run_id, approval = await _paused_run(c, up)  # well within the TTL, even on a busy machine
+            await asyncio.sleep(3.1)
             seen = (await c.get(f"/api/approvals/{approval['id']}")).json()  # read sweeps expiries
             events = await asyncio.wait_for(follow(c, run_id, after=4), 30)
             late = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "approve"})

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import orjson
@@ -47,6 +46,7 @@ from warden.api.wire.common import (
     image_part,
     invalid,
     parse_body,
+    render_stream,
     served_model,
     warden_headers,
 )
@@ -500,29 +500,6 @@ class EventRenderer:
         }) + frame("message_stop", {})
 
 
-async def render_stream(stream: Any, renderer: EventRenderer) -> AsyncIterator[bytes]:
-    yield renderer.start()
-    try:
-        async for ev in stream:
-            if renderer.failed:
-                # The gateway ends right after an error event; draining (not
-                # abandoning) it lets it settle the call as failed, not cancelled.
-                continue
-            out = renderer.event(ev)
-            if out:
-                yield out
-    except WardenError as exc:
-        yield renderer.error(exc)
-        return
-    except Exception:
-        log.exception("stream failed")
-        yield renderer.error(WardenError("internal error while streaming"))
-        return
-    tail = renderer.end()
-    if tail:
-        yield tail
-
-
 # --- route ---------------------------------------------------------------------------------
 
 
@@ -544,7 +521,7 @@ async def _messages(request: Request) -> Response:
     if req.stream:
         stream = await services.gateway.open_stream(req, ctx)
         renderer = EventRenderer(stream.info, request_id=ctx.request_id)
-        return GatewayStreamResponse(render_stream(stream, renderer), stream,
+        return GatewayStreamResponse(render_stream(stream, renderer, log), stream,
                                      warden_headers(stream.info, with_cost=False))
     resp, info = await services.gateway.complete(req, ctx)
     return Response(orjson.dumps(render_message(resp, info)), media_type="application/json",

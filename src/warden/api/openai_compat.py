@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import orjson
@@ -40,6 +39,7 @@ from warden.api.wire.common import (
     image_part,
     invalid,
     parse_body,
+    render_stream,
     served_model,
     warden_headers,
 )
@@ -433,30 +433,6 @@ class ChunkRenderer:
         return out + DONE
 
 
-async def render_stream(stream: Any, renderer: ChunkRenderer) -> AsyncIterator[bytes]:
-    """SSE frames for a gateway stream, written as its events arrive."""
-    yield renderer.start()
-    try:
-        async for ev in stream:
-            if renderer.failed:
-                # The gateway ends right after an error event; draining (not
-                # abandoning) it lets it settle the call as failed, not cancelled.
-                continue
-            frame = renderer.event(ev)
-            if frame:
-                yield frame
-    except WardenError as exc:
-        yield renderer.error(exc)
-        return
-    except Exception:
-        log.exception("stream failed")
-        yield renderer.error(WardenError("internal error while streaming"))
-        return
-    tail = renderer.end()
-    if tail:
-        yield tail
-
-
 # --- routes ----------------------------------------------------------------------
 
 
@@ -475,7 +451,7 @@ async def chat_completions(request: Request) -> Response:
         stream = await services.gateway.open_stream(req, ctx)
         renderer = ChunkRenderer(stream.info, include_usage=body.include_usage,
                                  legacy_functions=body.legacy_functions, request_id=ctx.request_id)
-        return GatewayStreamResponse(render_stream(stream, renderer), stream,
+        return GatewayStreamResponse(render_stream(stream, renderer, log), stream,
                                      warden_headers(stream.info, with_cost=False))
     resp, info = await services.gateway.complete(req, ctx)
     payload = render_completion(resp, info, legacy_functions=body.legacy_functions)

@@ -4,12 +4,13 @@ always cancels the upstream call when it ends (normally or by a disconnect)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-import anyio
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -17,14 +18,15 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from warden.accounts import Principal
-from warden.errors import InvalidRequest, ValidationFailed
+from warden.errors import InvalidRequest, ValidationFailed, WardenError
 from warden.gateway.gateway import CallContext, CallInfo
 from warden.gateway.limits import rate_headers
 from warden.gateway.providers.base import split_data_url
 from warden.gateway.routing import RouteOptions
-from warden.gateway.types import ImagePart
+from warden.gateway.types import ImagePart, StreamEvent
 
 Body = TypeVar("Body", bound=BaseModel)
+_log = logging.getLogger("warden.api.wire")
 
 # Pydantic puts union member labels ("str", "list[Part]", "function-after[...]")
 # into error locations; a client wants only the path of its own field.
@@ -103,9 +105,57 @@ def warden_headers(info: CallInfo, *, with_cost: bool) -> dict[str, str]:
     return headers
 
 
+class StreamRenderer(Protocol):
+    """Turns gateway stream events into one wire format's SSE frames (OpenAI chunks,
+    Anthropic events). ``failed`` turns true once an error frame was written."""
+
+    failed: bool
+
+    def start(self) -> bytes: ...
+
+    def event(self, ev: StreamEvent) -> bytes: ...
+
+    def error(self, error: WardenError) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+async def render_stream(stream: AsyncIterable[StreamEvent], renderer: StreamRenderer,
+                        log: logging.Logger = _log) -> AsyncIterator[bytes]:
+    """SSE frames for a gateway stream, written as its events arrive: one frame (or
+    none) per event, an error frame after the first token instead of a silent end."""
+    yield renderer.start()
+    try:
+        async for ev in stream:
+            if renderer.failed:
+                # The gateway ends right after an error event; draining (not
+                # abandoning) it lets it settle the call as failed, not cancelled.
+                continue
+            frame = renderer.event(ev)
+            if frame:
+                yield frame
+    except WardenError as exc:
+        yield renderer.error(exc)
+        return
+    except Exception:
+        log.exception("stream failed")
+        yield renderer.error(WardenError("internal error while streaming"))
+        return
+    tail = renderer.end()
+    if tail:
+        yield tail
+
+
 class GatewayStreamResponse(StreamingResponse):
     """An SSE response that closes the gateway stream however the response ends:
-    finished, failed, or cut short by a client disconnect (cancellation)."""
+    finished, failed, or cut short by a client disconnect (cancellation).
+
+    Starlette's ``StreamingResponse.__call__`` runs every stream in an anyio task
+    group with cancel scopes; on the hot path that fixed cost was a good part of the
+    time to first token. Here the frames are written by the request's own task, and
+    one plain asyncio task waits for ``http.disconnect``: when the client leaves
+    first, it cancels the request's task, which interrupts even a stalled upstream.
+    """
 
     def __init__(self, content: AsyncIterator[bytes], stream: Any, headers: dict[str, str]) -> None:
         super().__init__(content, media_type="text/event-stream", headers={
@@ -114,24 +164,39 @@ class GatewayStreamResponse(StreamingResponse):
         self._stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Always watch for the disconnect (Starlette does only below ASGI spec 2.4,
-        # relying on a failing send above it): a stalled upstream sends nothing,
-        # and the client's departure must still cancel it at once.
+        task = asyncio.current_task()
+        assert task is not None  # ASGI apps always run inside a task
+        writing = True
+        cancelled_by_disconnect = False
+
+        async def cancel_on_disconnect() -> None:
+            nonlocal cancelled_by_disconnect
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:  # noqa: BLE001 - a broken receive channel: the send side will notice
+                return
+            if writing:
+                cancelled_by_disconnect = True
+                task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(cancel_on_disconnect())
         try:
-            async with anyio.create_task_group() as tasks:
-
-                async def stream_then_stop() -> None:
-                    try:
-                        await self.stream_response(send)
-                    except OSError:  # the client is gone (ASGI 2.4 servers say so on send)
-                        pass
-                    tasks.cancel_scope.cancel()
-
-                tasks.start_soon(stream_then_stop)
-                await self.listen_for_disconnect(receive)
-                tasks.cancel_scope.cancel()
+            await send({"type": "http.response.start", "status": self.status_code,
+                        "headers": self.raw_headers})
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            writing = False  # a disconnect from here on costs nothing: do not cancel
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not cancelled_by_disconnect:
+                raise  # the server is cancelling us (shutdown): not ours to swallow
+            task.uncancel()
+        except OSError:  # the client is gone (ASGI 2.4 servers say so on send)
+            pass
         finally:
-            # Shielded: on a disconnect we run inside a cancelled scope, and the
-            # upstream call must still be cancelled rather than leaked.
-            with anyio.CancelScope(shield=True):
-                await self._stream.aclose()
+            writing = False
+            # Cancelled while this task runs, the watcher can no longer cancel it: a
+            # cancelled task is thrown CancelledError at its own pending await.
+            watcher.cancel()
+            await self._stream.aclose()  # a no-op when the stream finished on its own
