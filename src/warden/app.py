@@ -31,7 +31,6 @@ from warden.api.errors import install_error_handlers
 from warden.api.metrics import metrics_endpoint
 from warden.api.middleware import RequestContextMiddleware
 from warden.config import Settings, load_settings
-from warden.logs import configure_logging
 from warden.services import Services
 
 # FastAPI >= 0.160 checks for OpenTelemetry providers on every request (environment
@@ -86,13 +85,6 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(governance_api.router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     return app
-
-
-def create_app_from_env() -> FastAPI:
-    """Entry for ``uvicorn --factory`` in each worker process."""
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    return create_app(settings, after_start=tune_process)
 
 
 def tune_process() -> None:

@@ -384,9 +384,7 @@ class Byok:
             return row
 
         row = await self.db.run_tx(tx)
-        self.invalidate(workspace_id)
-        if self.notify is not None:  # other instances drop theirs too
-            await self.notify(invalidation.BYOK, workspace_id)
+        await self._changed(workspace_id)
         log.info("credential %s created (%s/%s)", cred_id, row.provider, row.label)
         return _view(row)
 
@@ -434,9 +432,7 @@ class Byok:
             return row
 
         row = await self.db.run_tx(tx)
-        self.invalidate(workspace_id)
-        if self.notify is not None:  # other instances drop theirs too
-            await self.notify(invalidation.BYOK, workspace_id)
+        await self._changed(workspace_id)
         return _view(row)
 
     async def delete(self, workspace_id: str, cred_id: str, *, actor: str = "cli") -> CredentialView:
@@ -450,9 +446,7 @@ class Byok:
             return row
 
         row = await self.db.run_tx(tx)
-        self.invalidate(workspace_id)
-        if self.notify is not None:  # other instances drop theirs too
-            await self.notify(invalidation.BYOK, workspace_id)
+        await self._changed(workspace_id)
         log.info("credential %s removed", cred_id)
         return _view(row)
 
@@ -518,6 +512,12 @@ class Byok:
         else:
             self._cache.pop(workspace_id, None)
 
+    async def _changed(self, workspace_id: str | None) -> None:
+        """After a write: drop the cached credentials here, and (broadcast) on other instances."""
+        self.invalidate(workspace_id)
+        if self.notify is not None:
+            await self.notify(invalidation.BYOK, FLUSH_ALL if workspace_id is None else workspace_id)
+
     def touch_last_used(self, cred_id: str) -> None:
         """Note a use; written in one batch at most every ``touch_interval`` seconds."""
         if cred_id.startswith(ENV_PREFIX):
@@ -572,9 +572,7 @@ class Byok:
         if key_file is not None:
             write_key_file(key_file, [new_key])
             self.keyring.reload()
-        self.invalidate()
-        if self.notify is not None:  # other instances drop theirs too
-            await self.notify(invalidation.BYOK, FLUSH_ALL)
+        await self._changed(None)
         log.warning("master key rotated to id %s: %d credentials re-encrypted", new.key_id, count)
         return RotationResult(count, new.key_id, key_file is not None)
 

@@ -21,23 +21,20 @@ Each key is one ``Vault`` (vault.py); this module only chooses between them.
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 import secrets
-import stat
 from pathlib import Path
 
-from warden.vault import KEY_BYTES, KEY_FILE, Sealed, SealedLike, Vault, VaultError, load_master_key
-
-
-def decode_key(text: str, source: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != KEY_BYTES:
-        raise VaultError(f"{source}: must be the base64 of exactly {KEY_BYTES} bytes")
-    return raw
+from warden.vault import (
+    KEY_FILE,
+    Sealed,
+    SealedLike,
+    Vault,
+    VaultError,
+    check_private,
+    decode_key,
+    load_master_key,
+)
 
 
 def parse_key_list(text: str, source: str, sep: str = ",") -> list[bytes]:
@@ -79,7 +76,7 @@ class Keyring:
         if not path.exists() or len(path.read_text().split()) <= 1:
             return cls([load_master_key(None, data_dir, has_encrypted_data=has_encrypted_data)],
                        key_file=path)
-        _check_private(path)
+        check_private(path)
         return cls(parse_key_list(path.read_text(), str(path), sep="\n"), key_file=path)
 
     def _adopt(self, keys: list[bytes]) -> Vault:
@@ -102,7 +99,7 @@ class Keyring:
         stamp = self._stamp()
         if self.key_file is None or stamp is None or stamp == self._file_stamp:
             return False
-        _check_private(self.key_file)
+        check_private(self.key_file)
         keys = parse_key_list(self.key_file.read_text(), str(self.key_file), sep="\n")
         self._primary = self._adopt(keys)  # earlier keys stay known: unrotated rows still open
         self._file_stamp = stamp
@@ -154,12 +151,6 @@ class Keyring:
         self._vaults[vault.key_id] = vault
         self._primary = vault
         return vault
-
-
-def _check_private(path: Path) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise VaultError(f"{path} is accessible by group or others (mode {mode:o}): chmod 600 it")
 
 
 def write_key_file(path: Path, keys: list[bytes] | str) -> None:

@@ -120,7 +120,8 @@ def generate_master_key() -> str:
     return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode()
 
 
-def _decode_key(text: str, source: str) -> bytes:
+def decode_key(text: str, source: str) -> bytes:
+    """One master key from its base64 text; ``source`` names where it came from in the error."""
     try:
         raw = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
@@ -140,7 +141,7 @@ def load_master_key(
     group or others is refused, as ssh refuses such a private key.
     """
     if settings_master_key_b64:
-        return _decode_key(settings_master_key_b64, "WARDEN_MASTER_KEY")
+        return decode_key(settings_master_key_b64, "WARDEN_MASTER_KEY")
     path = data_dir / KEY_FILE
     if not path.exists():
         if has_encrypted_data:
@@ -149,10 +150,15 @@ def load_master_key(
                 f"set WARDEN_MASTER_KEY or restore {path}"
             )
         _create_key_file(path)
+    check_private(path)
+    return decode_key(path.read_text(), str(path))
+
+
+def check_private(path: Path) -> None:
+    """Refuse a key file readable by group or others."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise VaultError(f"{path} is accessible by group or others (mode {mode:o}): chmod 600 it")
-    return _decode_key(path.read_text(), str(path))
 
 
 def _create_key_file(path: Path) -> None:

@@ -101,11 +101,6 @@ class EventLog:
         self.channel.publish(event)
         return event
 
-    async def emit_now(self, type_: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
-        event = self.emit(type_, data)
-        await self.flush()
-        return event
-
 
 def _payload(event: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in event.items() if k not in ("type", "run_id", "session_id", "seq")}

@@ -88,16 +88,10 @@ log = logging.getLogger("warden.api.anthropic")
 # --- errors in Anthropic's shape ---------------------------------------------------
 
 
-def error_body(error: WardenError, request_id: str | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": error.type, "code": error.code, "message": error.message}
-    if error.param is not None:
-        body["param"] = error.param
-    body["request_id"] = request_id
-    return {"type": "error", "error": body}
-
-
 def anthropic_error_response(error: WardenError) -> Response:
-    return Response(orjson.dumps(error_body(error, request_id_var.get())), status_code=error.status,
+    # The request context always has an id (the middleware sets it), so the envelope carries it.
+    body = {"type": "error", **error.envelope(request_id_var.get())}
+    return Response(orjson.dumps(body), status_code=error.status,
                     media_type="application/json", headers=error.headers or None)
 
 

@@ -42,7 +42,8 @@ def _field_name(loc: tuple) -> str:
 
 
 async def _warden_error(_: Request, exc: WardenError) -> Response:
-    return error_response(exc.status, exc.type, exc.code, exc.message, exc.param, exc.headers)
+    return Response(orjson.dumps(exc.envelope(request_id_var.get())), status_code=exc.status,
+                    media_type="application/json", headers=exc.headers or None)
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> Response:

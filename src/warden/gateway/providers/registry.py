@@ -72,7 +72,3 @@ PROVIDERS: dict[str, ProviderInfo] = {
         ),
     )
 }
-
-
-def get_provider(provider_id: str) -> ProviderInfo | None:
-    return PROVIDERS.get(provider_id)
