@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 from pathlib import Path
 
 from warden.vault import (
@@ -34,6 +33,7 @@ from warden.vault import (
     check_private,
     decode_key,
     load_master_key,
+    private_temp_file,
 )
 
 
@@ -159,14 +159,5 @@ def write_key_file(path: Path, keys: list[bytes] | str) -> None:
     ``keys``: the keys (one base64 line each, first seals) or a previous file's text.
     """
     text = keys if isinstance(keys, str) else "".join(encode_key(k) + "\n" for k in keys)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{KEY_FILE}.{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+    with private_temp_file(path, text) as tmp:
         os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

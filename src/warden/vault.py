@@ -20,6 +20,8 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,26 +163,33 @@ def check_private(path: Path) -> None:
         raise VaultError(f"{path} is accessible by group or others (mode {mode:o}): chmod 600 it")
 
 
-def _create_key_file(path: Path) -> None:
-    """Write a new key so the file appears whole or not at all, even with racing workers.
+@contextmanager
+def private_temp_file(path: Path, text: str) -> Iterator[Path]:
+    """``text`` in a new 0600 file beside ``path``, synced to disk; removed on exit.
 
-    The key goes into a private temp file first (O_CREAT|O_EXCL, 0600), which is then
-    hard-linked into place: the link fails if another process won, and its key is kept.
+    The caller moves it into place (link or rename), so ``path`` appears whole or not at all.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{KEY_FILE}.{secrets.token_hex(8)}")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(generate_master_key() + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key; hard-linking it into place fails if a racing worker won, whose
+    key is then kept."""
+    with private_temp_file(path, generate_master_key() + "\n") as tmp:
         try:
             os.link(tmp, path)
         except FileExistsError:
             pass  # a concurrent start created it first; use that one
-    finally:
-        tmp.unlink()
 
 
 def mask_secret(secret: str) -> str:
