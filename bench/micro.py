@@ -58,7 +58,7 @@ def run_micro(n: int) -> list[tuple[str, Summary, str]]:
     out.append(("routing plan, explicit model", time_calls(lambda: plan_route(named, deps), n=n),
                 f"{len(deps)} deployments"))
     try:
-        from warden.governance.policy import WorkspacePolicy, decide
+        from warden.agents.policy import WorkspacePolicy, decide
     except ImportError:
         return out
     policy = WorkspacePolicy(levels={4: "approve"}, tools={"shell": "deny"})

@@ -8,7 +8,7 @@ missing, its schema dropped and rebuilt by the migrations). Rows are generated
 server-side by one multi-row ``INSERT … SELECT generate_series``, then
 ``VACUUM ANALYZE`` as autovacuum would.
 Each ``group_by`` is timed over all rows and over the last 7 days (the median of
-``--runs`` runs of :func:`warden.usage.summarize`, after one warm-up), and the
+``--runs`` runs of :func:`warden.tenancy.usage.summarize`, after one warm-up), and the
 plan of the whole-range query is shown. ``--write`` replaces the section
 "Usage queries at 1M rows" of BENCHMARKS.md.
 """
@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 
 from warden.store import migrate
 from warden.store.db import Database
-from warden.usage import summarize
+from warden.tenancy.usage import summarize
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/warden_bench"
 SECTION = "## Usage queries at 1M rows"
@@ -136,7 +136,7 @@ async def main(args: argparse.Namespace) -> str:
         f"{datetime.now(UTC):%Y-%m-%d}.",
         f"{args.rows:,} spend rows (90% in the queried workspace, 30 days, 20 keys, 8 models) "
         f"inserted in {load_s:.1f} s, then `VACUUM ANALYZE`. Median of {args.runs} runs of "
-        "`warden.usage.summarize` (what `GET /api/usage` runs) after one warm-up:", "",
+        "`warden.tenancy.usage.summarize` (what `GET /api/usage` runs) after one warm-up:", "",
         "| group_by | all 30 days (~900k rows) | last 7 days (~210k rows) |",
         "|---|---|---|",
         *[f"| {g} | {a:.0f} ms | {w:.0f} ms |" for g, (a, w) in results.items()],

@@ -130,7 +130,7 @@ def keys_create(
     tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute for this key.")] = None,
 ) -> None:
     """Create an API key and print it once."""
-    from warden.budgets import BudgetSpec, parse_budget
+    from warden.tenancy.budgets import BudgetSpec, parse_budget
 
     try:
         limit = parse_budget(budget) if budget is not None else None
@@ -274,7 +274,7 @@ def byok_remove(cred_id: str, workspace: WorkspaceOpt = "default") -> None:
 @vault_app.command("generate-key")
 def vault_generate_key() -> None:
     """Print a fresh master key (base64 of 32 random bytes)."""
-    from warden.vault import generate_master_key
+    from warden.vault.cipher import generate_master_key
 
     print(generate_master_key())
 
@@ -284,7 +284,7 @@ def vault_rotate(
     new_key: Annotated[str, typer.Option("--new-key", help="New master key (base64), or - for stdin.")],
 ) -> None:
     """Re-encrypt every provider key under a new master key, in one transaction."""
-    from warden.keyring import decode_key
+    from warden.vault.keyring import decode_key
 
     try:
         raw = decode_key(_secret_arg(new_key, "key") or "", "--new-key")
@@ -318,8 +318,8 @@ def route_explain(
 ) -> None:
     """Show the routing plan for a prompt: complexity, steps with scores and reasons."""
     from warden.api.route import ExplainBody, build_request
-    from warden.gateway.gateway import CallContext
-    from warden.gateway.routing import RouteOptions
+    from warden.gateway.context import CallContext
+    from warden.gateway.context import RouteOptions
 
     async def fn(s: Services):
         ws = await s.accounts.workspace_by_name(workspace)
@@ -346,7 +346,7 @@ def usage_cmd(
     workspace: Annotated[str, typer.Option(help="Workspace name.")] = "default",
 ) -> None:
     """Spend so far, grouped."""
-    from warden.usage import summarize
+    from warden.tenancy.usage import summarize
 
     if group_by not in ("model", "provider", "key", "day"):
         _fail("--group-by must be model, provider, key or day", 2)
@@ -370,7 +370,7 @@ app.add_typer(agents_app, name="agents")
 
 
 def _cli_principal(workspace_id: str, workspace: str):  # noqa: ANN202 - a Principal
-    from warden.accounts import Principal
+    from warden.tenancy.accounts import Principal
 
     # The CLI acts on the database directly, with the operator's (admin) authority.
     return Principal(workspace_id, workspace, "cli", "admin")

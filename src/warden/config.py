@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from warden.errors import ConfigError
+from warden.errors import ConfigError, field_path
 
 _HOSTNAME = re.compile(r"(?i)[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9_])?\.?")
 
@@ -194,5 +194,5 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else "?"
+        field = field_path(err["loc"][:1], "?")
         raise ConfigError(f"WARDEN_{field.upper()}: {err['msg']}") from None

@@ -6,7 +6,12 @@ Messages are written for the client: they never hold secrets, SQL or tracebacks.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class WardenError(Exception):
@@ -77,10 +82,30 @@ class PayloadTooLarge(WardenError):
     code = "payload_too_large"
 
 
+# Pydantic puts union member labels ("str", "list[Part]", "function-after[...]")
+# into error locations; a client wants only the path of its own field.
+_TYPE_LABEL = re.compile(r"^(str|int|float|bool|none|dict|list|is-instance|literal)$|[\[\]<>-]")
+
+
+def field_path(loc: Sequence[Any], default: str = "body") -> str:
+    """A pydantic error location as the client's field path, e.g. ``messages.0.content``."""
+    parts = [str(p) for p in loc if isinstance(p, int) or not _TYPE_LABEL.search(str(p))]
+    return ".".join(parts) or default
+
+
 class ValidationFailed(WardenError):
     status = 422
     type = "invalid_request_error"
     code = "validation_error"
+
+    @classmethod
+    def of(cls, exc: ValidationError, *, where: str = "body", prefix: str = "",
+           param: str | None = None) -> ValidationFailed:
+        """The one conversion of a pydantic error: the first bad field, by path, never its value."""
+        first = exc.errors(include_url=False, include_input=False)[0]
+        path = field_path(first["loc"], where)
+        message = first["msg"].removeprefix("Value error, ")
+        return cls(f"{prefix}{path + ': ' if path else ''}{message}", param=param or path or None)
 
 
 class RateLimitExceeded(WardenError):

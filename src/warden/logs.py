@@ -12,17 +12,19 @@ from pythonjsonlogger.json import JsonFormatter
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-# Anything shaped like a credential: bearer tokens, Warden keys, common provider keys.
+# Anything shaped like a credential: bearer tokens, Warden keys, common provider
+# keys, and any long unbroken token (an upstream may echo a key of any shape).
 _SECRET = re.compile(
-    r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"
-    r"|\bwk-[A-Za-z0-9_-]{8,}"
-    r"|\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{8,}"
-    r"|\bAIza[A-Za-z0-9_-]{20,}"
+    r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"
+    r"|\b(?:wk|sk|key)[-_](?:ant-|proj-)?[A-Za-z0-9._-]{6,}"
+    r"|\bAIza[A-Za-z0-9_-]{6,}"
     r"|\b(?:gsk|xai|fw|csk)[-_][A-Za-z0-9_-]{12,}"
+    r"|[A-Za-z0-9_-]{32,}"
 )
 
 
 def redact(text: str) -> str:
+    """The one redactor: every secret-shaped run becomes ``[REDACTED]``."""
     return _SECRET.sub(lambda m: (m.group(1) or "") + "[REDACTED]", text)
 
 

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from warden import invalidation
-from warden.accounts import Accounts, bootstrap_admin
-from warden.budgets import Budgets
+from warden.tenancy import invalidation
+from warden.tenancy.accounts import Accounts, bootstrap_admin
+from warden.tenancy.budgets import Budgets
 from warden.agents.registry import Agents
 from warden.agents.runtime import Runs
 from warden.agents.sessions import Sessions
-from warden.byok import Byok
+from warden.tenancy.credentials import Byok
 from warden.config import Settings
 from warden.gateway.catalog import get_catalog
 from warden.gateway.gateway import Gateway, GatewayConfig
@@ -33,16 +33,16 @@ from warden.governance.hooks import GovernanceHooks
 from warden.governance.maturity import Maturity, MaturityConfig
 from warden.governance.policy_store import PolicyStore
 from warden.gateway.providers.http import aclose_client
-from warden.model_groups import ModelGroups
+from warden.tenancy.model_groups import ModelGroups
 from warden.state import StateStore, create_state
 from warden.state.base import BreakerConfig, StateUnavailable
 from warden.store.spend import SpendWriter
 from warden.store.db import Database
 from warden.store.models import Credential
-from warden.keyring import Keyring
+from warden.vault.keyring import Keyring
 
 if TYPE_CHECKING:
-    from warden.agents.loader import ToolboxLoader
+    from warden.agents.tools.loader import ToolboxLoader
 
 log = logging.getLogger("warden")
 
@@ -145,14 +145,14 @@ class Services:
         """The agents' tool stack (built-in tools, the MCP SDK: ~20 MB resident) is
         imported on first use, so a process that only serves the gateway never loads it."""
         if self._tools is None:
-            from warden.agents.loader import ToolboxLoader
-            from warden.agents.tools import ToolDeps
+            from warden.agents.tools.loader import ToolboxLoader
+            from warden.agents.tools.deps import ToolDeps
 
             self._tools = ToolboxLoader(ToolDeps.from_settings(self.settings, self.db))
         return self._tools
 
     def _check_mcp_servers(self, servers: list[dict[str, Any]], is_admin: bool) -> None:
-        from warden.agents.tools import validate_mcp_servers
+        from warden.agents.tools.toolbox import validate_mcp_servers
 
         validate_mcp_servers(servers, is_admin=is_admin,
                              stdio_allow=self.settings.mcp_stdio_allow_list)

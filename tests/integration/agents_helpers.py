@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from warden.agents.tool_base import ToolContext, ToolResult
+from warden.agents.tools.base import ToolContext, ToolResult
 from warden.services import Services
 from warden.testing.upstream import UpstreamServer
 

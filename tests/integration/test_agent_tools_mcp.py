@@ -13,9 +13,10 @@ import orjson
 import pytest
 import uvicorn
 
-from warden.agents.egress import EgressPolicy
-from warden.agents.mcp import McpServerError
-from warden.agents.tools import ToolContext, ToolDeps, build_toolbox
+from warden.agents.tools.egress import EgressPolicy
+from warden.agents.tools.mcp import McpServerError
+from warden.agents.tools.toolbox import ToolContext, build_toolbox
+from warden.agents.tools.deps import ToolDeps
 from warden.store.db import Database
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -15,9 +15,10 @@ import pytest
 import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 
-from warden.agents.egress import EgressPolicy
-from warden.agents.mcp import McpServerError
-from warden.agents.tools import ToolDeps, build_toolbox
+from warden.agents.tools.egress import EgressPolicy
+from warden.agents.tools.mcp import McpServerError
+from warden.agents.tools.toolbox import build_toolbox
+from warden.agents.tools.deps import ToolDeps
 from warden.store.db import Database
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -97,7 +98,7 @@ async def test_a_name_resolving_to_loopback_is_refused_unless_allowed(db: Databa
 
 async def test_pinned_client_keeps_the_name_ignores_proxies_and_refuses_other_hosts(
         mcp_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    from warden.agents.pinned_transport import pinned_client
+    from warden.agents.tools.pinned_transport import pinned_client
 
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")  # a proxy that would refuse everything
     monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:1")

@@ -8,11 +8,12 @@ import pytest
 from sqlalchemy import delete, func, select, text
 
 from warden.agents.memory import AgentMemoryStore
-from warden.agents.tools import BUILTIN_TOOLS, ToolContext, ToolDeps
+from warden.agents.tools.toolbox import BUILTIN_TOOLS, ToolContext
+from warden.agents.tools.deps import ToolDeps
 from warden.services import Services
 from warden.store.agent_models import Agent
 from warden.store.memory_models import AgentMemory
-from warden.store.models import new_id
+from warden.store.base import new_id
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

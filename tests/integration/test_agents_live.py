@@ -17,7 +17,7 @@ from tests.conftest import ADMIN_KEY, LiveWarden, client_for
 from warden.config import Settings
 from warden.services import Services
 from warden.store.agent_models import Run, RunEvent
-from warden.store.models import utcnow
+from warden.store.base import utcnow
 from warden.testing.upstream import Behaviour, UpstreamServer
 
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}

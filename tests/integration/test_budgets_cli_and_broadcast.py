@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import ADMIN_KEY
-from warden import invalidation
-from warden.budgets import RateLimitsSpec
+from warden.tenancy import invalidation
+from warden.tenancy.budgets import RateLimitsSpec
 from warden.cli import app
 from warden.config import load_settings
 from warden.services import Services

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from tests.conftest import ADMIN_KEY, REDIS_URL, client_for
 from warden.config import load_settings
 from warden.gateway.complexity import estimate_tokens
-from warden.gateway.gateway import CallContext
+from warden.gateway.context import CallContext
 from warden.gateway.types import ChatRequest, Message, TextPart
 from warden.services import Services
 from warden.store.models import AuditEvent

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from warden.errors import ServiceUnavailable
 from warden.gateway.errors import RateLimited, Timeout
-from warden.gateway.gateway import CallContext
-from warden.gateway.routing import RouteOptions
+from warden.gateway.context import CallContext
+from warden.gateway.context import RouteOptions
 from warden.gateway.types import ChatRequest, ErrorEvent, FinishEvent, Message, TextDelta
 from warden.services import Services
 from warden.state import create_state

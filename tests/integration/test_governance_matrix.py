@@ -11,7 +11,7 @@ from agents_helpers import stream_chat, types_of
 from governance_helpers import make_agent, pending_approval, script_tool_turn, setup_echo
 
 from tests.conftest import client_for
-from warden.governance.policy import LEVELS, MATRIX, TIERS
+from warden.agents.policy import LEVELS, MATRIX, TIERS
 from warden.services import Services
 from warden.testing.upstream import UpstreamServer
 

@@ -6,13 +6,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
-import pytest
 
 from tests.conftest import client_for
 from tests.integration.test_keys_api import assert_envelope
 from warden.services import Services
 from warden.store.spend import SpendWriter
-from warden.usage import summarize
+from warden.tenancy.usage import summarize
 
 
 async def test_model_group_crud_and_validation(client: httpx.AsyncClient, services: Services) -> None:

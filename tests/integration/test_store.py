@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import inspect, select, update
 
 from tests.conftest import ADMIN_KEY, PG_URL, requires_pg, reset_pg
-from warden.accounts import Accounts, bootstrap_admin, hash_key
+from warden.tenancy.accounts import Accounts, bootstrap_admin, hash_key
 from warden.config import load_settings
 from warden.services import Services
 from warden.store import audit, migrate

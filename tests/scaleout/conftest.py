@@ -1,5 +1,5 @@
 """Two real ``warden serve`` processes sharing one PostgreSQL and one Redis,
-in front of loopback provider simulators (DESIGN.md "Testing")."""
+in front of loopback provider simulators."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from sqlalchemy import insert
 
 from warden.store.agent_models import RunEvent
 from warden.store.db import Database
-from warden.store.models import utcnow
+from warden.store.base import utcnow
 
 DELTA = "message.delta"
 TERMINAL = frozenset({"run.completed", "run.failed", "run.cancelled"})

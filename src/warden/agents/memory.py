@@ -22,7 +22,7 @@ from sqlalchemy import JSON, String, Text, select, text
 
 from warden.store.db import Database
 from warden.store.memory_models import AgentMemory
-from warden.store.models import UTCDateTime, new_id
+from warden.store.base import UTCDateTime, new_id
 
 MAX_TEXT_CHARS = 8000
 MAX_TAGS = 16

@@ -37,15 +37,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden.accounts import Principal
+from warden.tenancy.accounts import Principal
 from warden.agents.secrets_mask import keep_masked_secrets, redacted_servers
-from warden.byok import parse_input
+from warden.tenancy.credentials import parse_input
 from warden.errors import Conflict, Forbidden, NotFound
-from warden.governance.policy import Tier
+from warden.agents.policy import Tier
 from warden.store import audit
 from warden.store.agent_models import Agent
 from warden.store.db import Database
-from warden.store.models import ApiKey, new_id, utcnow
+from warden.store.models import ApiKey
+from warden.store.base import new_id, utcnow
 
 DEFAULT_AGENT = "assistant"
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Answer clearly and concisely."

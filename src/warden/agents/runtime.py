@@ -30,7 +30,7 @@ import orjson
 from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden.accounts import Principal
+from warden.tenancy.accounts import Principal
 from warden.agents.events import STOPS_STREAM, TERMINAL, EventLog, RunChannel, event_rows, from_row
 from warden.agents.registry import Agents
 from warden.agents.sessions import (
@@ -40,10 +40,11 @@ from warden.agents.sessions import (
     to_model_messages,
     window,
 )
-from warden.agents.tool_base import Tool, ToolContext, ToolResult, cap_text
+from warden.agents.tools.base import Tool, ToolContext, ToolResult, cap_text
 from warden.errors import Conflict, Forbidden, NotFound, ValidationFailed, WardenError
-from warden.gateway.gateway import CallContext, Gateway
-from warden.gateway.routing import RouteOptions
+from warden.gateway.gateway import Gateway
+from warden.gateway.context import CallContext
+from warden.gateway.context import RouteOptions
 from warden.gateway.types import (
     ChatRequest,
     ErrorEvent,
@@ -56,10 +57,11 @@ from warden.gateway.types import (
     Usage,
     UsageEvent,
 )
-from warden.governance.policy import Decision, WorkspacePolicy, decide
+from warden.agents.policy import Decision, WorkspacePolicy, decide
 from warden.store.agent_models import Agent, ChatSession, Run, RunEvent, ToolCallRecord
 from warden.store.db import Database
-from warden.store.models import ApiKey, SpendRow, new_id, utcnow
+from warden.store.models import ApiKey, SpendRow
+from warden.store.base import new_id, utcnow
 
 log = logging.getLogger("warden.agents")
 

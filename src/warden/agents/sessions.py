@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden.accounts import Principal
+from warden.tenancy.accounts import Principal
 from warden.agents.registry import Agents
 from warden.errors import NotFound
 from warden.gateway.complexity import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_TOKENS
@@ -28,7 +28,7 @@ from warden.gateway.types import Message, TextPart, ToolCall
 from warden.store.agent_models import ChatSession
 from warden.store.agent_models import Message as MessageRow
 from warden.store.db import Database
-from warden.store.models import new_id, utcnow
+from warden.store.base import new_id, utcnow
 
 PREVIEW_CHARS = 160
 MISSING_RESULT = "(no result: the run ended before this tool call finished)"

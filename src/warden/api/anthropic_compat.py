@@ -51,6 +51,7 @@ from warden.api.wire.common import (
     warden_headers,
 )
 from warden.errors import WardenError
+from warden.formats import sse
 from warden.gateway.errors import (
     BadRequest,
     ContentFiltered,
@@ -375,7 +376,7 @@ def render_message(resp: ChatResponse, info: CallInfo) -> dict[str, Any]:
 
 
 def frame(kind: str, payload: dict[str, Any]) -> bytes:
-    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **payload}) + b"\n\n"
+    return sse.frame({"type": kind, **payload}, event=kind)
 
 
 _ERROR_TYPES: tuple[tuple[type[WardenError], str], ...] = (

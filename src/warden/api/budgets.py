@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from warden.api.deps import AdminDep, RootAdminDep, ServicesDep
-from warden.budgets import BudgetSpec, RateLimitsSpec
+from warden.tenancy.budgets import BudgetSpec, RateLimitsSpec
 
 router = APIRouter(prefix="/api/budgets", tags=["budgets"])
 limits_router = APIRouter(prefix="/api/workspaces", tags=["workspaces"])

@@ -47,13 +47,14 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
 
-from warden.accounts import Principal
+from warden.tenancy.accounts import Principal, bearer_token
 from warden.agents.events import STOPS_STREAM, TERMINAL
 from warden.agents.runtime import MAX_MESSAGE_CHARS, RunHandle, RunOutcome, stream_turn
 from warden.agents.sessions import MessageView, SessionView
 from warden.api.deps import PrincipalDep, ServicesDep
 from warden.api.wire.common import GatewayStreamResponse, parse_body
 from warden.errors import Unauthorized, ValidationFailed, WardenError
+from warden.formats import sse
 from warden.services import Services
 
 router = APIRouter(tags=["chat"])
@@ -174,8 +175,7 @@ def _as_error(o: RunOutcome) -> WardenError:
 
 
 def sse_frame(event: dict[str, Any]) -> bytes:
-    return (f"id: {event['seq']}\nevent: {event['type']}\ndata: ".encode()
-            + orjson.dumps(event, default=_json_default) + b"\n\n")
+    return sse.frame(event, event=event["type"], id=event["seq"], default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -184,7 +184,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError
 
 
-KEEPALIVE = b": ping\n\n"
 
 
 class _EventStream:
@@ -209,7 +208,7 @@ class _EventStream:
                 self._next = asyncio.ensure_future(anext(self.events, None))
             done, _ = await asyncio.wait({self._next}, timeout=every)
             if not done:
-                yield KEEPALIVE
+                yield sse.KEEPALIVE
                 continue
             event, self._next = self._next.result(), None
             if event is None:
@@ -292,12 +291,9 @@ async def _ws_principal(ws: WebSocket, services: Services) -> Principal:
     A key in the URL is refused: URLs end up in logs and browser history."""
     if "token" in ws.query_params or "api_key" in ws.query_params:
         raise Unauthorized("send the API key in the Authorization header or an auth message, never in the URL")
-    header = ws.headers.get("authorization")
-    if header:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("Authorization header must be 'Bearer <key>'")
-        return await services.accounts.authenticate(token.strip())
+    token = bearer_token(ws.headers.get("authorization"))
+    if token is not None:
+        return await services.accounts.authenticate(token)
     await ws.accept()
     first = await asyncio.wait_for(_receive(ws), 10)
     msg = _loads(first) if isinstance(first, str) else {}
@@ -406,9 +402,7 @@ async def _ws_message(ws: WebSocket, services: Services, principal: Principal,
         handle = await services.runs.start(principal, body.message, agent_ref=body.agent_id,
                                            session_id=body.session_id)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "message"
-        await _send(ws, _error_payload(ValidationFailed(f"{where}: {first['msg']}", param=where)))
+        await _send(ws, _error_payload(ValidationFailed.of(exc, where="message")))
         return None
     except WardenError as exc:
         await _send(ws, _error_payload(exc))

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from warden.accounts import DEFAULT_WORKSPACE, Principal
-from warden.errors import Forbidden, Unauthorized
+from warden.tenancy.accounts import DEFAULT_WORKSPACE, Principal, bearer_token
+from warden.errors import Forbidden
 from warden.services import Services
 
 
@@ -17,15 +17,9 @@ async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token:
-            return token.strip()
-        raise Unauthorized("Authorization header must be 'Bearer <key>'")
-    # Anthropic SDKs send the key as x-api-key.
-    return request.headers.get("x-api-key")
+def request_key(request: Request) -> str | None:
+    """The API key of a request: ``Authorization: Bearer``, else ``x-api-key`` (Anthropic SDKs)."""
+    return bearer_token(request.headers.get("authorization")) or request.headers.get("x-api-key")
 
 
 async def get_principal(request: Request) -> Principal:
@@ -36,7 +30,7 @@ async def authenticated(request: Request) -> tuple[Services, Principal]:
     """The services and the caller, for plain Starlette endpoints (the hot gateway
     routes) that skip FastAPI's dependency solving."""
     services: Services = request.app.state.services
-    principal = await services.accounts.authenticate(bearer_token(request))
+    principal = await services.accounts.authenticate(request_key(request))
     request.state.principal = principal
     return services, principal
 

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from warden.errors import WardenError
+from warden.errors import WardenError, field_path
 from warden.logs import request_id_var
 
 log = logging.getLogger("warden.api")
@@ -36,11 +36,6 @@ def error_response(status: int, type_: str, code: str, message: str,
                     media_type="application/json", headers=headers)
 
 
-def _field_name(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
-
-
 async def _warden_error(_: Request, exc: WardenError) -> Response:
     return Response(orjson.dumps(exc.envelope(request_id_var.get())), status_code=exc.status,
                     media_type="application/json", headers=exc.headers or None)
@@ -49,7 +44,8 @@ async def _warden_error(_: Request, exc: WardenError) -> Response:
 async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
     errors = exc.errors()
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-    field = _field_name(tuple(first.get("loc", ())))
+    loc = tuple(first.get("loc", ()))
+    field = field_path(loc[1:] if loc[:1] in (("body",), ("query",), ("path",), ("header",)) else loc)
     msg = first.get("msg", "invalid value")
     if first.get("type") == "json_invalid":
         return error_response(400, "invalid_request_error", "invalid_json",

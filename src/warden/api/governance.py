@@ -13,7 +13,7 @@ from warden.api.deps import AdminDep, PrincipalDep, ServicesDep
 from warden.api.wire.common import parse_body
 from warden.governance.approvals import ApprovalView
 from warden.governance.feedback import FeedbackBody
-from warden.governance.policy import Tier
+from warden.agents.policy import Tier
 
 router = APIRouter(tags=["governance"])
 

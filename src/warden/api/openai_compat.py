@@ -44,6 +44,7 @@ from warden.api.wire.common import (
     warden_headers,
 )
 from warden.errors import WardenError
+from warden.formats import sse
 from warden.gateway.gateway import CallInfo
 from warden.gateway.types import (
     ChatRequest,
@@ -341,11 +342,6 @@ def render_completion(resp: ChatResponse, info: CallInfo, *, legacy_functions: b
     }
 
 
-def sse(payload: Any) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"
 
 
 def error_payload(error: WardenError, request_id: str | None = None) -> dict[str, Any]:
@@ -376,7 +372,7 @@ class ChunkRenderer:
         self.failed = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+        return sse.frame({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                     "model": self.model,
                     "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
 
@@ -416,7 +412,7 @@ class ChunkRenderer:
 
     def error(self, error: WardenError) -> bytes:
         self.failed = True
-        return sse(error_payload(error, self.request_id))
+        return sse.frame(error_payload(error, self.request_id))
 
     def end(self) -> bytes:
         """Frames after the last event: the usage chunk (if asked) and ``[DONE]``."""
@@ -427,10 +423,10 @@ class ChunkRenderer:
                                           code="stream_incomplete", status=502))
         out = b""
         if self.include_usage and self.usage is not None:
-            out += sse({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            out += sse.frame({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "choices": [],
                         "usage": render_usage(self.usage, self.info)})
-        return out + DONE
+        return out + sse.DONE
 
 
 # --- routes ----------------------------------------------------------------------

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, model_validator
 
 from warden.api.deps import PrincipalDep, ServicesDep
-from warden.gateway.gateway import CallContext
-from warden.gateway.routing import RouteOptions
+from warden.gateway.context import CallContext
+from warden.gateway.context import RouteOptions
 from warden.gateway.types import (
     ChatRequest,
     ImagePart,

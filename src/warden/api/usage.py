@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from warden.api.deps import AdminDep, ServicesDep
-from warden.usage import UsageRow, summarize
+from warden.tenancy.usage import UsageRow, summarize
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
 

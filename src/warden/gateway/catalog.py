@@ -1,4 +1,4 @@
-"""What each model can do and what it costs (DESIGN.md, "Catalog").
+"""What each model can do and what it costs.
 
 Three layers, later ones winning:
 

@@ -1,4 +1,4 @@
-"""The closed taxonomy of provider errors (DESIGN.md, "Errors").
+"""The closed taxonomy of provider errors.
 
 Each class says whether it is worth retrying on the same deployment
 (``retryable``), worth moving to the next deployment (``failover``), or final.

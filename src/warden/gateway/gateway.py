@@ -23,9 +23,10 @@ from warden.errors import ServiceUnavailable
 from warden.gateway.catalog import Catalog, ModelOverride
 from warden.gateway.errors import BadRequest, ContentFiltered, ContextTooLong, ProviderError, Timeout
 from warden.gateway.health import HealthTracker
+from warden.gateway.context import CallContext
 from warden.gateway.limits import Admission, Limiter, RateSnapshot
-from warden.gateway.providers.base import get_adapter
-from warden.gateway.routing import Deployment, RouteOptions, RoutePlan, plan_route
+from warden.gateway.providers.adapters import get_adapter
+from warden.gateway.routing import Deployment, RoutePlan, plan_route
 from warden.gateway.types import (
     ChatRequest,
     ChatResponse,
@@ -79,19 +80,6 @@ class GatewayConfig:
     retry_after_cap_s: float = 5.0  # a longer retry-after moves on to the next deployment
     deadline_s: float = 300.0  # whole request, all attempts included
     timeouts: Timeouts = field(default_factory=Timeouts)
-
-
-@dataclass(slots=True)
-class CallContext:
-    workspace_id: str
-    api_key_id: str | None
-    request_id: str
-    options: RouteOptions = field(default_factory=RouteOptions)
-    agent_id: str | None = None
-    started: float = field(default_factory=time.perf_counter)
-    # The calling API key's own rate limits (from its principal); None: unlimited.
-    key_rpm_limit: int | None = None
-    key_tpm_limit: int | None = None
 
 
 @dataclass(slots=True)

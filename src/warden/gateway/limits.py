@@ -38,10 +38,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from warden.errors import BudgetExceeded, Forbidden, RateLimitExceeded
 from warden.gateway.complexity import estimate_tokens
+from warden.gateway.context import CallContext
 from warden.gateway.routing import WORST_CASE_OUTPUT, Deployment, RoutePlan
 from warden.gateway.types import ChatRequest, Usage
 from warden.state.base import (
@@ -53,9 +54,6 @@ from warden.state.base import (
     budget_period,
     to_pico,
 )
-
-if TYPE_CHECKING:
-    from warden.gateway.gateway import CallContext
 
 log = logging.getLogger("warden.limits")
 

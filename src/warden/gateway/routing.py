@@ -27,15 +27,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, get_args
+from decimal import Decimal
+from typing import Any, Literal
 
 from warden.errors import InvalidRequest, NotFound
 from warden.gateway.catalog import Catalog, ModelInfo, ModelOverride
+from warden.gateway.context import Prefer, RouteOptions
 from warden.gateway.complexity import Complexity, Level, estimate_tokens, score_complexity
 from warden.gateway.types import ChatRequest
 
-Prefer = Literal["value", "cost", "quality", "latency"]
 Kind = Literal["auto", "group", "explicit", "bare"]
 
 # Output tokens assumed for ranking (a typical answer at each level, capped by
@@ -102,40 +102,6 @@ class Health:
 
 
 _HEALTHY = Health()
-
-
-@dataclass
-class RouteOptions:
-    prefer: Prefer = "value"
-    fallbacks: list[str] = field(default_factory=list)
-    max_cost_usd: Decimal | None = None
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None) -> RouteOptions:
-        """From a request's ``{"warden": {...}}`` extra body; InvalidRequest if malformed."""
-        if not raw:
-            return cls()
-        prefer = raw.get("prefer", "value")
-        if prefer not in get_args(Prefer):
-            raise InvalidRequest(
-                f"warden.prefer must be one of {', '.join(get_args(Prefer))}", param="warden.prefer"
-            )
-        fallbacks = raw.get("fallbacks", [])
-        if not isinstance(fallbacks, list) or not all(isinstance(f, str) and f for f in fallbacks):
-            raise InvalidRequest("warden.fallbacks must be a list of model names", param="warden.fallbacks")
-        max_cost = raw.get("max_cost_usd")
-        if max_cost is not None:
-            try:
-                if isinstance(max_cost, bool):
-                    raise InvalidOperation
-                max_cost = Decimal(str(max_cost))
-            except InvalidOperation:
-                max_cost = None
-            if max_cost is None or not max_cost.is_finite() or max_cost < 0:
-                raise InvalidRequest(
-                    "warden.max_cost_usd must be a non-negative number", param="warden.max_cost_usd"
-                )
-        return cls(prefer=prefer, fallbacks=list(fallbacks), max_cost_usd=max_cost)
 
 
 # --- outputs ---------------------------------------------------------------

@@ -22,7 +22,7 @@ import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden.accounts import Principal
+from warden.tenancy.accounts import Principal
 from warden.agents.runtime import Action, RunHandle, Runs
 from warden.errors import Conflict, NotFound, ValidationFailed
 from warden.governance.maturity import Maturity
@@ -30,7 +30,7 @@ from warden.store import audit
 from warden.store.agent_models import Agent, Run
 from warden.store.db import Database
 from warden.store.governance_models import Approval
-from warden.store.models import new_id, utcnow
+from warden.store.base import new_id, utcnow
 
 log = logging.getLogger("warden.governance")
 

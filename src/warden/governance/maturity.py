@@ -24,13 +24,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.errors import Conflict, NotFound, ValidationFailed
-from warden.governance.policy import TIERS
+from warden.agents.policy import TIERS
 from warden.governance.policy_store import PolicyStore
 from warden.store import audit
 from warden.store.agent_models import Agent
 from warden.store.db import Database
 from warden.store.governance_models import AgentMaturity, Feedback, TierProposal
-from warden.store.models import utcnow
+from warden.store.base import utcnow
 
 
 @dataclass(frozen=True, slots=True)

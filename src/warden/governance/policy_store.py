@@ -18,13 +18,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden.errors import ValidationFailed
-from warden.governance.policy import LEVELS, TIERS, WorkspacePolicy
+from warden.errors import ValidationFailed, field_path
+from warden.agents.policy import LEVELS, TIERS, WorkspacePolicy
 from warden.state.base import FLUSH_ALL
 from warden.store import audit
 from warden.store.db import Database
 from warden.store.governance_models import GovernancePolicyRow
-from warden.store.models import utcnow
+from warden.store.base import utcnow
 
 TOPIC = "governance_policy"  # invalidation topic; key: workspace id
 Tightening = Literal["approve", "deny"]
@@ -104,10 +104,10 @@ def parse_policy(data: dict[str, Any]) -> PolicyBody:
         return PolicyBody.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "policy"
-        msg = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "literal_error":
-            msg = "overrides may only tighten the matrix: use 'approve' or 'deny'"
+        if first["type"] != "literal_error":
+            raise ValidationFailed.of(exc, where="policy") from None
+        where = field_path(first["loc"], "policy")
+        msg = "overrides may only tighten the matrix: use 'approve' or 'deny'"
         raise ValidationFailed(f"{where}: {msg}", param=where) from None
 
 

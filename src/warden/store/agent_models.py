@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from warden.store.models import Base, UTCDateTime, utcnow
+from warden.store.base import Base, UTCDateTime, utcnow
 
 
 class Agent(Base):

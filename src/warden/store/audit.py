@@ -17,7 +17,8 @@ import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden.store.models import AuditEvent, AuditHead, utcnow
+from warden.store.models import AuditEvent, AuditHead
+from warden.store.base import utcnow
 
 GENESIS = "0" * 64
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from sqlalchemy import ForeignKey, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from warden.store.models import Base, UTCDateTime, utcnow
+from warden.store.base import Base, UTCDateTime, utcnow
 
 
 class BudgetRow(Base):

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from warden.store.models import Base, UTCDateTime, utcnow
+from warden.store.base import Base, UTCDateTime, utcnow
 
 
 class GovernancePolicyRow(Base):

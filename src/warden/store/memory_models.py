@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from warden.store.models import Base, UTCDateTime, utcnow
+from warden.store.base import Base, UTCDateTime, utcnow
 
 
 class AgentMemory(Base):

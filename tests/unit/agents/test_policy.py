@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from warden.governance.policy import MATRIX, Decision, WorkspacePolicy, decide
+from warden.agents.policy import MATRIX, Decision, WorkspacePolicy, decide
 
 EXPECTED = {
     1: {"student": "allow", "intern": "allow", "supervised": "allow", "autonomous": "allow"},

@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.conftest import ADMIN_KEY
-from warden.byok import Byok, CredentialCreate, ModelSpec, parse_input
+from warden.tenancy.credentials import Byok, CredentialCreate, ModelSpec, parse_input
 from warden.config import load_settings
 from warden.errors import ValidationFailed
-from warden.keyring import Keyring, encode_key
+from warden.vault.keyring import Keyring, encode_key
 from warden.services import Services
 from warden.store.models import AuditEvent, Credential
 from warden.testing.upstream import UpstreamServer
-from warden.vault import Vault, VaultError
+from warden.vault.cipher import Vault, VaultError
 
 KEY_A = "sk-proj-AAAAaaaa0000111122223333abcd"
 KEY_B = "sk-proj-BBBBbbbb4444555566667777efgh"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from warden.keyring import Keyring, encode_key, parse_key_list, write_key_file
-from warden.vault import Vault, VaultError
+from warden.vault.keyring import Keyring, encode_key, parse_key_list, write_key_file
+from warden.vault.cipher import Vault, VaultError
 
 CTX = {"workspace_id": "ws", "credential_id": "cred_1"}
 

@@ -8,12 +8,8 @@ import pytest
 
 from warden.errors import InvalidRequest, NotFound
 from warden.gateway.catalog import Catalog, ModelOverride, get_catalog
-from warden.gateway.routing import (
-    Deployment,
-    Health,
-    RouteOptions,
-    plan_route,
-)
+from warden.gateway.routing import Deployment, Health, plan_route
+from warden.gateway.context import RouteOptions
 from warden.gateway.types import (
     ChatRequest,
     ImagePart,

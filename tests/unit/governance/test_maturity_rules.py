@@ -7,7 +7,7 @@ import pytest
 from warden.errors import ValidationFailed
 from warden.governance.feedback import score_of
 from warden.governance.maturity import Counts, MaturityConfig, next_tier, previous_tier, readiness
-from warden.governance.policy import decide
+from warden.agents.policy import decide
 from warden.governance.policy_store import parse_policy
 
 CFG = MaturityConfig()

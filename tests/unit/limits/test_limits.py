@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import REDIS_URL
 from warden.errors import BudgetExceeded, Forbidden, RateLimitExceeded
 from warden.gateway.catalog import ModelOverride, get_catalog
-from warden.gateway.gateway import CallContext
+from warden.gateway.context import CallContext
 from warden.gateway.limits import (
     Admission,
     Budget,

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from warden.gateway.providers.base import get_adapter
+from warden.gateway.providers.adapters import get_adapter
 from warden.gateway.types import (
     ChatRequest,
     Endpoint,

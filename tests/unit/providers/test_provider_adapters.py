@@ -22,7 +22,7 @@ from warden.gateway.errors import (
     Timeout,
     UpstreamMalformed,
 )
-from warden.gateway.providers.base import get_adapter
+from warden.gateway.providers.adapters import get_adapter
 from warden.gateway.types import (
     FinishEvent,
     ReasoningDelta,
@@ -204,7 +204,7 @@ async def test_malformed_body_is_upstream_malformed_and_logged_redacted(
         await get_adapter(up.format).complete(endpoint(up), chat("hi"))
     assert info.value.provider == f"{up.format}-test"
     assert "invalid JSON" in caplog.text
-    assert "[redacted]" in caplog.text
+    assert "[REDACTED]" in caplog.text
     assert "sk-abcdefghijklmnop1234" not in caplog.text
 
 

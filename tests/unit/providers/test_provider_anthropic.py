@@ -10,7 +10,7 @@ from provider_helpers import assemble_calls, chat, collect, endpoint, text_of, v
 
 from warden.gateway.errors import BadRequest, ContextTooLong, Overloaded
 from warden.gateway.providers.anthropic import JSON_TOOL
-from warden.gateway.providers.base import get_adapter
+from warden.gateway.providers.adapters import get_adapter
 from warden.gateway.types import (
     ChatRequest,
     FinishEvent,

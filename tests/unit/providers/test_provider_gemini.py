@@ -7,7 +7,7 @@ import pytest
 from provider_helpers import assemble_calls, chat, collect, endpoint, text_of
 
 from warden.gateway.errors import AuthFailed, ContentFiltered, RateLimited, UpstreamMalformed
-from warden.gateway.providers.base import get_adapter
+from warden.gateway.providers.adapters import get_adapter
 from warden.gateway.types import (
     ChatRequest,
     FinishEvent,

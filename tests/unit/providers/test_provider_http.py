@@ -19,7 +19,9 @@ from warden.gateway.errors import (
     Timeout,
 )
 from warden.gateway.providers import http
-from warden.gateway.providers.base import get_adapter, split_data_url
+from warden.logs import redact
+from warden.gateway.providers.base import split_data_url
+from warden.gateway.providers.adapters import get_adapter
 from warden.testing.upstream import UpstreamServer
 
 
@@ -66,14 +68,14 @@ def test_parse_retry_after_variants() -> None:
 
 def test_redaction_and_preview() -> None:
     text = "key sk-ant-api03-abcdefgh and AIzaSyA1234567890 and Bearer abc.def-ghi and " + "x" * 40
-    out = http.redact(text)
+    out = redact(text)
     assert (
         "abcdefgh" not in out
         and "AIzaSy" not in out
         and "abc.def" not in out
         and "x" * 40 not in out
     )
-    assert out.count("[redacted]") == 4
+    assert out.count("[REDACTED]") == 4
     assert http.preview(b"a" * 10 + b"\xff" * 500).startswith("aaaaaaaaaa")
     assert len(http.preview("short text")) == 10
 

@@ -11,7 +11,7 @@ from openai.types.chat import completion_create_params as ccp
 from provider_helpers import assemble_calls, chat, collect, endpoint, text_of, validate_params
 
 from warden.gateway.errors import ContentFiltered, ContextTooLong, Overloaded, RateLimited
-from warden.gateway.providers.base import get_adapter
+from warden.gateway.providers.adapters import get_adapter
 from warden.gateway.types import (
     ChatRequest,
     FinishEvent,

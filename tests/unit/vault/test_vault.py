@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from warden.errors import ConfigError, WardenError
-from warden.vault import (
+from warden.vault.cipher import (
     Sealed,
     Vault,
     VaultError,
@@ -234,7 +234,7 @@ def test_corrupt_key_file_refused(tmp_path: Path) -> None:
 def test_key_file_written_by_a_racing_start_is_kept(tmp_path: Path) -> None:
     # Simulate another worker winning between our existence check and our link:
     # a fresh key file must never replace one that is already in place.
-    from warden import vault as vault_module
+    from warden.vault import cipher as vault_module
 
     winner = base64.b64encode(os.urandom(32)).decode()
     (tmp_path / "master.key").write_text(winner)

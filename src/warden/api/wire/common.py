@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
@@ -17,26 +16,17 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from warden.accounts import Principal
+from warden.tenancy.accounts import Principal
 from warden.errors import InvalidRequest, ValidationFailed, WardenError
-from warden.gateway.gateway import CallContext, CallInfo
+from warden.gateway.gateway import CallInfo
+from warden.gateway.context import CallContext
 from warden.gateway.limits import rate_headers
 from warden.gateway.providers.base import split_data_url
-from warden.gateway.routing import RouteOptions
+from warden.gateway.context import RouteOptions
 from warden.gateway.types import ImagePart, StreamEvent
 
 Body = TypeVar("Body", bound=BaseModel)
 _log = logging.getLogger("warden.api.wire")
-
-# Pydantic puts union member labels ("str", "list[Part]", "function-after[...]")
-# into error locations; a client wants only the path of its own field.
-_TYPE_LABEL = re.compile(r"^(str|int|float|bool|none|dict|list|is-instance|literal)$|[\[\]<>-]")
-
-
-def field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if isinstance(p, int) or not _TYPE_LABEL.search(str(p))]
-    return ".".join(parts) or "body"
-
 
 def parse_body(model: type[Body], raw: bytes) -> Body:
     """JSON bytes -> ``model``; 400 for bad JSON, 422 naming the first bad field."""
@@ -49,9 +39,7 @@ def parse_body(model: type[Body], raw: bytes) -> Body:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        path = field_path(tuple(first["loc"]))
-        raise ValidationFailed(f"{path}: {first['msg']}", param=path) from None
+        raise ValidationFailed.of(exc) from None
 
 
 def invalid(path: str, message: str) -> ValidationFailed:

@@ -32,25 +32,6 @@ class ProviderAdapter(ABC):
         """Model ids at this endpoint: the cheapest authenticated call, used to test a key."""
 
 
-_ADAPTERS: dict[str, ProviderAdapter] = {}
-
-
-def get_adapter(wire: str) -> ProviderAdapter:
-    """The stateless, shared adapter for ``openai``, ``anthropic`` or ``gemini``."""
-    if not _ADAPTERS:
-        # Imported here: the adapter modules import this one.
-        from warden.gateway.providers.anthropic import AnthropicAdapter
-        from warden.gateway.providers.gemini import GeminiAdapter
-        from warden.gateway.providers.openai import OpenAIAdapter
-
-        for cls in (OpenAIAdapter, AnthropicAdapter, GeminiAdapter):
-            _ADAPTERS[cls.wire] = cls()
-    try:
-        return _ADAPTERS[wire]
-    except KeyError:
-        raise ValueError(f"unknown wire format {wire!r}") from None
-
-
 # --- small helpers shared by the adapters ------------------------------------
 
 

@@ -24,7 +24,6 @@ import weakref
 import contextlib
 import email.utils
 import logging
-import re
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -48,6 +47,7 @@ from warden.gateway.errors import (
     UpstreamMalformed,
 )
 from warden.gateway.types import Endpoint, Timeouts
+from warden.logs import redact
 
 log = logging.getLogger("warden.gateway.providers")
 
@@ -140,16 +140,6 @@ def join_url(base: str, path: str) -> str:
 
 
 # --- redaction and malformed data -------------------------------------------
-
-_KEY_SHAPED = re.compile(
-    r"(?:sk-|sk_|wk-|AIza|key-|Bearer\s+)[A-Za-z0-9_\-\.]{6,}|[A-Za-z0-9_\-]{32,}"
-)
-
-
-def redact(text: str) -> str:
-    """Replace anything that looks like a credential."""
-    return _KEY_SHAPED.sub("[redacted]", text)
-
 
 def preview(raw: bytes | str, limit: int = 200) -> str:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw

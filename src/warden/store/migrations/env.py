@@ -2,12 +2,12 @@
 
 from alembic import context
 
-from warden.store.models import Base
+from warden.store.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
-    target_metadata=Base.metadata,
+    target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",  # SQLite needs batch ALTERs
     compare_type=True,
 )

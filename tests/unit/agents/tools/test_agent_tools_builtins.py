@@ -5,16 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from warden.agents.egress import EgressPolicy
-from warden.agents.tool_base import FunctionTool, cap_text
-from warden.agents.tools import (
-    BUILTIN_TOOLS,
-    ToolContext,
-    ToolDeps,
-    ToolResult,
-    build_toolbox,
-    validate_tool_names,
-)
+from warden.agents.tools.egress import EgressPolicy
+from warden.agents.tools.base import FunctionTool, cap_text
+from warden.agents.tools.toolbox import BUILTIN_TOOLS, ToolContext, ToolResult, build_toolbox, validate_tool_names
+from warden.agents.tools.deps import ToolDeps
 from warden.config import load_settings
 from warden.errors import ValidationFailed
 from warden.store.db import Database

@@ -8,7 +8,7 @@ import ipaddress
 import orjson
 import pytest
 
-from warden.agents.egress import EgressError, EgressPolicy, EgressRefused, forbidden_reason
+from warden.agents.tools.egress import EgressError, EgressPolicy, EgressRefused, forbidden_reason
 
 
 @pytest.mark.parametrize(("address", "reason"), [

@@ -18,13 +18,13 @@ from mcp.types import (
     ToolAnnotations,
 )
 
-from warden.agents.mcp import (
+from warden.agents.tools.mcp import (
     exposed_name,
     level_from_annotations,
     result_text,
     stdio_command_allowed,
 )
-from warden.agents.tools import validate_mcp_servers
+from warden.agents.tools.toolbox import validate_mcp_servers
 from warden.config import load_settings
 from warden.errors import ConfigError, Forbidden, ValidationFailed
 

@@ -13,25 +13,20 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
-from warden.agents.builtin_tools import BUILTIN_TOOLS
-from warden.agents.egress import EgressPolicy
-from warden.agents.mcp import (
+from warden.agents.tools.builtin import BUILTIN_TOOLS
+from warden.agents.tools.deps import ToolDeps
+from warden.agents.tools.mcp import (
     McpConnection,
     McpServerError,
     parse_servers,
     tools_of,
     validate_mcp_servers,
 )
-from warden.agents.tool_base import MAX_RESULT_BYTES, Tool, ToolContext, ToolResult, cap_text
+from warden.agents.tools.base import Tool, ToolContext, ToolResult, cap_text
 from warden.errors import ValidationFailed
 from warden.gateway.types import ToolSpec
-from warden.store.db import Database
-
-if TYPE_CHECKING:
-    from warden.config import Settings
 
 __all__ = [
     "BUILTIN_TOOLS", "McpServerError", "Tool", "ToolContext", "ToolDeps", "ToolResult", "Toolbox",
@@ -40,23 +35,6 @@ __all__ = [
 
 log = logging.getLogger("warden.agents.tools")
 RISK_LEVELS = (1, 2, 3, 4)
-
-
-@dataclass(frozen=True, slots=True)
-class ToolDeps:
-    """What the tools need from the process, built once from settings and services."""
-
-    db: Database  # memory tools
-    egress: EgressPolicy = field(default_factory=EgressPolicy)  # HTTP tools and MCP-over-HTTP hosts
-    mcp_stdio_allow: tuple[str, ...] = ()  # executables a stdio MCP server may run
-    mcp_connect_timeout: float = 15.0  # start + initialize + list_tools, per server
-    mcp_call_timeout: float = 60.0  # one tools/call
-    max_result_bytes: int = MAX_RESULT_BYTES  # what one tool result may put in front of the model
-
-    @classmethod
-    def from_settings(cls, settings: Settings, db: Database, **overrides: Any) -> ToolDeps:
-        return cls(db=db, egress=EgressPolicy.from_entries(settings.egress_allow_list),
-                   mcp_stdio_allow=tuple(settings.mcp_stdio_allow_list), **overrides)
 
 
 class Toolbox:

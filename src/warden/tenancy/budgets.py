@@ -24,18 +24,19 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden import invalidation
+from warden.tenancy import invalidation
 from warden.errors import NotFound, ValidationFailed
 from warden.gateway.limits import PERIODS, Budget, Period, Scope, WorkspaceLimits
-from warden.invalidation import Notify
+from warden.tenancy.invalidation import Notify
 from warden.singleflight import SingleFlight
 from warden.state.base import StateStore, StateUnavailable, from_pico
 from warden.store import audit
 from warden.store.budget_models import BudgetRow
 from warden.store.db import Database
-from warden.store.models import ApiKey, Workspace, new_id, utcnow
+from warden.store.models import ApiKey, Workspace
+from warden.store.base import new_id, utcnow
 
-log = logging.getLogger("warden.budgets")
+log = logging.getLogger("warden.tenancy.budgets")
 
 _AMOUNT_PERIOD = re.compile(r"^\s*\$?(\d+(?:\.\d+)?)\s*/\s*(day|month|total)\s*$")
 _SCOPE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")

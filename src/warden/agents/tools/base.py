@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
+from warden.errors import field_path
+
 log = logging.getLogger("warden.agents.tools")
 
 MAX_RESULT_BYTES = 32 * 1024
@@ -71,7 +73,7 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
 def describe_validation_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        where = field_path(err["loc"], "arguments")
         parts.append(f"{where}: {err['msg']}")
     return "invalid arguments: " + "; ".join(parts)
 

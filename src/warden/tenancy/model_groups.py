@@ -13,13 +13,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden import invalidation
-from warden.invalidation import Notify
+from warden.tenancy import invalidation
+from warden.tenancy.invalidation import Notify
 from warden.errors import Conflict, NotFound, ValidationFailed
 from warden.gateway.providers.registry import PROVIDERS
 from warden.store import audit
 from warden.store.db import Database
-from warden.store.models import ModelGroup, new_id
+from warden.store.models import ModelGroup
+from warden.store.base import new_id
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RESERVED = {"auto"}

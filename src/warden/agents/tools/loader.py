@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
-from warden.agents.tool_base import Tool
-from warden.agents.tools import Toolbox, ToolDeps, build_toolbox, validate_tool_names
+from warden.agents.tools.base import Tool
+from warden.agents.tools.toolbox import Toolbox, build_toolbox, validate_tool_names
+from warden.agents.tools.deps import ToolDeps
 from warden.store.agent_models import Agent
 
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from warden.state.base import FLUSH_ALL, StateStore, StateUnavailable
 
-log = logging.getLogger("warden.invalidation")
+log = logging.getLogger("warden.tenancy.invalidation")
 
 API_KEY = "api_key"  # key: the API key id
 BYOK = "byok"  # key: workspace id

@@ -24,7 +24,7 @@ import base64
 import os
 from pathlib import Path
 
-from warden.vault import (
+from warden.vault.cipher import (
     KEY_FILE,
     Sealed,
     SealedLike,

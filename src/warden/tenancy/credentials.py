@@ -46,25 +46,26 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden import invalidation
-from warden.accounts import DEFAULT_WORKSPACE
+from warden.tenancy import invalidation
+from warden.tenancy.accounts import DEFAULT_WORKSPACE
 from warden.errors import Conflict, NotFound, ValidationFailed
 from warden.gateway.catalog import ModelOverride
 from warden.gateway.errors import AuthFailed, ConnectFailed, ProviderError, Timeout
-from warden.gateway.providers.base import get_adapter
+from warden.gateway.providers.adapters import get_adapter
 from warden.gateway.providers.registry import PROVIDERS, AuthStyle, ProviderInfo
 from warden.gateway.types import Endpoint, Timeouts, WireFormat
-from warden.invalidation import Notify
-from warden.keyring import Keyring, encode_key, write_key_file
+from warden.tenancy.invalidation import Notify
+from warden.vault.keyring import Keyring, encode_key, write_key_file
 from warden.logs import redact
 from warden.singleflight import SingleFlight
 from warden.state.base import FLUSH_ALL
 from warden.store import audit
 from warden.store.db import Database
-from warden.store.models import Credential, Workspace, new_id, utcnow
-from warden.vault import Vault, VaultError, fingerprint, mask_secret
+from warden.store.models import Credential, Workspace
+from warden.store.base import new_id, utcnow
+from warden.vault.cipher import Vault, VaultError, fingerprint, mask_secret
 
-log = logging.getLogger("warden.byok")
+log = logging.getLogger("warden.tenancy.credentials")
 
 ENV_PREFIX = "env:"
 MAX_KEY_CHARS = 4096
@@ -199,9 +200,7 @@ def parse_input(model: type[T], data: T | Mapping[str, Any]) -> T:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ValidationFailed(f"{where}: {first['msg']}", param=where) from None
+        raise ValidationFailed.of(exc) from None
 
 
 def _require(info: ProviderInfo, *, has_key: bool, base_url: str | None) -> None:

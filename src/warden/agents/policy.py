@@ -1,7 +1,7 @@
 """The governance decision: may an agent of this tier take an action of this risk level?
 
 Pure (no I/O, no awaits) and cheap: a dict lookup per applicable rule, so it can
-sit on every tool call. The base is the tier x risk matrix of DESIGN.md:
+sit on every tool call. The base is the tier x risk matrix:
 
     level \\ tier   student  intern   supervised  autonomous
     1 read          allow    allow    allow       allow

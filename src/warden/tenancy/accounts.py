@@ -21,13 +21,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden import invalidation
+from warden.tenancy import invalidation
 from warden.errors import Conflict, NotFound, Unauthorized, ValidationFailed
-from warden.invalidation import Notify
+from warden.tenancy.invalidation import Notify
 from warden.singleflight import SingleFlight
 from warden.store import audit
 from warden.store.db import Database
-from warden.store.models import ApiKey, Workspace, new_id, utcnow
+from warden.store.models import ApiKey, Workspace
+from warden.store.base import new_id, utcnow
 
 Role = Literal["admin", "member"]
 ROLES: tuple[Role, ...] = ("admin", "member")
@@ -70,6 +71,17 @@ class CreatedKey:
     name: str
     role: Role
     workspace_id: str
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header; None without a header.
+    The one parser of that header (HTTP routes and the WebSocket alike)."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization header must be 'Bearer <key>'")
+    return token.strip()
 
 
 class Accounts:

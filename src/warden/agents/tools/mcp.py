@@ -10,7 +10,7 @@
   ``<server>__<tool>`` (characters outside ``[A-Za-z0-9_-]`` become ``_``; names
   longer than 64 get a short hash suffix), so two servers never collide and the
   name says where a tool lives.
-- Risk level from the tool's annotations (DESIGN.md): ``readOnlyHint`` -> 1,
+- Risk level from the tool's annotations: ``readOnlyHint`` -> 1,
   ``destructiveHint`` -> 4, anything else 3; the server's ``tool_levels``
   (keyed by the server's own tool name) override it, and the agent's
   ``tool_levels`` (keyed by the exposed name) override both.
@@ -64,13 +64,13 @@ from mcp.types import (
 from mcp.types import Tool as McpToolInfo
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
-from warden.agents.egress import EgressError, EgressPolicy
-from warden.agents.pinned_transport import pinned_client
-from warden.agents.tool_base import MAX_RESULT_BYTES, ToolContext, ToolResult, cap_text
+from warden.agents.tools.egress import EgressError, EgressPolicy
+from warden.agents.tools.pinned_transport import pinned_client
+from warden.agents.tools.base import MAX_RESULT_BYTES, ToolContext, ToolResult, cap_text
 from warden.errors import Forbidden, ValidationFailed, WardenError
 from warden.logs import redact
 
-log = logging.getLogger("warden.agents.mcp")
+log = logging.getLogger("warden.agents.tools.mcp")
 
 _SERVER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 _TOOL_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
@@ -128,13 +128,9 @@ def parse_servers(servers: list[dict[str, Any]]) -> list[McpServerConfig]:
         try:
             parsed.append(McpServerConfig.model_validate(raw))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
             label = raw.get("name") if isinstance(raw, dict) else None
-            raise ValidationFailed(
-                f"mcp_servers[{i}]{f' ({label})' if label else ''}: {where + ': ' if where else ''}{err['msg']}",
-                param="mcp_servers",
-            ) from None
+            raise ValidationFailed.of(exc, where="", prefix=f"mcp_servers[{i}]{f' ({label})' if label else ''}: ",
+                                      param="mcp_servers") from None
     names = [s.name for s in parsed]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from warden.agents.egress import EgressError, EgressPolicy, FetchResult
+from warden.agents.tools.egress import EgressError, EgressPolicy, FetchResult
 from warden.agents.memory import MAX_LIMIT, MAX_TAGS, MAX_TEXT_CHARS, AgentMemoryStore
-from warden.agents.tool_base import FunctionTool, ToolContext, ToolResult
-
-if TYPE_CHECKING:
-    from warden.agents.tools import ToolDeps
+from warden.agents.tools.base import FunctionTool, ToolContext, ToolResult
+from warden.agents.tools.deps import ToolDeps
 
 # Room kept for the JSON around an HTTP body, so the body is cut, not the JSON.
 _ENVELOPE_BYTES = 4096

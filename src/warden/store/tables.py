@@ -1,0 +1,9 @@
+"""Every table module, imported so ``metadata`` (Alembic's target) holds them all."""
+
+from __future__ import annotations
+
+from warden.store import agent_models, budget_models, governance_models, memory_models, models
+from warden.store.base import Base
+
+metadata = Base.metadata
+MODULES = (models, agent_models, budget_models, governance_models, memory_models)
