@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_KEY, LiveWarden
+from tests.support.app import ADMIN_KEY, LiveWarden
 from warden.config import load_settings
 from warden.testing.upstream import UpstreamServer
 

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY
+from tests.support.app import ADMIN_KEY
 from tests.e2e.conftest import add_credential
 from warden.testing.upstream import DEFAULT_TEXT, Behaviour, SimToolCall
 

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from tests.conftest import ADMIN_KEY, client_for
+from tests.support.app import ADMIN_KEY, client_for
 from warden.cli import app
 from warden.services import Services
 from warden.store.models import AuditEvent

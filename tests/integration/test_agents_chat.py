@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from agents_helpers import MODEL, connect_provider, parse_sse, stream_chat, types_of
+from tests.support.agents import MODEL, connect_provider, parse_sse, stream_chat, types_of
 
-from tests.conftest import client_for
+from tests.support.app import client_for
 from warden.services import Services
 from warden.testing.upstream import Behaviour, UpstreamServer
 

@@ -10,10 +10,10 @@ import dataclasses
 import httpx
 import orjson
 import pytest
-from agents_helpers import EchoTool, connect_provider, parse_sse, types_of
+from tests.support.agents import EchoTool, connect_provider, parse_sse, types_of
 from websockets.asyncio.client import connect
 
-from tests.conftest import ADMIN_KEY, LiveWarden
+from tests.support.app import ADMIN_KEY, LiveWarden
 from warden.config import Settings
 from warden.testing.upstream import Behaviour, SimToolCall, UpstreamServer
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from agents_helpers import connect_provider, types_of
+from tests.support.agents import connect_provider, types_of
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import ADMIN_KEY, LiveWarden, client_for
+from tests.support.app import ADMIN_KEY, LiveWarden, client_for
 from warden.config import Settings
 from warden.services import Services
 from warden.store.agent_models import Run, RunEvent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN_KEY, client_for
+from tests.support.app import ADMIN_KEY, client_for
 from warden.config import load_settings
 from warden.services import Services
 

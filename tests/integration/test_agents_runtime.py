@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-from agents_helpers import (
+from tests.support.agents import (
     EchoTool,
     HangingTool,
     RaisingTool,
@@ -16,7 +16,7 @@ from agents_helpers import (
     types_of,
 )
 
-from tests.conftest import client_for
+from tests.support.app import client_for
 from warden.agents.runtime import RuntimeConfig
 from warden.services import Services
 from warden.testing.upstream import Behaviour, SimToolCall, UpstreamServer
@@ -128,7 +128,7 @@ async def test_approve_pauses_the_run_and_resume_continues_it(
         assert outcome.status == "completed" and outcome.message["content"] == "sent"
         assert echo.calls == [{"text": "draft"}]
         async with c.stream("GET", f"/api/runs/{run_id}/events?after=4") as resp:
-            from agents_helpers import parse_sse
+            from tests.support.agents import parse_sse
             tail = parse_sse(await resp.aread())
         run = (await c.get(f"/api/runs/{run_id}")).json()
     assert types_of(tail) == ["tool.result", "message.delta", "run.completed"]

@@ -8,11 +8,11 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from agents_helpers import types_of
-from governance_helpers import follow, make_agent, pending_approval, script_tool_turn, setup_echo
+from tests.support.agents import types_of
+from tests.support.governance import follow, make_agent, pending_approval, script_tool_turn, setup_echo
 from sqlalchemy import select
 
-from tests.conftest import client_for
+from tests.support.app import client_for
 from warden.services import Services
 from warden.store.db import Database
 from warden.store.models import SpendRow

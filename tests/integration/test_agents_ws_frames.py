@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from agents_helpers import connect_provider, types_of
+from tests.support.agents import connect_provider, types_of
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import ADMIN_KEY, LiveWarden
+from tests.support.app import ADMIN_KEY, LiveWarden
 from warden.config import Settings
 from warden.testing.upstream import Behaviour, UpstreamServer
 

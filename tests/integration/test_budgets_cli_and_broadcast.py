@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import ADMIN_KEY
+from tests.support.app import ADMIN_KEY
 from warden.tenancy import invalidation
 from warden.tenancy.budgets import RateLimitsSpec
 from warden.cli import app

@@ -13,7 +13,7 @@ import pytest
 import redis as redis_sync
 from sqlalchemy import select
 
-from tests.conftest import ADMIN_KEY, REDIS_URL, client_for
+from tests.support.app import ADMIN_KEY, REDIS_URL, client_for
 from warden.config import load_settings
 from warden.gateway.complexity import estimate_tokens
 from warden.gateway.context import CallContext

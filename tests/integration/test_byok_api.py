@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import client_for
+from tests.support.app import client_for
 from warden.services import Services
 from warden.store import audit
 from warden.store.models import AuditEvent
@@ -293,3 +293,19 @@ async def test_env_fallback_default_workspace_only(
         assert_envelope(await o.delete("/api/byok/env:openai"), 404, "credential_not_found")
     assert await services.byok.resolved_credentials(ws["id"]) == []
 
+
+async def test_moving_base_url_needs_the_key_again(client: httpx.AsyncClient) -> None:
+    async with UpstreamServer("openai") as evil:
+        r = await client.post("/api/byok", json={"provider": "openai", "api_key": "sk-real-0123456789",
+                                                 "label": "main"})
+        cred = r.json()
+        r = await client.patch(f"/api/byok/{cred['id']}", json={"base_url": evil.base_url})
+        err = assert_envelope(r, 422, "api_key_required")
+        assert err["param"] == "api_key"
+        assert (await client.get(f"/api/byok/{cred['id']}")).json()["base_url"] is None
+        r = await client.post(f"/api/byok/{cred['id']}/test")
+        assert all("sk-real" not in str(req.headers) for req in evil.requests)
+        # With the key sent again the move is allowed (the owner of the key decided it).
+        r = await client.patch(f"/api/byok/{cred['id']}",
+                               json={"base_url": evil.base_url, "api_key": "sk-other-0123456789"})
+        assert r.status_code == 200 and r.json()["base_url"] == evil.base_url

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from agents_helpers import EchoTool, connect_provider, stream_chat, types_of
-from governance_helpers import follow, make_agent, pending_approval, script_tool_turn, setup_echo
+from tests.support.agents import EchoTool, connect_provider, stream_chat, types_of
+from tests.support.governance import follow, make_agent, pending_approval, script_tool_turn, setup_echo
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from tests.conftest import ADMIN_KEY, PG_URL, client_for, requires_pg, reset_pg
+from tests.support.app import ADMIN_KEY, PG_URL, client_for, requires_pg, reset_pg
 from warden.cli import app as cli_app
 from warden.config import load_settings
 from warden.errors import ValidationFailed
@@ -171,7 +171,7 @@ async def test_a_paused_run_survives_a_restart(data_dir: Path, up: UpstreamServe
 
 
 async def _register_only(services: Services):
-    from agents_helpers import EchoTool
+    from tests.support.agents import EchoTool
 
     tool = EchoTool()
     services.tools.register(tool)

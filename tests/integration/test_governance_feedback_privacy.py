@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from governance_helpers import setup_echo
+from tests.support.governance import setup_echo
 
-from tests.conftest import client_for
+from tests.support.app import client_for
 from warden.services import Services
 from warden.testing.upstream import Behaviour, UpstreamServer
 

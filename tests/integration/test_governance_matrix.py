@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from agents_helpers import stream_chat, types_of
-from governance_helpers import make_agent, pending_approval, script_tool_turn, setup_echo
+from tests.support.agents import stream_chat, types_of
+from tests.support.governance import make_agent, pending_approval, script_tool_turn, setup_echo
 
-from tests.conftest import client_for
+from tests.support.app import client_for
 from warden.agents.policy import LEVELS, MATRIX, TIERS
 from warden.services import Services
 from warden.testing.upstream import UpstreamServer

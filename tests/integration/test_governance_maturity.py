@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from governance_helpers import make_agent, pending_approval, script_tool_turn, setup_echo
+from tests.support.governance import make_agent, pending_approval, script_tool_turn, setup_echo
 
-from tests.conftest import ADMIN_KEY, client_for
+from tests.support.app import ADMIN_KEY, client_for
 from warden.config import load_settings
 from warden.services import Services
 from warden.testing.upstream import Behaviour, UpstreamServer
@@ -225,7 +225,7 @@ async def test_rejections_in_a_row_demote(svc: Services, up: UpstreamServer) -> 
 
 
 async def _wait_done(c: httpx.AsyncClient, run_id: str) -> None:
-    from governance_helpers import follow
+    from tests.support.governance import follow
 
     events = await follow(c, run_id)
     assert events[-1]["type"] == "run.completed", events[-1]

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from agents_helpers import stream_chat, types_of
-from governance_helpers import make_agent, script_tool_turn, setup_echo
+from tests.support.agents import stream_chat, types_of
+from tests.support.governance import make_agent, script_tool_turn, setup_echo
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from tests.conftest import ADMIN_KEY, PG_URL, client_for, requires_pg, reset_pg
+from tests.support.app import ADMIN_KEY, PG_URL, client_for, requires_pg, reset_pg
 from warden.cli import app as cli_app
 from warden.store import audit
 from warden.store.db import Database

@@ -2,17 +2,9 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import ADMIN_KEY, client_for
+from tests.support.envelope import assert_envelope
+from tests.support.app import ADMIN_KEY, client_for
 from warden.services import Services
-
-
-def assert_envelope(resp: httpx.Response, status: int, code: str) -> dict:
-    assert resp.status_code == status, resp.text
-    err = resp.json()["error"]
-    assert err["code"] == code
-    assert set(err) >= {"type", "code", "message", "request_id"}
-    assert err["request_id"] == resp.headers["x-request-id"]
-    return err
 
 
 async def test_missing_key_is_401_in_envelope(anon: httpx.AsyncClient) -> None:

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import httpx
 
-from tests.conftest import client_for
-from tests.integration.test_keys_api import assert_envelope
+from tests.support.app import client_for
+from tests.support.envelope import assert_envelope
 from warden.services import Services
 from warden.store.spend import SpendWriter
 from warden.tenancy.usage import summarize

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select, update
 
-from tests.conftest import ADMIN_KEY, PG_URL, requires_pg, reset_pg
+from tests.support.app import ADMIN_KEY, PG_URL, requires_pg, reset_pg
 from warden.tenancy.accounts import Accounts, bootstrap_admin, hash_key
 from warden.config import load_settings
 from warden.services import Services

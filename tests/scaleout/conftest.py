@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from tests.conftest import ADMIN_KEY, PG_URL, REDIS_URL, reset_pg
+from tests.support.app import ADMIN_KEY, PG_URL, REDIS_URL, reset_pg
 from warden.testing.upstream import UpstreamServer
 
 pytestmark = [

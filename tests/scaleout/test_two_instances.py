@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import httpx
 
-from tests.conftest import ADMIN_KEY
+from tests.support.app import ADMIN_KEY
 from tests.scaleout.conftest import UPSTREAM_KEY, add_credential, pytestmark  # noqa: F401
 from warden.testing.upstream import DEFAULT_TEXT, Behaviour, UpstreamServer
 

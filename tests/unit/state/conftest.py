@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis as redis_sync
-from state_helpers import (
+from tests.support.state import (
     BREAKER,
     DEFAULT_REDIS_URL,
     FakeClock,

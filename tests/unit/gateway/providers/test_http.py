@@ -7,7 +7,7 @@ import email.utils
 import time
 
 import pytest
-from provider_helpers import chat, endpoint
+from tests.support.providers import chat, endpoint
 
 from warden.gateway.errors import (
     AuthFailed,

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx2
 import pytest
@@ -21,8 +19,7 @@ from warden.agents.tools.toolbox import build_toolbox
 from warden.agents.tools.deps import ToolDeps
 from warden.store.db import Database
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mcp_fixture_server import build_server
+from tests.support.mcp_fixture_server import build_server
 
 NAME = "mcp.rebind.test"  # resolvable only through the resolver below
 

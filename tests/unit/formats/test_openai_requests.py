@@ -7,7 +7,7 @@ import base64
 import httpx
 import openai
 import pytest
-from compat_fakes import Capture
+from tests.support.gateway_fakes import Capture
 from pydantic import BaseModel
 
 from warden.api.openai_compat import ChatCompletionBody, to_chat_request

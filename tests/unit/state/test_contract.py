@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from state_helpers import BREAKER, FakeClock, eventually
+from tests.support.state import BREAKER, FakeClock, eventually
 
 from warden.state import BudgetScope, RateLimit, StateStore
 from warden.state.base import FLUSH_ALL

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from state_helpers import FakeClock
+from tests.support.state import FakeClock
 
 from warden.state import (
     BreakerConfig,

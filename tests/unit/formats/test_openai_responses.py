@@ -7,7 +7,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from compat_fakes import FakeStream, make_info, sse_data
+from tests.support.gateway_fakes import FakeStream, make_info, sse_data
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from warden.api.openai_compat import ChunkRenderer, render_completion, render_models, render_stream

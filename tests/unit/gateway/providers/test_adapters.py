@@ -8,7 +8,7 @@ import socket
 
 import orjson
 import pytest
-from provider_helpers import KEY, assemble_calls, chat, collect, endpoint, text_of
+from tests.support.providers import KEY, assemble_calls, chat, collect, endpoint, text_of
 
 from warden.gateway.errors import (
     AuthFailed,

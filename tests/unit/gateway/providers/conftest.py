@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from provider_helpers import KEY
+from tests.support.providers import KEY
 
 from warden.testing.upstream import UpstreamServer
 

@@ -8,7 +8,7 @@ import dataclasses
 import orjson
 import pytest
 from openai.types.chat import completion_create_params as ccp
-from provider_helpers import assemble_calls, chat, collect, endpoint, text_of, validate_params
+from tests.support.providers import assemble_calls, chat, collect, endpoint, text_of, validate_params
 
 from warden.gateway.errors import ContentFiltered, ContextTooLong, Overloaded, RateLimited
 from warden.gateway.providers.adapters import get_adapter

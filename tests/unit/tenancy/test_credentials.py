@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import ADMIN_KEY
+from tests.support.app import ADMIN_KEY
 from warden.tenancy.credentials import Byok, CredentialCreate, ModelSpec, parse_input
 from warden.config import load_settings
 from warden.errors import ValidationFailed

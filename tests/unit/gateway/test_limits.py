@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.conftest import REDIS_URL
+from tests.support.app import REDIS_URL
 from warden.errors import BudgetExceeded, Forbidden, RateLimitExceeded
 from warden.gateway.catalog import ModelOverride, get_catalog
 from warden.gateway.context import CallContext

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from redis.asyncio import Redis
-from state_helpers import BREAKER, FakeClock, RedisFactory, ThrowawayRedis, eventually
+from tests.support.state import BREAKER, FakeClock, RedisFactory, ThrowawayRedis, eventually
 
 from warden.errors import ServiceUnavailable
 from warden.state import BudgetScope, RateLimit, StateUnavailable, create_state

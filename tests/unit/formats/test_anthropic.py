@@ -11,7 +11,7 @@ import httpx2
 import pytest
 from anthropic.types import Message as AnthropicMessage
 from anthropic.types import RawMessageStreamEvent
-from compat_fakes import Capture, FakeStream, make_info, sse_events
+from tests.support.gateway_fakes import Capture, FakeStream, make_info, sse_events
 from pydantic import TypeAdapter
 
 from warden.api.anthropic_compat import (

@@ -12,9 +12,9 @@ import httpx
 import httpx2
 import openai
 import pytest
-from compat_fakes import FakeGateway, FakeStream, make_info
+from tests.support.gateway_fakes import FakeGateway, FakeStream, make_info
 
-from tests.conftest import ADMIN_KEY, client_for
+from tests.support.app import ADMIN_KEY, client_for
 from warden.app import create_app
 from warden.gateway.errors import Overloaded, RateLimited
 from warden.gateway.types import (

@@ -1,4 +1,4 @@
-"""MCP tools against a real MCP server (tests/integration/mcp_fixture_server.py, written
+"""MCP tools against a real MCP server (tests/support/mcp_fixture_server.py, written
 with the official SDK), over stdio (a subprocess) and streamable HTTP (uvicorn on loopback)."""
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from warden.agents.tools.toolbox import ToolContext, build_toolbox
 from warden.agents.tools.deps import ToolDeps
 from warden.store.db import Database
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mcp_fixture_server import build_server
+from tests.support.mcp_fixture_server import build_server
 
-SCRIPT = str(Path(__file__).parent / "mcp_fixture_server.py")
+SCRIPT = str(Path(__file__).parents[1] / "support" / "mcp_fixture_server.py")
 CTX = ToolContext(workspace_id="ws", agent_id="agt", run_id="run", session_id="ses")
 TOKEN = "fixture-token-123"
 
@@ -195,7 +194,7 @@ async def test_agent_views_mask_mcp_secrets_and_a_masked_patch_keeps_them(data_d
     """Views show header/env names with masked values; sending a view back keeps the real
     secrets (a run's MCP call still carries the real token); a masked value with nothing
     stored behind it is refused."""
-    from agents_helpers import connect_provider
+    from tests.support.agents import connect_provider
 
     from tests.conftest import ADMIN_KEY, client_for
     from warden.config import load_settings
@@ -249,7 +248,7 @@ async def test_agent_views_mask_mcp_secrets_and_a_masked_patch_keeps_them(data_d
 @pytest.fixture
 async def trust_env(data_dir: Path, http_mcp: str):
     """Warden with a loopback model provider, an admin client and a member client."""
-    from agents_helpers import connect_provider
+    from tests.support.agents import connect_provider
 
     from tests.conftest import ADMIN_KEY, client_for
     from warden.config import load_settings
@@ -271,7 +270,7 @@ async def trust_env(data_dir: Path, http_mcp: str):
 async def _call_echo(up, client, agent: str, server: str = "web", *, pauses: bool = False) -> dict:
     """One run in which the model calls ``<server>__echo`` and then (unless the run pauses
     for approval) answers; the call's level and decision and how the run ended."""
-    from agents_helpers import stream_chat
+    from tests.support.agents import stream_chat
 
     from warden.testing.upstream import Behaviour, SimToolCall
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from anthropic.types import message_create_params as mcp
-from provider_helpers import assemble_calls, chat, collect, endpoint, text_of, validate_params
+from tests.support.providers import assemble_calls, chat, collect, endpoint, text_of, validate_params
 
 from warden.gateway.errors import BadRequest, ContextTooLong, Overloaded
 from warden.gateway.providers.anthropic import JSON_TOOL

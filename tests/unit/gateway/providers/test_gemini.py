@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from provider_helpers import assemble_calls, chat, collect, endpoint, text_of
+from tests.support.providers import assemble_calls, chat, collect, endpoint, text_of
 
 from warden.gateway.errors import AuthFailed, ContentFiltered, RateLimited, UpstreamMalformed
 from warden.gateway.providers.adapters import get_adapter

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from agents_helpers import EchoTool, connect_provider, parse_sse
+from tests.support.agents import EchoTool, connect_provider, parse_sse
 
 from warden.services import Services
 from warden.testing.upstream import Behaviour, SimToolCall, UpstreamServer
