@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from warden.errors import WardenError
-from warden.gateway.gateway import CallInfo
+from warden.gateway.metering import CallInfo
 from warden.gateway.context import CallContext
 from warden.gateway.types import ChatRequest, ChatResponse, StreamEvent
 

@@ -65,6 +65,10 @@ Stand-alone (benchmarks)::
 The HTTP layer is a bare asyncio protocol over ``httptools`` (the parser
 uvicorn uses): it gives exact control of the bytes for faults (abort mid-chunk,
 malformed chunks), starts and stops instantly and is faster than a framework.
+
+Long on purpose: three providers' wire formats, their faults and a bare HTTP
+server stand in one file so a benchmark can start it as one process from one
+import; it is a test tool, outside the layers of the server.
 """
 
 from __future__ import annotations
@@ -86,6 +90,10 @@ from urllib.parse import parse_qsl
 
 import httptools
 import orjson
+
+from warden.formats.common import inverse
+from warden.gateway.providers import anthropic as _anthropic_vocabulary
+from warden.gateway.providers import gemini as _gemini_vocabulary
 
 Format = Literal["openai", "anthropic", "gemini"]
 FORMATS: tuple[Format, ...] = ("openai", "anthropic", "gemini")
@@ -482,16 +490,10 @@ class _OpenAI(_Wire):
 
 class _Anthropic(_Wire):
     fmt: Format = "anthropic"
-    _TYPES: ClassVar[dict[int, str]] = {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        403: "permission_error",
-        404: "not_found_error",
-        413: "request_too_large",
-        429: "rate_limit_error",
-        500: "api_error",
-        529: "overloaded_error",
-    }
+    # Anthropic's error type for each status, from the adapter's table of them.
+    _TYPES: ClassVar[dict[int, str]] = inverse(
+        {name: status for name, (status, _) in _anthropic_vocabulary.ERROR_TYPES.items()}
+    )
 
     def route(
         self, method: str, path: str, query: dict[str, str], body: Any
@@ -644,16 +646,11 @@ class _Anthropic(_Wire):
 
 class _Gemini(_Wire):
     fmt: Format = "gemini"
-    _STATUS: ClassVar[dict[int, str]] = {
-        400: "INVALID_ARGUMENT",
-        401: "UNAUTHENTICATED",
-        403: "PERMISSION_DENIED",
-        404: "NOT_FOUND",
-        429: "RESOURCE_EXHAUSTED",
-        500: "INTERNAL",
-        503: "UNAVAILABLE",
-        504: "DEADLINE_EXCEEDED",
+    # The google.rpc status for each HTTP status, from the adapter's table of them.
+    _CODES: ClassVar[dict[str, int]] = {
+        name: code for name, (code, _) in _gemini_vocabulary.ERROR_STATUS.items()
     }
+    _STATUS: ClassVar[dict[int, str]] = inverse(_CODES, canonical={400: "INVALID_ARGUMENT"})
     _ROUTE = re.compile(r"^/v1beta/models/([^/:]+):(generateContent|streamGenerateContent)$")
 
     def route(
@@ -776,7 +773,7 @@ class _Gemini(_Wire):
         ]
 
     def stream_error_event(self, error_type: str, message: str) -> bytes:
-        code = {v: k for k, v in self._STATUS.items()}.get(error_type, 500)
+        code = self._CODES.get(error_type, 500)
         return _sse(orjson.loads(self._error_body(code, error_type, message, [])), eol=b"\r\n")
 
     def malformed_event(self) -> bytes:

@@ -1,5 +1,6 @@
-"""Both endpoints through the real app and the official SDKs, with a stand-in
-gateway (the real one is exercised end to end by the gateway's own tests)."""
+"""Both endpoints through the real app and the official SDKs, mostly with a
+stand-in gateway (the real one is exercised end to end by the gateway's own
+tests); the real gateway and a loopback upstream where the error path matters."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from warden.gateway.types import (
     UsageEvent,
 )
 from warden.services import Services
+from warden.testing.upstream import Behaviour, UpstreamServer
 
 USAGE = Usage(input_tokens=30, output_tokens=7, cache_read_tokens=10, cache_write_tokens=5)
 TEXT = ChatResponse(id="up-1", model="gpt-4o-mini", text="Hello!", usage=USAGE)
@@ -226,6 +228,35 @@ async def test_anthropic_errors_carry_the_top_level_type(services: Services) -> 
         assert body["error"]["request_id"] == r.headers["x-request-id"]
         r = await c.post("/v1/messages", content=b"{oops", headers={"content-type": "application/json"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+
+
+async def test_anthropic_error_type_is_the_same_before_and_after_the_first_token(services: Services) -> None:
+    """One upstream failure (Anthropic overloaded), once before the stream starts and
+    once after its first token, through the real route and gateway: the client is
+    told the same Anthropic error type both times (it used to get Warden's own
+    ``upstream_error`` before the first token and ``overloaded_error`` after)."""
+    async with UpstreamServer("anthropic") as up:
+        ws_id = (await services.accounts.workspace_by_name("default")).id
+        await services.byok.create(ws_id, {"provider": "anthropic", "label": "a", "api_key": "sk-ant-up-0123456789",
+                                           "base_url": up.base_url, "models": [{"id": "claude-haiku-4-5"}]},
+                                   actor="test")
+        client = claude(services)
+        ask = {"model": "anthropic/claude-haiku-4-5", "max_tokens": 50,
+               "messages": [{"role": "user", "content": "hi"}]}
+        up.default = Behaviour(status=529, error_message="Overloaded")  # every retry too
+        with pytest.raises(anthropic.APIStatusError) as before:
+            async with client.messages.stream(**ask) as s:
+                async for _ in s:
+                    pass
+        up.default = Behaviour(stream_error="overloaded_error", error_message="Overloaded", fault_after=4)
+        received = []
+        with pytest.raises(anthropic.APIStatusError) as after:
+            async with client.messages.stream(**ask) as s:
+                async for text in s.text_stream:
+                    received.append(text)
+    assert before.value.status_code == 503 and received  # the second failed after a token
+    assert before.value.body["error"]["type"] == after.value.body["error"]["type"] == "overloaded_error"
+    assert before.value.body["error"]["code"] == after.value.body["error"]["code"] == "upstream_overloaded"
 
 
 # --- client disconnect --------------------------------------------------------------------

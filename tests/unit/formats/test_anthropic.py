@@ -5,31 +5,57 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import get_args
 
 import anthropic
 import httpx2
+import orjson
 import pytest
 from anthropic.types import Message as AnthropicMessage
 from anthropic.types import RawMessageStreamEvent
 from tests.support.gateway_fakes import Capture, FakeStream, make_info, sse_events
 from pydantic import TypeAdapter
 
-from warden.api.anthropic_compat import (
+from warden.errors import (
+    BudgetExceeded,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+    ValidationFailed,
+    WardenError,
+)
+from warden.formats.anthropic import (
     EventRenderer,
     MessagesBody,
+    error_body,
+    error_type,
     render_message,
-    render_stream,
-    stream_error_type,
     to_chat_request,
 )
-from warden.api.wire.common import parse_body
-from warden.errors import ValidationFailed, WardenError
-from warden.gateway.errors import BadRequest, ConnectFailed, Overloaded, RateLimited, Timeout
+from warden.formats.common import parse_body, render_stream
+from warden.gateway.errors import (
+    AuthFailed,
+    BadRequest,
+    ConnectFailed,
+    ContentFiltered,
+    ContextTooLong,
+    Overloaded,
+    RateLimited,
+    Timeout,
+    UpstreamMalformed,
+)
+from warden.gateway.providers import anthropic as adapter
 from warden.gateway.types import (
+    ChatRequest,
     ChatResponse,
+    Endpoint,
     ErrorEvent,
     FinishEvent,
+    FinishReason,
     ImagePart,
+    Message,
     ReasoningDelta,
     ResponseFormat,
     TextDelta,
@@ -300,4 +326,51 @@ async def test_raised_and_silent_endings_become_error_events() -> None:
     (RateLimited("x"), "rate_limit_error"), (Overloaded("x"), "overloaded_error"), (Timeout("x"), "timeout_error"),
     (BadRequest("x"), "invalid_request_error"), (ConnectFailed("x"), "api_error"), (WardenError("x"), "api_error")])
 def test_stream_error_types(error: WardenError, kind: str) -> None:
-    assert stream_error_type(error) == kind
+    assert error_type(error) == kind
+
+
+@pytest.mark.parametrize(("error", "kind"), [
+    (Unauthorized("x"), "authentication_error"), (Forbidden("x"), "permission_error"),
+    (NotFound("x"), "not_found_error"), (ValidationFailed("x"), "invalid_request_error"),
+    (PayloadTooLarge("x"), "request_too_large"), (BudgetExceeded("x"), "rate_limit_error"),
+    (ServiceUnavailable("x"), "api_error"), (ContextTooLong("x"), "request_too_large"),
+    (ContentFiltered("x"), "invalid_request_error"), (AuthFailed("x"), "api_error"),
+    (UpstreamMalformed("x"), "api_error")])
+def test_every_error_has_an_anthropic_type(error: WardenError, kind: str) -> None:
+    """Anthropic's own words, by the upstream class or else by the HTTP status; an
+    upstream that refused Warden's credential is not the client's authentication error."""
+    assert error_type(error) == kind
+
+
+def test_the_error_body_is_the_envelope_with_anthropics_type() -> None:
+    error = ValidationFailed("max_tokens: field required", param="max_tokens")
+    assert error_body(error, "rid-1") == {
+        "type": "error", "error": {**error.envelope("rid-1")["error"], "type": "invalid_request_error"}}
+    assert "request_id" not in error_body(error, "")["error"]
+
+
+# --- round trips through the Anthropic adapter's vocabulary ------------------------------
+
+EP = Endpoint(provider="anthropic", wire="anthropic", base_url="http://up.test", model="m")
+
+
+@pytest.mark.parametrize("reason", [r for r in get_args(FinishReason) if r != "error"])
+def test_stop_reasons_read_back_as_they_were(reason: FinishReason) -> None:
+    out = render_message(ChatResponse(id="msg_1", model="m", text="t", finish_reason=reason), make_info())
+    assert adapter.parse_response(EP, out, json_mode=False).finish_reason == reason
+
+
+@pytest.mark.parametrize("effort", ["low", "medium", "high"])
+def test_efforts_survive_the_adapters_thinking_budgets(effort: str) -> None:
+    req = ChatRequest(model="m", messages=[Message.text("user", "x")], reasoning_effort=effort)  # type: ignore[arg-type]
+    sent = adapter.build_body(EP, req, stream=False)
+    assert sent["thinking"]["budget_tokens"] == adapter.THINKING_BUDGET[effort]
+    assert parse(orjson.dumps(sent)).reasoning_effort == effort
+
+
+@pytest.mark.parametrize("cls", sorted({cls for _, cls in adapter.ERROR_TYPES.values()} - {AuthFailed},
+                                       key=lambda c: c.__name__))
+def test_upstream_error_types_read_back_as_the_same_class(cls: type[WardenError]) -> None:
+    error = cls("x")
+    raw = orjson.dumps(error_body(error, "rid-1"))
+    assert type(adapter.classify("anthropic", error.status, {}, raw)) is cls

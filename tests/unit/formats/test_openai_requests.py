@@ -10,8 +10,8 @@ import pytest
 from tests.support.gateway_fakes import Capture
 from pydantic import BaseModel
 
-from warden.api.openai_compat import ChatCompletionBody, to_chat_request
-from warden.api.wire.common import parse_body
+from warden.formats.common import parse_body
+from warden.formats.openai import ChatCompletionBody, to_chat_request
 from warden.errors import InvalidRequest, ValidationFailed
 from warden.gateway.types import ImagePart, ResponseFormat, TextPart, ToolCall, ToolChoice
 

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import get_args
 
 import pytest
 from tests.support.gateway_fakes import FakeStream, make_info, sse_data
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from warden.api.openai_compat import ChunkRenderer, render_completion, render_models, render_stream
-from warden.errors import WardenError
+from warden.formats.common import render_stream
+from warden.formats.openai import ChunkRenderer, error_payload, render_completion, render_models
+from warden.errors import ValidationFailed, WardenError
 from warden.gateway.errors import Overloaded
+from warden.gateway.providers import openai as adapter
 from warden.gateway.types import (
     ChatResponse,
+    Endpoint,
     ErrorEvent,
     FinishEvent,
+    FinishReason,
     ReasoningDelta,
     TextDelta,
     ToolCall,
@@ -75,6 +80,22 @@ def test_legacy_function_call_reply() -> None:
 def test_finish_reasons(ours: str, theirs: str) -> None:
     out = render_completion(ChatResponse(id="x", model="m", text="t", finish_reason=ours), make_info())
     assert ChatCompletion.model_validate(out).choices[0].finish_reason == theirs
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+@pytest.mark.parametrize("reason", [r for r in get_args(FinishReason) if r != "error"])
+def test_finish_reasons_read_back_as_they_were(reason: FinishReason, legacy: bool) -> None:
+    """Rendered by the inverse of the adapter's table, so the adapter reads each back."""
+    out = render_completion(ChatResponse(id="x", model="m", text="t", finish_reason=reason), make_info(),
+                            legacy_functions=legacy)
+    ep = Endpoint(provider="openai", wire="openai", base_url="http://up.test", model="m")
+    assert adapter.parse_response(ep, out).finish_reason == reason
+
+
+def test_error_payload_is_the_envelope() -> None:
+    error = ValidationFailed("temperature: too hot", param="temperature")
+    assert error_payload(error, "rid-1") == error.envelope("rid-1")
+    assert error_payload(error, "") == error.envelope()
 
 
 async def collect(stream: FakeStream, **kw) -> bytes:

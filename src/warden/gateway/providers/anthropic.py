@@ -60,9 +60,11 @@ DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
 DEFAULT_MAX_TOKENS = 4096
 JSON_TOOL = "json_response"
 _JSON_INSTRUCTION = "Reply with a single valid JSON value only: no prose, no code fences."
-_THINKING_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+# The format's vocabulary, defined once: read here, and rendered by its inverse on
+# the client side (the Anthropic Messages edge); the simulator takes ERROR_TYPES too.
+THINKING_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
 
-_FINISH: dict[str, FinishReason] = {
+FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "pause_turn": "stop",
@@ -72,17 +74,18 @@ _FINISH: dict[str, FinishReason] = {
     "refusal": "content_filter",
 }
 
-_ERROR_TYPES: dict[str, type[ProviderError]] = {
-    "invalid_request_error": BadRequest,
-    "not_found_error": BadRequest,
-    "authentication_error": AuthFailed,
-    "permission_error": AuthFailed,
-    "billing_error": AuthFailed,
-    "request_too_large": ContextTooLong,
-    "rate_limit_error": RateLimited,
-    "api_error": Overloaded,
-    "overloaded_error": Overloaded,
-    "timeout_error": Timeout,
+# Each error.type: the HTTP status Anthropic sends it with, and what it means to us.
+ERROR_TYPES: dict[str, tuple[int, type[ProviderError]]] = {
+    "invalid_request_error": (400, BadRequest),
+    "authentication_error": (401, AuthFailed),
+    "billing_error": (402, AuthFailed),
+    "permission_error": (403, AuthFailed),
+    "not_found_error": (404, BadRequest),
+    "request_too_large": (413, ContextTooLong),
+    "rate_limit_error": (429, RateLimited),
+    "api_error": (500, Overloaded),
+    "timeout_error": (504, Timeout),
+    "overloaded_error": (529, Overloaded),
 }
 
 
@@ -99,7 +102,8 @@ def _classify_error(
     message = ""
     if isinstance(error, dict):
         message = str(error.get("message") or "")
-        cls = _ERROR_TYPES.get(str(error.get("type")))
+        known = ERROR_TYPES.get(str(error.get("type")))
+        cls = known[1] if known else None
     if status == 529:  # Anthropic's "overloaded", whatever the body says
         cls = Overloaded
     if cls is None:
@@ -221,7 +225,7 @@ def build_body(ep: Endpoint, req: ChatRequest, stream: bool) -> dict[str, Any]:
         body["stop_sequences"] = req.stop
     if req.user:
         body["metadata"] = {"user_id": req.user}
-    budget = _THINKING_BUDGET.get(req.reasoning_effort or "")
+    budget = THINKING_BUDGET.get(req.reasoning_effort or "")
     if budget is not None and not _json_tool_mode(
         req
     ):  # forced tool use and thinking exclude each other
@@ -253,7 +257,7 @@ def parse_usage(u: Mapping[str, Any]) -> Usage:
 
 
 def _finish(reason: Any, json_mode: bool) -> FinishReason:
-    finish = _FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
+    finish = FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
     return "stop" if json_mode and finish == "tool_calls" else finish
 
 

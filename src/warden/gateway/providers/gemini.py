@@ -69,17 +69,19 @@ _FINISH: dict[str, FinishReason] = {
     "MALFORMED_FUNCTION_CALL": "error",
 }
 
-_ERROR_STATUS: dict[str, type[ProviderError]] = {
-    "INVALID_ARGUMENT": BadRequest,
-    "FAILED_PRECONDITION": BadRequest,
-    "NOT_FOUND": BadRequest,
-    "OUT_OF_RANGE": BadRequest,
-    "UNAUTHENTICATED": AuthFailed,
-    "PERMISSION_DENIED": AuthFailed,
-    "RESOURCE_EXHAUSTED": RateLimited,
-    "UNAVAILABLE": Overloaded,
-    "INTERNAL": Overloaded,
-    "DEADLINE_EXCEEDED": Timeout,
+# Each error.status (google.rpc code): the HTTP status it comes with, and what it
+# means to us. The upstream simulator takes its statuses from here too.
+ERROR_STATUS: dict[str, tuple[int, type[ProviderError]]] = {
+    "INVALID_ARGUMENT": (400, BadRequest),
+    "FAILED_PRECONDITION": (400, BadRequest),
+    "OUT_OF_RANGE": (400, BadRequest),
+    "UNAUTHENTICATED": (401, AuthFailed),
+    "PERMISSION_DENIED": (403, AuthFailed),
+    "NOT_FOUND": (404, BadRequest),
+    "RESOURCE_EXHAUSTED": (429, RateLimited),
+    "INTERNAL": (500, Overloaded),
+    "UNAVAILABLE": (503, Overloaded),
+    "DEADLINE_EXCEEDED": (504, Timeout),
 }
 # google.rpc.ErrorInfo reasons that say more than the status (a bad key is INVALID_ARGUMENT).
 _ERROR_REASONS: dict[str, type[ProviderError]] = {
@@ -104,7 +106,8 @@ def _classify_error(
     message = ""
     if isinstance(error, dict):
         message = str(error.get("message") or "")
-        cls = _ERROR_STATUS.get(str(error.get("status")))
+        known = ERROR_STATUS.get(str(error.get("status")))
+        cls = known[1] if known else None
         for detail in error.get("details") or ():
             if not isinstance(detail, dict):
                 continue

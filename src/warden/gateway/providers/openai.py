@@ -41,7 +41,8 @@ from warden.gateway.types import (
     UsageEvent,
 )
 
-_FINISH: dict[str, FinishReason] = {
+# finish_reason values; the client side (the Chat Completions edge) renders by its inverse.
+FINISH: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
     "tool_calls": "tool_calls",
@@ -181,7 +182,7 @@ def parse_usage(u: Any) -> Usage:
 
 
 def _finish(reason: Any, has_tool_calls: bool) -> FinishReason:
-    finish = _FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
+    finish = FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
     # Some compatible servers say "stop" after emitting tool calls.
     return "tool_calls" if has_tool_calls and finish == "stop" else finish
 

@@ -1,58 +1,26 @@
-"""What both compatible endpoints need: strict-enough body parsing that names the
-bad field, the ``x-warden-*`` headers, the call context, and an SSE response that
-always cancels the upstream call when it ends (normally or by a disconnect)."""
+"""The HTTP side of the gateway endpoints (the wire formats themselves are pure
+code in ``warden.formats``): the call context from a request, the ``x-warden-*``
+headers, and an SSE response that always cancels the upstream call when it ends
+(normally or by a disconnect)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from warden.tenancy.accounts import Principal
-from warden.errors import InvalidRequest, ValidationFailed, WardenError
-from warden.gateway.gateway import CallInfo
-from warden.gateway.context import CallContext
+from warden.formats.common import StreamRenderer, cost_text, render_stream
+from warden.gateway.context import CallContext, RouteOptions
 from warden.gateway.limits import rate_headers
-from warden.gateway.providers.base import split_data_url
-from warden.gateway.context import RouteOptions
-from warden.gateway.types import ImagePart, StreamEvent
-
-Body = TypeVar("Body", bound=BaseModel)
-_log = logging.getLogger("warden.api.wire")
-
-def parse_body(model: type[Body], raw: bytes) -> Body:
-    """JSON bytes -> ``model``; 400 for bad JSON, 422 naming the first bad field."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("request body is not valid JSON", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise ValidationFailed("body: the request body must be a JSON object", param="body")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ValidationFailed.of(exc) from None
-
-
-def invalid(path: str, message: str) -> ValidationFailed:
-    """A 422 for a field the models accept in shape but we cannot serve."""
-    return ValidationFailed(f"{path}: {message}", param=path)
-
-
-def image_part(url: str, detail: str | None = None) -> ImagePart:
-    """An image URL as a part; ``data:`` URLs become inline base64."""
-    inline = split_data_url(url)
-    if inline is not None:
-        return ImagePart(media_type=inline[0], data=inline[1], detail=detail)
-    return ImagePart(url=url, detail=detail)
+from warden.gateway.metering import CallInfo
+from warden.gateway.stream import GatewayStream
+from warden.tenancy.accounts import Principal
 
 
 def call_context(request: Request, principal: Principal, warden: Mapping[str, Any] | None) -> CallContext:
@@ -71,15 +39,6 @@ def call_context(request: Request, principal: Principal, warden: Mapping[str, An
     return ctx
 
 
-def served_model(info: CallInfo) -> str:
-    return f"{info.provider}/{info.model}"
-
-
-def cost_text(cost: Decimal | None) -> str | None:
-    """A decimal string, or None when the price is unknown (never "0" for unknown)."""
-    return None if cost is None else format(cost, "f")
-
-
 def warden_headers(info: CallInfo, *, with_cost: bool) -> dict[str, str]:
     headers = {
         "x-warden-provider": info.provider,
@@ -93,45 +52,16 @@ def warden_headers(info: CallInfo, *, with_cost: bool) -> dict[str, str]:
     return headers
 
 
-class StreamRenderer(Protocol):
-    """Turns gateway stream events into one wire format's SSE frames (OpenAI chunks,
-    Anthropic events). ``failed`` turns true once an error frame was written."""
-
-    failed: bool
-
-    def start(self) -> bytes: ...
-
-    def event(self, ev: StreamEvent) -> bytes: ...
-
-    def error(self, error: WardenError) -> bytes: ...
-
-    def end(self) -> bytes: ...
+def completed(payload: dict[str, Any], info: CallInfo) -> Response:
+    """A finished call's reply, with its cost in the headers (known by now)."""
+    return Response(orjson.dumps(payload), media_type="application/json",
+                    headers=warden_headers(info, with_cost=True))
 
 
-async def render_stream(stream: AsyncIterable[StreamEvent], renderer: StreamRenderer,
-                        log: logging.Logger = _log) -> AsyncIterator[bytes]:
-    """SSE frames for a gateway stream, written as its events arrive: one frame (or
-    none) per event, an error frame after the first token instead of a silent end."""
-    yield renderer.start()
-    try:
-        async for ev in stream:
-            if renderer.failed:
-                # The gateway ends right after an error event; draining (not
-                # abandoning) it lets it settle the call as failed, not cancelled.
-                continue
-            frame = renderer.event(ev)
-            if frame:
-                yield frame
-    except WardenError as exc:
-        yield renderer.error(exc)
-        return
-    except Exception:
-        log.exception("stream failed")
-        yield renderer.error(WardenError("internal error while streaming"))
-        return
-    tail = renderer.end()
-    if tail:
-        yield tail
+def streamed(stream: GatewayStream, renderer: StreamRenderer, log: logging.Logger) -> GatewayStreamResponse:
+    """A gateway stream as SSE; the cost is not known yet when the headers leave."""
+    return GatewayStreamResponse(render_stream(stream, renderer, log), stream,
+                                 warden_headers(stream.info, with_cost=False))
 
 
 class GatewayStreamResponse(StreamingResponse):
