@@ -26,6 +26,7 @@ from warden.api import (
 from warden.api import budgets as budgets_api
 from warden.api import byok as byok_api
 from warden.api import chat as chat_api
+from warden.api import chat_ws
 from warden.api import governance as governance_api
 from warden.api.errors import install_error_handlers
 from warden.api.metrics import metrics_endpoint
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(budgets_api.limits_router)
     app.include_router(agents_api.router)
     app.include_router(chat_api.router)
+    app.include_router(chat_ws.router)
     app.include_router(governance_api.router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     return app

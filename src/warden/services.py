@@ -7,7 +7,9 @@ the server ever starts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +20,9 @@ from warden.tenancy import invalidation
 from warden.tenancy.accounts import Accounts, bootstrap_admin
 from warden.tenancy.budgets import Budgets
 from warden.agents.registry import Agents
-from warden.agents.runtime import Runs
+from warden.agents.runs import Runs
 from warden.agents.sessions import Sessions
+from warden.agents.tools.loader import ToolboxLoader
 from warden.tenancy.credentials import Byok
 from warden.config import Settings
 from warden.gateway.catalog import get_catalog
@@ -35,167 +38,138 @@ from warden.governance.policy_store import PolicyStore
 from warden.gateway.providers.http import aclose_client
 from warden.tenancy.model_groups import ModelGroups
 from warden.state import StateStore, create_state
-from warden.state.base import BreakerConfig, StateUnavailable
+from warden.state.base import BreakerConfig, InvalidationCallback, StateUnavailable
 from warden.store.spend import SpendWriter
 from warden.store.db import Database
 from warden.store.models import Credential
 from warden.vault.keyring import Keyring
 
 if TYPE_CHECKING:
-    from warden.agents.tools.loader import ToolboxLoader
+    from warden.agents.tools.deps import ToolDeps
 
 log = logging.getLogger("warden")
 
 
-@dataclass
+@dataclass(slots=True)
 class Services:
+    """Every long-lived service of the process, each fully built before this exists."""
+
     settings: Settings
     db: Database
-    accounts: Accounts
     vault: Keyring  # seal/open/key_id like a Vault; several master keys during a rotation roll
-    admin_key_path: Path | None = None
-    _closers: list = field(default_factory=list)
-    byok: Byok = field(init=False)
-    model_groups: ModelGroups = field(init=False)
-    state: StateStore = field(init=False)
-    budgets: Budgets = field(init=False)
-    spend: SpendWriter = field(init=False)
-    gateway: Gateway = field(init=False)
-    _tools: ToolboxLoader | None = field(default=None, init=False, repr=False)
-    agents: Agents = field(init=False)
-    sessions: Sessions = field(init=False)
-    runs: Runs = field(init=False)
-    policies: PolicyStore = field(init=False)
-    maturity: Maturity = field(init=False)
-    approvals: Approvals = field(init=False)
-    feedback: FeedbackService = field(init=False)
-    audit_log: AuditLog = field(init=False)
+    state: StateStore
+    accounts: Accounts
+    byok: Byok
+    model_groups: ModelGroups
+    budgets: Budgets
+    spend: SpendWriter
+    gateway: Gateway
+    tools: ToolboxLoader
+    agents: Agents
+    sessions: Sessions
+    policies: PolicyStore
+    maturity: Maturity
+    runs: Runs
+    approvals: Approvals
+    feedback: FeedbackService
+    audit_log: AuditLog
+    admin_key_path: Path | None
+    _exit: contextlib.AsyncExitStack = field(repr=False)
 
     @classmethod
     async def start(cls, settings: Settings, *, run_migrations: bool = True,
                     bootstrap: bool = True) -> Services:
+        """Build every service in layer order, bottom up; each closer runs in reverse at close."""
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         db = Database(settings.db_url)
+        exit_stack = contextlib.AsyncExitStack()
+        exit_stack.push_async_callback(db.close)
         try:
-            if run_migrations:
-                # Imported here: alembic (~8 MB resident) stays out of a server
-                # process whose database ``warden serve`` migrated before it started.
-                from warden.store import migrate
-
-                await migrate.upgrade(db)
-            vault = await _open_vault(db, settings)
-            accounts = Accounts(db, cache_ttl=settings.key_cache_ttl)
-            services = cls(settings=settings, db=db, accounts=accounts, vault=vault)
-            services.byok = Byok(db, vault)
-            services._closers.append(services.byok.close)
-            services.model_groups = ModelGroups(db)
-            state_options: dict = {"breaker": BreakerConfig(
-                settings.breaker_failures, settings.breaker_window, settings.breaker_cooldown)}
-            if settings.redis_url is not None:
-                state_options["prefix"] = settings.redis_prefix
-            services.state = create_state(settings.redis_url, **state_options)
-            services._closers.append(services.state.close)
-            services.budgets = Budgets(db)
-            await services._wire_invalidation()
-            services.spend = SpendWriter(db)
-            services.spend.start()
-            services._closers.append(services.spend.close)
-            services.gateway = Gateway(
-                credentials=services.byok.resolved_credentials,
-                groups=services.model_groups.for_workspace,
-                state=services.state,
-                catalog=get_catalog(),
-                spend=services.spend.record,
-                on_credential_used=services.byok.touch_last_used,
-                limiter=Limiter(services.state, services.budgets.limits_for,
-                                default_output_tokens=settings.reserve_output_tokens,
-                                fail_open=settings.limits_fail_open),
-                config=GatewayConfig(
-                    max_retries=settings.max_retries,
-                    deadline_s=settings.request_deadline,
-                    timeouts=Timeouts(connect=settings.upstream_connect_timeout,
-                                      first_byte=settings.upstream_first_byte_timeout,
-                                      stream_gap=settings.upstream_stream_gap_timeout,
-                                      total=settings.request_deadline),
-                ),
-            )
-            services._closers.append(aclose_client)
-            services._start_agents()
-            await services._start_governance()
-            await services.runs.start_background()  # sweeps runs a dead process left running
-            services._closers.append(services.runs.close)
-            services.approvals.start()  # expires overdue approvals, applies decisions a dead instance left
-            services._closers.append(services.approvals.close)
-            if bootstrap:
-                services.admin_key_path = await bootstrap_admin(
-                    accounts, settings.data_dir, settings.admin_key
-                )
-                if services.admin_key_path is not None:
-                    log.warning("bootstrap admin key written to %s (mode 0600)", services.admin_key_path)
+            return await cls._build(settings, db, exit_stack, run_migrations=run_migrations,
+                                    bootstrap=bootstrap)
         except BaseException:
-            if "services" in locals():
-                await services.close()
-            else:
-                await db.close()
+            await exit_stack.aclose()
             raise
-        return services
 
-    @property
-    def tools(self) -> ToolboxLoader:
-        """The agents' tool stack (built-in tools, the MCP SDK: ~20 MB resident) is
-        imported on first use, so a process that only serves the gateway never loads it."""
-        if self._tools is None:
-            from warden.agents.tools.loader import ToolboxLoader
-            from warden.agents.tools.deps import ToolDeps
+    @classmethod
+    async def _build(cls, settings: Settings, db: Database, exit_stack: contextlib.AsyncExitStack, *,
+                     run_migrations: bool, bootstrap: bool) -> Services:
+        st = settings
+        on_close = exit_stack.push_async_callback
+        if run_migrations:
+            # Imported here: alembic (~8 MB resident) stays out of a server
+            # process whose database ``warden serve`` migrated before it started.
+            from warden.store import migrate
 
-            self._tools = ToolboxLoader(ToolDeps.from_settings(self.settings, self.db))
-        return self._tools
+            await migrate.upgrade(db)
+        vault = await _open_vault(db, st)
+        state = create_state(st.redis_url, breaker=BreakerConfig(
+            st.breaker_failures, st.breaker_window, st.breaker_cooldown),
+            **({"prefix": st.redis_prefix} if st.redis_url is not None else {}))
+        on_close(state.close)
 
-    def _check_mcp_servers(self, servers: list[dict[str, Any]], is_admin: bool) -> None:
-        from warden.agents.tools.toolbox import validate_mcp_servers
+        # Tenancy: every cache's changes are broadcast through the state store.
+        notify = invalidation.publisher(state)
+        accounts = Accounts(db, cache_ttl=st.key_cache_ttl, notify=notify)
+        byok = Byok(db, vault, notify=notify)
+        on_close(byok.cache.close)
+        model_groups = ModelGroups(db, notify=notify)
+        budgets = Budgets(db, notify=notify)
+        policies = PolicyStore(db, cache_ttl=st.policy_cache_ttl, notify=notify)
+        await _subscribe(state, on_close, invalidation.dispatcher(
+            accounts=accounts, byok=byok.cache, model_groups=model_groups, budgets=budgets))
+        await _subscribe(state, on_close, policies.on_message)
 
-        validate_mcp_servers(servers, is_admin=is_admin,
-                             stdio_allow=self.settings.mcp_stdio_allow_list)
+        # Gateway.
+        spend = SpendWriter(db)
+        spend.start()
+        on_close(spend.close)
+        gateway = Gateway(
+            credentials=byok.cache.resolved_credentials,
+            groups=model_groups.for_workspace,
+            state=state,
+            catalog=get_catalog(),
+            spend=spend.record,
+            on_credential_used=byok.cache.touch_last_used,
+            limiter=Limiter(state, budgets.limits_for, default_output_tokens=st.reserve_output_tokens,
+                            fail_open=st.limits_fail_open),
+            config=GatewayConfig(
+                max_retries=st.max_retries,
+                deadline_s=st.request_deadline,
+                timeouts=Timeouts(connect=st.upstream_connect_timeout,
+                                  first_byte=st.upstream_first_byte_timeout,
+                                  stream_gap=st.upstream_stream_gap_timeout,
+                                  total=st.request_deadline),
+            ),
+        )
+        on_close(aclose_client)
 
-    def _start_agents(self) -> None:
-        # Lambdas, not bound methods of ``self.tools``: the tool stack loads on first use.
-        self.agents = Agents(self.db, check_tools=lambda names: self.tools.validate(names),
-                             check_servers=self._check_mcp_servers)
-        self.sessions = Sessions(self.db, self.agents)
-        self.runs = Runs(self.db, self.gateway, self.agents, self.sessions,
-                         toolbox_factory=lambda agent: self.tools(agent))
-
-    async def _start_governance(self) -> None:
-        """Policy, approvals, maturity, feedback and audit reading, hooked into the run loop."""
-        st = self.settings
-        self.policies = PolicyStore(self.db, cache_ttl=st.policy_cache_ttl)
-        self.policies.notify = invalidation.publisher(self.state)
-        try:
-            self._closers.append(_sync_closer(await self.state.subscribe(self.policies.on_message)))
-        except StateUnavailable:
-            log.warning("shared state store unreachable at start; policy invalidation deferred")
-        self.maturity = Maturity(self.db, self.policies, MaturityConfig.from_settings(
+        # Agents, and the governance their runs are built with (policy source and hooks).
+        tools = ToolboxLoader(lambda: _tool_deps(st, db), mcp_stdio_allow=st.mcp_stdio_allow_list)
+        agents = Agents(db, check_tools=tools.validate, check_servers=tools.check_servers)
+        sessions = Sessions(db, agents)
+        maturity = Maturity(db, policies, MaturityConfig.from_settings(
             st.promotion_min_runs, st.promotion_max_intervention, st.promotion_min_feedback, st.demotion_streak))
-        self.approvals = Approvals(self.db, self.runs, self.maturity, ttl_s=st.approval_ttl,
-                                   sweep_s=st.approval_sweep_interval)
-        self.feedback = FeedbackService(self.db, self.runs, self.maturity)
-        self.audit_log = AuditLog(self.db)
-        self.runs.policy_source = self.policies.policy_for
-        self.runs.hooks = GovernanceHooks(self.approvals, self.maturity)
+        runs = Runs(db, gateway, agents, sessions, toolbox_factory=tools,
+                    policy_source=policies.policy_for,
+                    hooks=GovernanceHooks(maturity, approval_ttl_s=st.approval_ttl))
+        await runs.start_background()  # sweeps runs a dead process left running
+        on_close(runs.close)
+        approvals = Approvals(db, runs, maturity, ttl_s=st.approval_ttl, sweep_s=st.approval_sweep_interval)
+        approvals.start()  # expires overdue approvals, applies decisions a dead instance left
+        on_close(approvals.close)
+        feedback = FeedbackService(db, runs, maturity)
 
-    async def _wire_invalidation(self) -> None:
-        """Changes are broadcast through the state store; every instance drops its copies."""
-        notify = invalidation.publisher(self.state)
-        for service in (self.accounts, self.byok, self.model_groups, self.budgets):
-            service.notify = notify
-        on_message = invalidation.dispatcher(accounts=self.accounts, byok=self.byok,
-                                             model_groups=self.model_groups, budgets=self.budgets)
-        try:
-            self._closers.append(_sync_closer(await self.state.subscribe(on_message)))
-        except StateUnavailable:
-            # Registered anyway: delivery starts when the store comes back, and the
-            # caches' TTLs bound staleness meanwhile.
-            log.warning("shared state store unreachable at start; invalidation deferred")
+        admin_key_path = None
+        if bootstrap:
+            admin_key_path = await bootstrap_admin(accounts, st.data_dir, st.admin_key)
+            if admin_key_path is not None:
+                log.warning("bootstrap admin key written to %s (mode 0600)", admin_key_path)
+        return cls(settings=st, db=db, vault=vault, state=state, accounts=accounts, byok=byok,
+                   model_groups=model_groups, budgets=budgets, spend=spend, gateway=gateway, tools=tools,
+                   agents=agents, sessions=sessions, policies=policies, maturity=maturity, runs=runs,
+                   approvals=approvals, feedback=feedback, audit_log=AuditLog(db),
+                   admin_key_path=admin_key_path, _exit=exit_stack)
 
     async def readiness(self) -> dict[str, str]:
         """Each dependency's state, for ``/readyz``: "ok" or why not."""
@@ -210,16 +184,30 @@ class Services:
                 "state": "memory" if self.settings.redis_url is None else "redis"}
 
     async def close(self) -> None:
-        for closer in reversed(self._closers):
-            await closer()
-        await self.db.close()
+        await self._exit.aclose()
 
 
-def _sync_closer(unsubscribe):  # noqa: ANN001, ANN202 - Callable[[], None] -> async closer
+async def _subscribe(state: StateStore, on_close: Callable[..., Any],
+                     callback: InvalidationCallback) -> None:
+    """Drop local copies when another instance changes something."""
+    try:
+        unsubscribe = await state.subscribe(callback)
+    except StateUnavailable:
+        # Delivery starts when the store comes back; the caches' TTLs bound staleness meanwhile.
+        log.warning("shared state store unreachable at start; invalidation deferred")
+        return
+
     async def close() -> None:
         unsubscribe()
 
-    return close
+    on_close(close)
+
+
+def _tool_deps(settings: Settings, db: Database) -> ToolDeps:
+    # Imported on first use: the egress policy brings httpx, which a gateway-only process never needs.
+    from warden.agents.tools.deps import ToolDeps
+
+    return ToolDeps.from_settings(settings, db)
 
 
 async def _open_vault(db: Database, settings: Settings) -> Keyring:

@@ -17,7 +17,7 @@ from tests.support.agents import (
 )
 
 from tests.support.app import client_for
-from warden.agents.runtime import RuntimeConfig
+from warden.agents.runs import RuntimeConfig
 from warden.services import Services
 from warden.testing.upstream import Behaviour, SimToolCall, UpstreamServer
 

@@ -37,7 +37,7 @@ def _row(workspace_id: str, request_id: str, **fields: object) -> dict:
 
 
 def test_step_request_ids_fit_the_spend_column() -> None:
-    from warden.agents.runtime import step_request_id
+    from warden.agents.runs import step_request_id
 
     width = SpendRow.__table__.c.request_id.type.length
     assert step_request_id("", "run_abc", 3) == "run_abc:3"

@@ -15,7 +15,8 @@ import uvicorn
 
 from warden.agents.tools.egress import EgressPolicy
 from warden.agents.tools.mcp import McpServerError
-from warden.agents.tools.toolbox import ToolContext, build_toolbox
+from warden.agents.tools.toolbox import build_toolbox
+from warden.agents.tools.base import ToolContext
 from warden.agents.tools.deps import ToolDeps
 from warden.store.db import Database
 

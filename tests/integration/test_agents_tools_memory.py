@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import delete, func, select, text
 
 from warden.agents.memory import AgentMemoryStore
-from warden.agents.tools.toolbox import BUILTIN_TOOLS, ToolContext
+from warden.agents.tools.builtin import BUILTIN_TOOLS
+from warden.agents.tools.base import ToolContext
 from warden.agents.tools.deps import ToolDeps
 from warden.services import Services
 from warden.store.agent_models import Agent

@@ -9,7 +9,7 @@ command on the host); members may create agents and edit or delete the ones
 they created, and may send a stored server's ``tool_levels`` back unchanged.
 
 Each stored MCP server entry carries ``trusted``: whether an admin configured it
-as it stands (``agents/mcp.py``: only then may a tool's ``readOnlyHint`` lower
+as it stands (``agents/tools/mcp.py``: only then may a tool's ``readOnlyHint`` lower
 its risk level below 3). The registry sets it, never the client: an entry an
 admin sends is trusted unless the admin sends ``trusted: false``; an entry a
 member sends keeps its stored flag only when it comes back unchanged (same
@@ -39,8 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.tenancy.accounts import Principal
 from warden.agents.secrets_mask import keep_masked_secrets, redacted_servers
-from warden.tenancy.credentials import parse_input
-from warden.errors import Conflict, Forbidden, NotFound
+from warden.errors import Conflict, Forbidden, NotFound, parse_input
 from warden.agents.policy import Tier
 from warden.store import audit
 from warden.store.agent_models import Agent

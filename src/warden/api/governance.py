@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from warden.api.deps import AdminDep, PrincipalDep, ServicesDep
-from warden.api.wire.common import parse_body
+from warden.formats.common import parse_body
 from warden.governance.approvals import ApprovalView
 from warden.governance.feedback import FeedbackBody
 from warden.agents.policy import Tier

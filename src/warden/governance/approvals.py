@@ -22,15 +22,16 @@ import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden.tenancy.accounts import Principal
-from warden.agents.runtime import Action, RunHandle, Runs
+from warden.agents.hooks import Action
+from warden.agents.runs import RunHandle, Runs
 from warden.errors import Conflict, NotFound, ValidationFailed
 from warden.governance.maturity import Maturity
 from warden.store import audit
 from warden.store.agent_models import Agent, Run
+from warden.store.base import new_id, utcnow
 from warden.store.db import Database
 from warden.store.governance_models import Approval
-from warden.store.base import new_id, utcnow
+from warden.tenancy.accounts import Principal
 
 log = logging.getLogger("warden.governance")
 
@@ -68,6 +69,21 @@ class ApprovalView:
                    a.rule, a.status, a.requested_at, a.expires_at, a.decided_at, a.decided_by, a.note)
 
 
+async def request_approvals(s: AsyncSession, run: Run, agent: Agent, pending: list[Action], *,
+                            ttl_s: float) -> None:
+    """One pending approval per action, written in the transaction that pauses the run.
+    A function, not a method of ``Approvals``: the runs' hooks call it, and the runs are
+    built (with their hooks) before the ``Approvals`` that resume them."""
+    now = utcnow()
+    for a in pending:
+        s.add(Approval(id=new_id("apr"), workspace_id=run.workspace_id, run_id=run.id, session_id=run.session_id,
+                       tool_call_id=a.tool_call_id, agent_id=agent.id, api_key_id=run.api_key_id, tool=a.name,
+                       arguments=a.arguments, risk_level=a.level, reason=a.reason, rule=a.rule,
+                       status="pending", requested_at=now, expires_at=now + timedelta(seconds=ttl_s),
+                       applied=False))
+    await s.flush()
+
+
 class Approvals:
     def __init__(self, db: Database, runs: Runs, maturity: Maturity, *, ttl_s: float = 86400.0,
                  sweep_s: float = 30.0) -> None:
@@ -79,19 +95,6 @@ class Approvals:
         self._sweeper: asyncio.Task[None] | None = None
         # Actions of one run are resumed one at a time in this process.
         self._run_locks: dict[str, asyncio.Lock] = {}
-
-    # --- created by the run loop (inside its pause transaction) -----------------------
-
-    async def create(self, s: AsyncSession, run: Run, agent: Agent, pending: list[Action]) -> None:
-        now = utcnow()
-        for a in pending:
-            s.add(Approval(id=new_id("apr"), workspace_id=run.workspace_id, run_id=run.id, session_id=run.session_id,
-                           tool_call_id=a.tool_call_id, agent_id=agent.id, api_key_id=run.api_key_id, tool=a.name,
-                           arguments=a.arguments, risk_level=a.level, reason=a.reason, rule=a.rule,
-                           status="pending", requested_at=now, expires_at=now + timedelta(seconds=self.ttl_s),
-                           applied=False))
-        await s.flush()
-        await self.maturity.approvals_asked(s, agent, len(pending))
 
     # --- reading -------------------------------------------------------------------------
 

@@ -18,14 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden.tenancy.accounts import Principal
-from warden.agents.runtime import Runs
+from warden.agents.runs import Runs
 from warden.errors import NotFound, ValidationFailed
 from warden.governance.maturity import Maturity, find_agent
 from warden.store.agent_models import Agent, Message
+from warden.store.base import new_id, utcnow
 from warden.store.db import Database
 from warden.store.governance_models import Feedback
-from warden.store.base import new_id, utcnow
+from warden.tenancy.accounts import Principal
 
 Rating = Literal["up", "down", 1, 2, 3, 4, 5]
 

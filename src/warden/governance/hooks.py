@@ -1,13 +1,14 @@
-"""Governance joined to the run loop: every decision audited, approvals stored
-when a run pauses, and each finished run counted toward its agent's maturity."""
+"""Governance joined to the run loop (the ``RunHooks`` of ``agents/hooks.py``):
+every decision audited, approvals asked for when a run pauses, and each finished
+run counted toward its agent's maturity."""
 
 from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden.agents.runtime import Action, RunHooks
-from warden.governance.approvals import Approvals
+from warden.agents.hooks import Action, RunHooks
+from warden.governance.approvals import request_approvals
 from warden.governance.maturity import Maturity
 from warden.store import audit
 from warden.store.agent_models import Agent, Run
@@ -15,9 +16,9 @@ from warden.store.governance_models import Approval
 
 
 class GovernanceHooks(RunHooks):
-    def __init__(self, approvals: Approvals, maturity: Maturity) -> None:
-        self.approvals = approvals
+    def __init__(self, maturity: Maturity, *, approval_ttl_s: float) -> None:
         self.maturity = maturity
+        self.approval_ttl_s = approval_ttl_s
 
     async def decided(self, s: AsyncSession, run: Run, agent: Agent, actions: list[Action]) -> None:
         for a in actions:
@@ -28,7 +29,8 @@ class GovernanceHooks(RunHooks):
                                    "reason": a.reason or ""})
 
     async def paused(self, s: AsyncSession, run: Run, agent: Agent, pending: list[Action]) -> None:
-        await self.approvals.create(s, run, agent, pending)
+        await request_approvals(s, run, agent, pending, ttl_s=self.approval_ttl_s)
+        await self.maturity.approvals_asked(s, agent, len(pending))
 
     async def ended(self, s: AsyncSession, run: Run, status: str) -> None:
         refused = (await s.execute(select(func.count(Approval.id)).where(

@@ -23,14 +23,14 @@ from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from warden.errors import Conflict, NotFound, ValidationFailed
 from warden.agents.policy import TIERS
+from warden.errors import Conflict, NotFound, ValidationFailed
 from warden.governance.policy_store import PolicyStore
 from warden.store import audit
 from warden.store.agent_models import Agent
+from warden.store.base import utcnow
 from warden.store.db import Database
 from warden.store.governance_models import AgentMaturity, Feedback, TierProposal
-from warden.store.base import utcnow
 
 
 @dataclass(frozen=True, slots=True)

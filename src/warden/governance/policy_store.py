@@ -112,11 +112,12 @@ def parse_policy(data: dict[str, Any]) -> PolicyBody:
 
 
 class PolicyStore:
-    def __init__(self, db: Database, *, cache_ttl: float = 3.0) -> None:
+    def __init__(self, db: Database, *, cache_ttl: float = 3.0,
+                 notify: Notify | None = None) -> None:
         self.db = db
         self.cache_ttl = cache_ttl
         self._cache: dict[str, tuple[float, StoredPolicy]] = {}
-        self.notify: Notify | None = None
+        self.notify = notify  # the broadcast to other instances; None: this instance only
 
     async def policy_for(self, workspace_id: str) -> WorkspacePolicy | None:
         """The run loop's policy source."""

@@ -1,8 +1,8 @@
 """What every tool is: the context it runs in, the result it returns, and a
 function-backed implementation with argument validation.
 
-Kept apart from ``tools.py`` (which re-exports these names) so the built-in
-and MCP tool modules can depend on the types without importing the registry.
+Kept apart from ``toolbox.py`` so the built-in and MCP tool modules can depend
+on the types without importing the toolbox that assembles them.
 """
 
 from __future__ import annotations

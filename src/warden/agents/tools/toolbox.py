@@ -1,5 +1,5 @@
-"""The tools an agent may call: the interface the runtime codes against, the
-registry of built-ins, and ``build_toolbox`` (built-ins plus MCP servers).
+"""The tools one agent may call: ``build_toolbox`` assembles the built-ins it
+names and the tools of its MCP servers into a ``Toolbox``.
 
 The runtime builds a ``ToolDeps`` once (``ToolDeps.from_settings``), a
 ``Toolbox`` per agent load, calls ``toolbox.tools[name].run(args, ctx)`` for
@@ -19,19 +19,12 @@ from warden.agents.tools.builtin import BUILTIN_TOOLS
 from warden.agents.tools.deps import ToolDeps
 from warden.agents.tools.mcp import (
     McpConnection,
-    McpServerError,
     parse_servers,
     tools_of,
-    validate_mcp_servers,
 )
-from warden.agents.tools.base import Tool, ToolContext, ToolResult, cap_text
+from warden.agents.tools.base import Tool
 from warden.errors import ValidationFailed
 from warden.gateway.types import ToolSpec
-
-__all__ = [
-    "BUILTIN_TOOLS", "McpServerError", "Tool", "ToolContext", "ToolDeps", "ToolResult", "Toolbox",
-    "build_toolbox", "cap_text", "validate_mcp_servers", "validate_tool_names",
-]
 
 log = logging.getLogger("warden.agents.tools")
 RISK_LEVELS = (1, 2, 3, 4)
@@ -87,7 +80,7 @@ async def build_toolbox(agent_tools: list[str], mcp_servers: list[dict[str, Any]
     """Built-ins by name plus every tool of every MCP server; ``tool_levels`` (admin
     overrides, keyed by exposed tool name) replace declared or annotated levels.
     A server entry without ``trusted: true`` gets no credit for ``readOnlyHint``
-    (see ``agents/mcp.py``): pass the entries as the agents registry stored them.
+    (see ``agents/tools/mcp.py``): pass the entries as the agents registry stored them.
 
     Raises ValidationFailed for a bad definition and McpServerError when a server
     cannot be started or reached in time (the servers already started are closed).

@@ -7,7 +7,9 @@ import pytest
 
 from warden.agents.tools.egress import EgressPolicy
 from warden.agents.tools.base import FunctionTool, cap_text
-from warden.agents.tools.toolbox import BUILTIN_TOOLS, ToolContext, ToolResult, build_toolbox, validate_tool_names
+from warden.agents.tools.toolbox import build_toolbox, validate_tool_names
+from warden.agents.tools.builtin import BUILTIN_TOOLS
+from warden.agents.tools.base import ToolContext, ToolResult
 from warden.agents.tools.deps import ToolDeps
 from warden.config import load_settings
 from warden.errors import ValidationFailed

@@ -24,7 +24,7 @@ from warden.agents.tools.mcp import (
     result_text,
     stdio_command_allowed,
 )
-from warden.agents.tools.toolbox import validate_mcp_servers
+from warden.agents.tools.mcp import validate_mcp_servers
 from warden.config import load_settings
 from warden.errors import ConfigError, Forbidden, ValidationFailed
 
