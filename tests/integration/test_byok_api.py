@@ -268,7 +268,7 @@ async def test_env_fallback_default_workspace_only(
     assert_envelope(await client.get("/api/byok/env:groq"), 404, "credential_not_found")
 
     default_ws = await services.accounts.workspace_by_name("default")
-    resolved = {c.id: c for c in await services.byok.resolved_credentials(default_ws.id)}
+    resolved = {c.id: c for c in await services.byok.cache.resolved_credentials(default_ws.id)}
     assert resolved["env:openai"].api_key == SECRET and resolved["env:gemini"].api_key == OTHER_SECRET
     assert resolved["env:gemini"].auth == "x-goog-api-key"
 
@@ -276,11 +276,11 @@ async def test_env_fallback_default_workspace_only(
     stored = (await client.post("/api/byok", json={"provider": "openai", "api_key": OTHER_SECRET})).json()
     ids = [v["id"] for v in (await client.get("/api/byok")).json()]
     assert stored["id"] in ids and "env:openai" not in ids
-    resolved = {c.provider: c for c in await services.byok.resolved_credentials(default_ws.id)}
+    resolved = {c.provider: c for c in await services.byok.cache.resolved_credentials(default_ws.id)}
     assert resolved["openai"].source == "db" and resolved["openai"].api_key == OTHER_SECRET
     await client.patch(f"/api/byok/{stored['id']}", json={"status": "disabled"})
     assert "env:openai" in [v["id"] for v in (await client.get("/api/byok")).json()]
-    resolved = {c.provider: c for c in await services.byok.resolved_credentials(default_ws.id)}
+    resolved = {c.provider: c for c in await services.byok.cache.resolved_credentials(default_ws.id)}
     assert resolved["openai"].source == "env"
 
     # Another workspace never sees the environment's keys.
@@ -291,7 +291,7 @@ async def test_env_fallback_default_workspace_only(
         assert_envelope(await o.get("/api/byok/env:openai"), 404, "credential_not_found")
         assert_envelope(await o.post("/api/byok/env:openai/test"), 404, "credential_not_found")
         assert_envelope(await o.delete("/api/byok/env:openai"), 404, "credential_not_found")
-    assert await services.byok.resolved_credentials(ws["id"]) == []
+    assert await services.byok.cache.resolved_credentials(ws["id"]) == []
 
 
 async def test_moving_base_url_needs_the_key_again(client: httpx.AsyncClient) -> None:

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from warden.api.deps import AdminDep, PrincipalDep, ServicesDep
-from warden.tenancy.credentials import CredentialCreate, CredentialPatch, CredentialView, TestResult
+from warden.tenancy.credentials import CredentialCreate, CredentialPatch, CredentialView
+from warden.tenancy.probe import TestResult
 from warden.errors import InvalidRequest
 from warden.gateway.providers.registry import PROVIDERS
 from warden.logs import redact

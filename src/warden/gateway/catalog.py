@@ -7,7 +7,8 @@ Three layers, later ones winning:
    nothing here touches the network.
 2. ``data/models.json``: capabilities, a quality score and limits genai-prices
    lacks, with its sources and date.
-3. A credential's per-model :class:`ModelOverride`.
+3. A credential's per-model :class:`ModelOverride`, validated once, as a
+   :class:`ModelSpec` (API input and stored rows alike).
 
 Price rules:
 
@@ -31,20 +32,32 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import cache
 from importlib.resources import files
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from genai_prices import types as gp
 from genai_prices.data_snapshot import DataSnapshot, get_snapshot
-from genai_prices.data_units import unit_data
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StrictBool
 
+from warden.gateway.pricing import (
+    FixedRates,
+    Free,
+    GenaiPrices,
+    Pricing,
+    fixed_cost,
+    flat_cost,
+    flat_rates,
+    to_genai_usage,
+    worst_rates,
+)
 from warden.gateway.providers.registry import PROVIDERS, ProviderInfo
 from warden.gateway.types import Usage
 
-CAPABILITIES: frozenset[str] = frozenset({"tools", "vision", "json_schema", "reasoning"})
+Capability = Literal["tools", "vision", "json_schema", "reasoning"]
+CAPABILITIES: frozenset[str] = frozenset(get_args(Capability))
 
 _MTOK = Decimal(1_000_000)
 _ZERO = Decimal(0)
@@ -70,58 +83,51 @@ class ModelOverride:
     def has_prices(self) -> bool:
         return self.input_price is not None or self.output_price is not None
 
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> ModelOverride:
-        """Build from a credential's model entry (JSON); raises ValueError on bad values."""
 
-        def price(key: str) -> Decimal | None:
-            value = raw.get(key)
-            if value is None:
-                return None
-            if isinstance(value, bool):
-                raise ValueError(f"{key} must be a number")
-            try:
-                dec = Decimal(str(value))
-            except InvalidOperation:
-                raise ValueError(f"{key} must be a number") from None
-            if not dec.is_finite() or dec < 0:
-                raise ValueError(f"{key} must be a non-negative number")
-            return dec
+def _not_bool(value: Any) -> Any:
+    # JSON true/false would otherwise pass as the numbers 1 and 0.
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
 
-        def positive_int(key: str) -> int | None:
-            value = raw.get(key)
-            if value is None:
-                return None
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{key} must be a positive integer")
-            return value
 
-        caps = raw.get("capabilities")
-        if caps is not None:
-            if not isinstance(caps, (list, tuple, set, frozenset)):
-                raise ValueError("capabilities must be a list")
-            unknown = set(caps) - CAPABILITIES
-            if unknown:
-                raise ValueError(f"unknown capabilities: {', '.join(sorted(map(str, unknown)))}")
-            caps = frozenset(caps)
-        quality = raw.get("quality")
-        if quality is not None:
-            if isinstance(quality, bool) or not isinstance(quality, (int, float)) or not 0 <= quality <= 1:
-                raise ValueError("quality must be a number between 0 and 1")
-            quality = float(quality)
-        free = raw.get("free")
-        if free is not None and not isinstance(free, bool):
-            raise ValueError("free must be true or false")
-        return cls(
-            input_price=price("input_price"),
-            output_price=price("output_price"),
-            cache_read_price=price("cache_read_price"),
-            cache_write_price=price("cache_write_price"),
-            context_window=positive_int("context_window"),
-            max_output=positive_int("max_output"),
-            capabilities=caps,
-            quality=quality,
-            free=free,
+# USD per million tokens; exact in, a plain JSON number out.
+Price = Annotated[Decimal, Field(ge=0, le=1_000_000, allow_inf_nan=False),
+                  PlainSerializer(float, return_type=float, when_used="json")]
+TokenCount = Annotated[int, Field(ge=1, le=100_000_000), BeforeValidator(_not_bool)]
+Quality = Annotated[float, Field(ge=0, le=1), BeforeValidator(_not_bool)]
+
+
+# The one validation of an override: API input is checked with it and stored rows
+# are re-read with it; ``override`` then only converts. (The docstring is public:
+# it is the OpenAPI description.)
+class ModelSpec(BaseModel):
+    """One model a credential serves, with optional overrides of the catalog."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=200, pattern=r"^\S+$")
+    input_price: Price | None = None
+    output_price: Price | None = None
+    cache_read_price: Price | None = None
+    cache_write_price: Price | None = None
+    context_window: TokenCount | None = None
+    max_output: TokenCount | None = None
+    capabilities: tuple[Capability, ...] | None = Field(default=None, max_length=4)
+    quality: Quality | None = None
+    free: StrictBool | None = None
+
+    def override(self) -> ModelOverride:
+        return ModelOverride(
+            input_price=self.input_price,
+            output_price=self.output_price,
+            cache_read_price=self.cache_read_price,
+            cache_write_price=self.cache_write_price,
+            context_window=self.context_window,
+            max_output=self.max_output,
+            capabilities=None if self.capabilities is None else frozenset(self.capabilities),
+            quality=self.quality,
+            free=self.free,
         )
 
 
@@ -165,152 +171,6 @@ class ModelInfo:
         }
 
 
-# --- how a model is priced (resolved once per (provider, model, override)) ----
-
-
-@dataclass(frozen=True, slots=True)
-class _Free:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _FixedRates:
-    input: Decimal
-    output: Decimal
-    cache_read: Decimal
-    cache_write: Decimal
-
-
-_FlatRates = tuple[tuple[str, Decimal, int], ...]  # (count name, USD per ``per`` units, per)
-
-
-@dataclass(frozen=True, slots=True)
-class _GenaiPrices:
-    provider: gp.Provider
-    model: gp.ModelInfo
-    worst_input: Decimal
-    worst_output: Decimal
-    # The token rates when the price is flat (see ``_flat_rates``): the cost is then
-    # computed here, the same arithmetic as genai-prices without its per-call setup.
-    flat: _FlatRates | None = None
-
-
-_Pricing = _Free | _FixedRates | _GenaiPrices | None
-
-
-def _top_rate(price: Decimal | gp.TieredPrices | None) -> Decimal:
-    if price is None:
-        return _ZERO
-    if isinstance(price, gp.TieredPrices):
-        return max([price.base, *(tier.price for tier in price.tiers)])
-    return price
-
-
-def _worst_rates(model: gp.ModelInfo, now: datetime) -> tuple[Decimal, Decimal] | None:
-    """Highest input/output rate the model can charge now, or None without token prices."""
-    candidates = [model.get_prices(now)]
-    if isinstance(model.prices, list):
-        # Time-of-day windows (e.g. DeepSeek off-peak) alternate during the day.
-        candidates += [
-            c.prices for c in model.prices if isinstance(c.constraint, gp.TimeOfDateConstraint)
-        ]
-    if all(mp.input_mtok is None and mp.output_mtok is None for mp in candidates):
-        return None
-    return (
-        max(_top_rate(mp.input_mtok) for mp in candidates),
-        max(_top_rate(mp.output_mtok) for mp in candidates),
-    )
-
-
-# genai-prices' price keys -> (our count that unit charges, ``per``). The four token
-# units are what a chat call reports; units of other families (web searches, audio
-# seconds, pages...) are never reported by a chat call, so they charge a count of 0.
-_TOKEN_UNITS = {"input_mtok": "input", "output_mtok": "output",
-                "cache_read_mtok": "cache_read", "cache_write_mtok": "cache_write"}
-_UNITS: dict[str, tuple[str, int]] = {
-    unit["price_key"]: (_TOKEN_UNITS.get(unit["price_key"], "none"), unit["per"])
-    for unit in unit_data.values()
-    if unit["price_key"] in _TOKEN_UNITS or unit["dimensions"].get("family") not in ("tokens", "requests")
-}
-
-
-
-def _flat_rates(provider: gp.Provider, model: gp.ModelInfo, now: datetime) -> _FlatRates | None:
-    """The model's rates, in genai-prices' order, when its price from ``now`` on is one
-    fixed set of per-unit rates (no tiers, no time-of-day windows, no per-request
-    fee, no price change scheduled), else None: genai-prices computes those."""
-    prices = model.prices
-    if isinstance(prices, list):
-        # Prices that started in the past stay in force; the last one active wins.
-        if not all(c.constraint is None or (isinstance(c.constraint, gp.StartDateConstraint)
-                                            and c.constraint.active(now)) for c in prices):
-            return None
-        prices = prices[-1].prices
-    if type(prices) is not gp.ModelPrice or (provider.id == "groq" and model.id.startswith("whisper")):
-        return None
-    rates = [(key, value) for key, value in vars(prices).items()
-             if not key.startswith("_") and value is not None]
-    if not any(key in _TOKEN_UNITS for key, _ in rates) or not all(
-            key in _UNITS and type(value) is Decimal and value.is_finite() and value >= 0
-            for key, value in rates):
-        return None
-    return tuple((_UNITS[key][0], value, _UNITS[key][1]) for key, value in rates)
-
-
-def _flat_cost(rates: _FlatRates, usage: Usage) -> Decimal:
-    """genai-prices' result for a flat price, operation for operation, so the Decimal
-    is identical, exponent included: each priced unit is charged its *leaf* count
-    (input minus the cache reads/writes priced on their own), each term is
-    ``price * count / per``, summed from ``Decimal(0)`` (tests compare both over
-    the whole snapshot)."""
-    cache_read = usage.cache_read_tokens
-    cache_write = usage.cache_write_tokens
-    uncached = max(usage.input_tokens, cache_read + cache_write)  # clamped as in to_genai_usage
-    for unit, _, _ in rates:
-        if unit == "cache_read":
-            uncached -= cache_read
-        elif unit == "cache_write":
-            uncached -= cache_write
-    counts = {"input": uncached, "output": max(usage.output_tokens, usage.reasoning_tokens),
-              "cache_read": cache_read, "cache_write": cache_write, "none": 0}
-    total = Decimal(0)
-    for unit, price, per in rates:
-        total += price * Decimal(counts[unit]) / per
-    return total
-
-
-def to_genai_usage(usage: Usage) -> gp.Usage:
-    """Our Usage -> genai-prices' Usage (same inclusive convention; see module doc)."""
-    cache_read = usage.cache_read_tokens
-    cache_write = usage.cache_write_tokens
-    values: dict[str, int] = {
-        # Clamp so a provider's inconsistent counts cannot make genai-prices raise.
-        "input_tokens": max(usage.input_tokens, cache_read + cache_write),
-        "output_tokens": max(usage.output_tokens, usage.reasoning_tokens),
-    }
-    if cache_read:
-        values["cache_read_tokens"] = cache_read
-    if cache_write:
-        values["cache_write_tokens"] = cache_write
-    if usage.reasoning_tokens:
-        values["output_reasoning_tokens"] = usage.reasoning_tokens
-    return gp.Usage(**values)
-
-
-def _fixed_cost(rates: _FixedRates, usage: Usage) -> Decimal:
-    cache_read = usage.cache_read_tokens
-    cache_write = usage.cache_write_tokens
-    uncached = max(usage.input_tokens - cache_read - cache_write, 0)
-    output = max(usage.output_tokens, usage.reasoning_tokens)
-    total = (
-        uncached * rates.input
-        + cache_read * rates.cache_read
-        + cache_write * rates.cache_write
-        + output * rates.output
-    )
-    return total / _MTOK
-
-
 def _normalise(model: str) -> str:
     model = model.strip().lower()
     return model.removeprefix("models/")  # Gemini's resource-name form
@@ -339,7 +199,7 @@ class Catalog:
             provider: sorted(models) for provider, models in data.get("models", {}).items()
         }
         self._info_cache: dict[tuple[str, str, ModelOverride | None], ModelInfo] = {}
-        self._pricing_cache: dict[tuple[str, str, ModelOverride | None], _Pricing] = {}
+        self._pricing_cache: dict[tuple[str, str, ModelOverride | None], Pricing] = {}
         self._genai_cache: dict[tuple[str, str], tuple[gp.Provider, gp.ModelInfo] | None] = {}
 
     # --- public API ---------------------------------------------------------
@@ -369,12 +229,12 @@ class Catalog:
         pricing = self._pricing(provider, model, overrides)
         if pricing is None:
             return None
-        if isinstance(pricing, _Free):
+        if isinstance(pricing, Free):
             return _ZERO
-        if isinstance(pricing, _FixedRates):
-            return _fixed_cost(pricing, usage)
+        if isinstance(pricing, FixedRates):
+            return fixed_cost(pricing, usage)
         if pricing.flat is not None and at is None:
-            return _flat_cost(pricing.flat, usage)
+            return flat_cost(pricing.flat, usage)
         calc = pricing.model.calc_price(
             to_genai_usage(usage), pricing.provider, genai_request_timestamp=at or datetime.now(tz=UTC)
         )
@@ -425,7 +285,7 @@ class Catalog:
         self._genai_cache[key] = found
         return found
 
-    def _pricing(self, provider: str, model: str, overrides: ModelOverride | None) -> _Pricing:
+    def _pricing(self, provider: str, model: str, overrides: ModelOverride | None) -> Pricing:
         key = (provider, model, overrides)
         if key in self._pricing_cache:
             return self._pricing_cache[key]
@@ -435,10 +295,10 @@ class Catalog:
         self._pricing_cache[key] = pricing
         return pricing
 
-    def _resolve_pricing(self, provider: str, model: str, overrides: ModelOverride | None) -> _Pricing:
+    def _resolve_pricing(self, provider: str, model: str, overrides: ModelOverride | None) -> Pricing:
         if overrides is not None and overrides.has_prices:
             in_rate = overrides.input_price or _ZERO
-            return _FixedRates(
+            return FixedRates(
                 input=in_rate,
                 output=overrides.output_price or _ZERO,
                 cache_read=in_rate if overrides.cache_read_price is None else overrides.cache_read_price,
@@ -447,15 +307,15 @@ class Catalog:
         declared_free = overrides.free if overrides is not None else None
         pinfo = self._providers.get(provider)
         if declared_free or (declared_free is None and pinfo is not None and pinfo.local):
-            return _Free()
+            return Free()
         found = self._genai_model(provider, model)
         if found is None:
             return None
         now = datetime.now(tz=UTC)
-        rates = _worst_rates(found[1], now)
+        rates = worst_rates(found[1], now)
         if rates is None:
             return None
-        return _GenaiPrices(found[0], found[1], rates[0], rates[1], _flat_rates(found[0], found[1], now))
+        return GenaiPrices(found[0], found[1], rates[0], rates[1], flat_rates(found[0], found[1], now))
 
     def _build_info(self, provider: str, model: str, overrides: ModelOverride | None) -> ModelInfo:
         entry = self._described_entry(provider, model)
@@ -478,11 +338,11 @@ class Catalog:
         pricing = self._pricing(provider, model, overrides)
         in_price: Decimal | None
         out_price: Decimal | None
-        if isinstance(pricing, _Free):
+        if isinstance(pricing, Free):
             in_price = out_price = _ZERO
-        elif isinstance(pricing, _FixedRates):
+        elif isinstance(pricing, FixedRates):
             in_price, out_price = pricing.input, pricing.output
-        elif isinstance(pricing, _GenaiPrices):
+        elif isinstance(pricing, GenaiPrices):
             in_price, out_price = pricing.worst_input, pricing.worst_output
         else:
             in_price = out_price = None
@@ -495,7 +355,7 @@ class Catalog:
             quality=quality,
             price_known=pricing is not None,
             described=described,
-            free=isinstance(pricing, _Free),
+            free=isinstance(pricing, Free),
             input_price=in_price,
             output_price=out_price,
             input_rate=None if in_price is None else float(in_price),

@@ -85,16 +85,16 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 class Accounts:
-    def __init__(self, db: Database, *, cache_ttl: float = 5.0,
+    def __init__(self, db: Database, *, cache_ttl: float = 5.0, notify: Notify | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.cache_ttl = cache_ttl
+        self.notify = notify  # the broadcast to other instances; None: this instance only
         self._clock = clock
         # key hash -> (expires at, principal or None for "no such key")
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         # key hash -> the lookup in flight: concurrent misses of one key share it
         self._lookups: SingleFlight[str, Principal | None] = SingleFlight()
-        self.notify: Notify | None = None  # set by the composition root: the broadcast
 
     # --- authentication (hot path) -------------------------------------------
 

@@ -101,11 +101,11 @@ class _Entry:
 
 
 class Budgets:
-    def __init__(self, db: Database, *, cache_ttl: float = 10.0,
+    def __init__(self, db: Database, *, cache_ttl: float = 10.0, notify: Notify | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.cache_ttl = cache_ttl
-        self.notify: Notify | None = None  # set by the composition root: the broadcast
+        self.notify = notify  # the broadcast to other instances; None: this instance only
         self._clock = clock
         self._cache: dict[str, _Entry] = {}
         self._reads: SingleFlight[tuple[str, int], WorkspaceLimits] = SingleFlight()

@@ -45,10 +45,10 @@ def validate_group(name: str, members: list[str]) -> None:
 
 
 class ModelGroups:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, notify: Notify | None = None) -> None:
         self.db = db
         self._cache: dict[str, dict[str, list[str]]] = {}
-        self.notify: Notify | None = None  # set by the composition root: the broadcast
+        self.notify = notify  # the broadcast to other instances; None: this instance only
 
     async def for_workspace(self, workspace_id: str) -> dict[str, list[str]]:
         groups = self._cache.get(workspace_id)

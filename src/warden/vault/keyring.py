@@ -12,29 +12,52 @@ working during the roll:
   *can* change under a running process, so a ring loaded from it re-reads it when
   it meets a key id it does not know (rows resealed by a rotation elsewhere) and
   before sealing when the file changed (so it never seals under a retired key).
-  Rotation writes ``new + old`` first, reseals, then writes ``new`` alone: at every
-  moment the file opens every row.
+  Rotation writes ``new + old`` first, reseals, then writes ``new`` alone
+  (:meth:`Keyring.rolling_to`): at every moment the file opens every row.
 
-Each key is one ``Vault`` (vault.py); this module only chooses between them.
+Each key is one ``Vault`` (vault/cipher.py); this module chooses between them
+and owns the keys' text form and the key file: created 0600 and only when no
+encrypted data exists, refused when group or others can read it, replaced
+atomically.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
+import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from warden.vault.cipher import (
-    KEY_FILE,
-    Sealed,
-    SealedLike,
-    Vault,
-    VaultError,
-    check_private,
-    decode_key,
-    load_master_key,
-    private_temp_file,
-)
+from warden.vault.cipher import KEY_BYTES, Sealed, SealedLike, Vault, VaultError
+
+KEY_FILE = "master.key"
+
+
+# --- a key's text form ----------------------------------------------------------
+
+
+def generate_master_key() -> str:
+    """A fresh master key, base64 text (the form WARDEN_MASTER_KEY and master.key hold)."""
+    return encode_key(secrets.token_bytes(KEY_BYTES))
+
+
+def encode_key(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def decode_key(text: str, source: str) -> bytes:
+    """One master key from its base64 text; ``source`` names where it came from in the error."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != KEY_BYTES:
+        raise VaultError(f"{source}: must be the base64 of exactly {KEY_BYTES} bytes")
+    return raw
 
 
 def parse_key_list(text: str, source: str, sep: str = ",") -> list[bytes]:
@@ -45,8 +68,79 @@ def parse_key_list(text: str, source: str, sep: str = ",") -> list[bytes]:
     return keys
 
 
-def encode_key(key: bytes) -> str:
-    return base64.b64encode(key).decode()
+# --- the key file ---------------------------------------------------------------
+
+
+def load_master_key(
+    settings_master_key_b64: str | None, data_dir: Path, *, has_encrypted_data: bool
+) -> bytes:
+    """The master key from WARDEN_MASTER_KEY, else ``<data_dir>/master.key``.
+
+    The key file is created (0600) only when no encrypted data exists: a new key
+    over existing ciphertexts would make them unreadable. A key file readable by
+    group or others is refused, as ssh refuses such a private key.
+    """
+    if settings_master_key_b64:
+        return decode_key(settings_master_key_b64, "WARDEN_MASTER_KEY")
+    path = data_dir / KEY_FILE
+    if not path.exists():
+        if has_encrypted_data:
+            raise VaultError(
+                f"encrypted credentials exist but no master key: "
+                f"set WARDEN_MASTER_KEY or restore {path}"
+            )
+        _create_key_file(path)
+    check_private(path)
+    return decode_key(path.read_text(), str(path))
+
+
+def check_private(path: Path) -> None:
+    """Refuse a key file readable by group or others."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise VaultError(f"{path} is accessible by group or others (mode {mode:o}): chmod 600 it")
+
+
+@contextmanager
+def private_temp_file(path: Path, text: str) -> Iterator[Path]:
+    """``text`` in a new 0600 file beside ``path``, synced to disk; removed on exit.
+
+    The caller moves it into place (link or rename), so ``path`` appears whole or not at all.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key; hard-linking it into place fails if a racing worker won, whose
+    key is then kept."""
+    with private_temp_file(path, generate_master_key() + "\n") as tmp:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # a concurrent start created it first; use that one
+
+
+def write_key_file(path: Path, keys: list[bytes] | str) -> None:
+    """Replace ``master.key`` atomically (0600 temp file, fsync, rename).
+
+    ``keys``: the keys (one base64 line each, first seals) or a previous file's text.
+    """
+    text = keys if isinstance(keys, str) else "".join(encode_key(k) + "\n" for k in keys)
+    with private_temp_file(path, text) as tmp:
+        os.replace(tmp, path)
+
+
+# --- the ring -------------------------------------------------------------------
 
 
 class Keyring:
@@ -68,7 +162,7 @@ class Keyring:
         """From ``WARDEN_MASTER_KEY`` (comma list) or ``master.key`` (one key a line).
 
         Creating the file (never over existing data) and its permission check are
-        the vault's ``load_master_key``; this only adds the several-keys forms.
+        :func:`load_master_key`'s; this only adds the several-keys forms.
         """
         if master_key_setting:
             return cls(parse_key_list(master_key_setting, "WARDEN_MASTER_KEY"))
@@ -152,12 +246,25 @@ class Keyring:
         self._primary = vault
         return vault
 
+    @contextmanager
+    def rolling_to(self, new_key: bytes) -> Iterator[None]:
+        """The key file's part of a rotation, around the body that re-seals the rows.
 
-def write_key_file(path: Path, keys: list[bytes] | str) -> None:
-    """Replace ``master.key`` atomically (0600 temp file, fsync, rename).
-
-    ``keys``: the keys (one base64 line each, first seals) or a previous file's text.
-    """
-    text = keys if isinstance(keys, str) else "".join(encode_key(k) + "\n" for k in keys)
-    with private_temp_file(path, text) as tmp:
-        os.replace(tmp, path)
+        With a key file, it holds ``new + old`` while the body runs (every instance
+        opens every row, resealed or not), then ``new`` alone; a body that fails
+        puts the old file back. Afterwards ``new_key`` seals here.
+        """
+        key_file = self.key_file
+        previous = key_file.read_text() if key_file is not None else None
+        if key_file is not None and previous is not None:
+            write_key_file(key_file, encode_key(new_key) + "\n" + previous)
+        try:
+            yield
+        except BaseException:
+            if key_file is not None and previous is not None:
+                write_key_file(key_file, previous)
+            raise
+        self.make_primary(new_key)
+        if key_file is not None:
+            write_key_file(key_file, [new_key])
+            self.reload()

@@ -1,15 +1,24 @@
-"""The key ring: several master keys, the first sealing, file-backed rings re-read."""
+"""The key ring: several master keys, the first sealing, file-backed rings re-read;
+the master key's text form and its file's life cycle."""
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from warden.vault.keyring import Keyring, encode_key, parse_key_list, write_key_file
 from warden.vault.cipher import Vault, VaultError
+from warden.vault.keyring import (
+    Keyring,
+    encode_key,
+    generate_master_key,
+    load_master_key,
+    parse_key_list,
+    write_key_file,
+)
 
 CTX = {"workspace_id": "ws", "credential_id": "cred_1"}
 
@@ -100,3 +109,103 @@ def test_make_primary() -> None:
     assert ring.primary.key_id == Vault(b).key_id
     assert ring.seal("t", **CTX).key_id == Vault(b).key_id
     assert ring.open(sealed_a, **CTX) == "s"
+
+
+# --- key checks and generation ----------------------------------------------
+
+
+def test_check_opens_names_both_ids() -> None:
+    ring = Keyring([os.urandom(32)])
+    ring.check_opens(set())
+    ring.check_opens({ring.key_id})
+    with pytest.raises(VaultError) as exc:
+        ring.check_opens({ring.key_id, "deadbeefdeadbeef"})
+    assert "deadbeefdeadbeef" in str(exc.value) and ring.key_id in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_generate_master_key() -> None:
+    a, b = generate_master_key(), generate_master_key()
+    assert a != b
+    assert len(base64.b64decode(a, validate=True)) == 32
+
+
+# --- loading the master key -------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_key_file_created_0600_once_and_reused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "nested" / "data"
+    first = load_master_key(None, data_dir, has_encrypted_data=False)
+    path = data_dir / "master.key"
+    assert len(first) == 32
+    assert _mode(path) == 0o600
+    assert _mode(data_dir) & 0o077 == 0
+    assert base64.b64decode(path.read_text().strip()) == first
+    assert load_master_key(None, data_dir, has_encrypted_data=True) == first
+    assert load_master_key(None, data_dir, has_encrypted_data=False) == first
+    assert sorted(p.name for p in data_dir.iterdir()) == ["master.key"]  # no temp left
+
+
+def test_existing_data_dir_keeps_its_mode(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    load_master_key(None, tmp_path, has_encrypted_data=False)
+    assert _mode(tmp_path) == 0o755
+
+
+def test_env_key_preferred(tmp_path: Path) -> None:
+    env_key = os.urandom(32)
+    b64 = base64.b64encode(env_key).decode()
+    assert load_master_key(b64, tmp_path, has_encrypted_data=True) == env_key
+    assert not (tmp_path / "master.key").exists()
+    file_key = load_master_key(None, tmp_path, has_encrypted_data=False)
+    assert file_key != env_key
+    assert load_master_key(b64, tmp_path, has_encrypted_data=True) == env_key
+
+
+@pytest.mark.parametrize("bad", ["not base64!", base64.b64encode(b"short").decode()])
+def test_malformed_env_key_refused(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(VaultError, match="WARDEN_MASTER_KEY: must be the base64 of exactly 32"):
+        load_master_key(bad, tmp_path, has_encrypted_data=False)
+
+
+def test_refuses_to_create_key_over_existing_data(tmp_path: Path) -> None:
+    with pytest.raises(VaultError) as exc:
+        load_master_key(None, tmp_path, has_encrypted_data=True)
+    assert str(exc.value) == (
+        "encrypted credentials exist but no master key: "
+        f"set WARDEN_MASTER_KEY or restore {tmp_path / 'master.key'}"
+    )
+    assert not (tmp_path / "master.key").exists()
+
+
+def test_key_file_open_to_group_refused(tmp_path: Path) -> None:
+    load_master_key(None, tmp_path, has_encrypted_data=False)
+    path = tmp_path / "master.key"
+    path.chmod(0o640)
+    with pytest.raises(VaultError, match="chmod 600"):
+        load_master_key(None, tmp_path, has_encrypted_data=True)
+
+
+def test_corrupt_key_file_refused(tmp_path: Path) -> None:
+    path = tmp_path / "master.key"
+    path.write_text("garbage\n")
+    path.chmod(0o600)
+    with pytest.raises(VaultError, match="master.key: must be the base64 of exactly 32 bytes"):
+        load_master_key(None, tmp_path, has_encrypted_data=False)
+
+
+def test_key_file_written_by_a_racing_start_is_kept(tmp_path: Path) -> None:
+    # Simulate another worker winning between our existence check and our link:
+    # a fresh key file must never replace one that is already in place.
+    from warden.vault import keyring as keyring_module
+
+    winner = base64.b64encode(os.urandom(32)).decode()
+    (tmp_path / "master.key").write_text(winner)
+    (tmp_path / "master.key").chmod(0o600)
+    keyring_module._create_key_file(tmp_path / "master.key")
+    assert (tmp_path / "master.key").read_text() == winner
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["master.key"]
