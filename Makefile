@@ -16,6 +16,7 @@ serve: $(STAMP)
 	$(BIN)/warden serve
 
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest --cov=warden --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=$(COV_MIN) $(ARGS)
 
 bench: $(STAMP)

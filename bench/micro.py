@@ -28,7 +28,8 @@ def run_micro(n: int) -> list[tuple[str, Summary, str]]:
     from warden.gateway.catalog import get_catalog
     from warden.gateway.complexity import score_complexity
     from warden.gateway.providers.registry import PROVIDERS
-    from warden.gateway.routing import Deployment, plan_route
+    from warden.gateway.routing import plan_route
+    from warden.gateway.deployment import Deployment
     from warden.gateway.types import ChatRequest, Message, TextPart
 
     def req(text: str, model: str = "auto") -> ChatRequest:

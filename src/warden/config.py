@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     def _master_key_shape(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        # "new,old": several keys during a rotation roll (see keyring.py); the first seals.
+        # "new,old": several keys during a rotation roll (see vault/keyring.py); the first seals.
         for part in v.split(","):
             try:
                 raw = base64.b64decode(part.strip(), validate=True)

@@ -7,11 +7,12 @@ Messages are written for the client: they never hold secrets, SQL or tracebacks.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
-if TYPE_CHECKING:
-    from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class WardenError(Exception):
@@ -128,3 +129,13 @@ class ServiceUnavailable(WardenError):
 
 class ConfigError(Exception):
     """Bad configuration at start-up: the message is one line naming the variable."""
+
+
+def parse_input(model: type[Model], data: Model | Mapping[str, Any]) -> Model:
+    """Validate service input (API, CLI or other callers): 422 naming the field, never the value."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed.of(exc) from None

@@ -60,7 +60,7 @@ async def test_state_store_down_does_not_stop_traffic(services: Services, ws: st
 
 
 async def test_all_breakers_open_is_503(services: Services, ws: str, up: UpstreamServer) -> None:
-    plan, _ = await services.gateway.plan(request(), ctx(ws))
+    plan = await services.gateway.plan(request(), ctx(ws))
     for step in plan.steps:
         for _ in range(services.settings.breaker_failures):
             await services.state.breaker_record(step.deployment.id, False)

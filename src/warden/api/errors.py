@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from warden.errors import WardenError, field_path
+from warden.errors import InvalidRequest, ValidationFailed, WardenError, field_path
 from warden.logs import request_id_var
 
 log = logging.getLogger("warden.api")
@@ -26,19 +26,22 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, type_: str, code: str, message: str,
-                   param: str | None = None, headers: dict[str, str] | None = None) -> Response:
-    body: dict = {"type": type_, "code": code, "message": message}
-    if param is not None:
-        body["param"] = param
-    body["request_id"] = request_id_var.get()
-    return Response(orjson.dumps({"error": body}), status_code=status,
-                    media_type="application/json", headers=headers)
+def error_reply(error: WardenError) -> Response:
+    """The one HTTP error reply: the error's envelope, status and headers."""
+    return Response(orjson.dumps(error.envelope(request_id_var.get())), status_code=error.status,
+                    media_type="application/json", headers=error.headers or None)
+
+
+def _framework_error(status: int, type_: str, code: str, message: str, *,
+                     param: str | None = None, headers: dict[str, str] | None = None) -> WardenError:
+    """An error the framework raised (routing, parsing), as a WardenError like any other."""
+    error = WardenError(message, code=code, status=status, param=param, headers=headers)
+    error.type = type_
+    return error
 
 
 async def _warden_error(_: Request, exc: WardenError) -> Response:
-    return Response(orjson.dumps(exc.envelope(request_id_var.get())), status_code=exc.status,
-                    media_type="application/json", headers=exc.headers or None)
+    return error_reply(exc)
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
@@ -48,22 +51,20 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> Response
     field = field_path(loc[1:] if loc[:1] in (("body",), ("query",), ("path",), ("header",)) else loc)
     msg = first.get("msg", "invalid value")
     if first.get("type") == "json_invalid":
-        return error_response(400, "invalid_request_error", "invalid_json",
-                              "request body is not valid JSON")
-    return error_response(422, "invalid_request_error", "validation_error",
-                          f"{field}: {msg}", param=field)
+        return error_reply(InvalidRequest("request body is not valid JSON", code="invalid_json"))
+    return error_reply(ValidationFailed(f"{field}: {msg}", param=field))
 
 
 async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
     type_, code = _HTTP_CODES.get(exc.status_code, ("server_error", "http_error"))
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return error_response(exc.status_code, type_, code, detail, headers=exc.headers)
+    return error_reply(_framework_error(exc.status_code, type_, code, detail, headers=exc.headers))
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
     # The trace goes to the log (redacted), never to the client.
     log.error("unhandled error", exc_info=exc)
-    return error_response(500, "server_error", "internal_error", "internal server error")
+    return error_reply(WardenError("internal server error"))
 
 
 def install_error_handlers(app: FastAPI) -> None:

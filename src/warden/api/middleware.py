@@ -13,8 +13,9 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from warden.api.errors import error_response
+from warden.api.errors import error_reply
 from warden.api.metrics import REQUEST_LATENCY, REQUESTS
+from warden.errors import PayloadTooLarge, WardenError
 from warden.logs import request_id_var
 
 log = logging.getLogger("warden.access")
@@ -77,8 +78,7 @@ class RequestContextMiddleware:
             log_errors.error("unhandled error", exc_info=exc)
             if scope["type"] != "http" or status_holder[0]:
                 raise  # the response has started: nothing sane can be sent any more
-            await error_response(500, "server_error", "internal_error", "internal server error")(
-                scope, receive, send_wrapped)
+            await error_reply(WardenError("internal server error"))(scope, receive, send_wrapped)
         finally:
             if scope["type"] == "http":
                 self._observe(scope, status_holder[0] or 500, time.perf_counter() - started)
@@ -108,8 +108,7 @@ class RequestContextMiddleware:
         return wrapped
 
     async def _reject_too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        resp = error_response(413, "invalid_request_error", "payload_too_large",
-                              f"request body exceeds {self.max_body} bytes")
+        resp = error_reply(PayloadTooLarge(f"request body exceeds {self.max_body} bytes"))
         await resp(scope, receive, send)
 
     def _observe(self, scope: Scope, status: int, elapsed: float) -> None:

@@ -58,5 +58,5 @@ async def explain(body: ExplainBody, request: Request, principal: PrincipalDep,
                   services: ServicesDep) -> dict[str, Any]:
     ctx = CallContext(principal.workspace_id, principal.key_id, request.state.request_id,
                       RouteOptions.from_dict(body.warden))
-    plan, _ = await services.gateway.plan(build_request(body), ctx)
+    plan = await services.gateway.plan(build_request(body), ctx)
     return plan.to_dict()

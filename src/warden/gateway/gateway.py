@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -24,14 +23,16 @@ from warden.gateway.catalog import Catalog, ModelOverride
 from warden.gateway.errors import BadRequest, ContentFiltered, ContextTooLong, ProviderError, Timeout
 from warden.gateway.health import HealthTracker
 from warden.gateway.context import CallContext
-from warden.gateway.limits import Admission, Limiter, RateSnapshot
+from warden.gateway.limits import Admission, Limiter
+from warden.gateway.metering import CallInfo, failure_row, spend_row
 from warden.gateway.providers.adapters import get_adapter
-from warden.gateway.routing import Deployment, RoutePlan, plan_route
+from warden.gateway.routing import RoutePlan, plan_route
+from warden.gateway.deployment import Deployment
+from warden.gateway.stream import GatewayStream, aclose_events, shielded
 from warden.gateway.types import (
     ChatRequest,
     ChatResponse,
     Endpoint,
-    ErrorEvent,
     FinishEvent,
     ReasoningDelta,
     StreamEvent,
@@ -39,7 +40,6 @@ from warden.gateway.types import (
     Timeouts,
     ToolCallDelta,
     Usage,
-    UsageEvent,
 )
 from warden.state.base import StateStore, StateUnavailable
 
@@ -58,12 +58,12 @@ class ModelEntry(Protocol):
 class CredentialLike(Protocol):
     id: str
     provider: str
-    wire: Any
-    base_url: str
-    auth: Any
-    api_key: str | None
     models: Sequence[ModelEntry]  # empty: the catalog's known models of the provider
     overrides: Mapping[str, ModelOverride]  # model id -> what the credential says of it
+
+    def endpoint(self, model: str, timeouts: Timeouts | None = None) -> Endpoint:
+        """Where and how to call ``model`` with this credential's key."""
+        ...
 
 
 CredentialSource = Callable[[str], Awaitable[Sequence[CredentialLike]]]
@@ -80,20 +80,6 @@ class GatewayConfig:
     retry_after_cap_s: float = 5.0  # a longer retry-after moves on to the next deployment
     deadline_s: float = 300.0  # whole request, all attempts included
     timeouts: Timeouts = field(default_factory=Timeouts)
-
-
-@dataclass(slots=True)
-class CallInfo:
-    provider: str
-    model: str
-    deployment_id: str
-    credential_id: str | None
-    attempts: int
-    cost_usd: Decimal | None
-    overhead_ms: float
-    usage: Usage = field(default_factory=Usage)
-    ttft_ms: float | None = None
-    rate: RateSnapshot | None = None  # rate limits after this call (x-ratelimit-* headers)
 
 
 @dataclass(slots=True)
@@ -181,7 +167,11 @@ class Gateway:
             extra.extend(made)
         return ws.deployments + extra if extra else ws.deployments
 
-    async def plan(self, req: ChatRequest, ctx: CallContext) -> tuple[RoutePlan, _Workspace]:
+    async def plan(self, req: ChatRequest, ctx: CallContext) -> RoutePlan:
+        """The route a request would take now (``route explain``, the agent runtime's probe)."""
+        return (await self._plan(req, ctx))[0]
+
+    async def _plan(self, req: ChatRequest, ctx: CallContext) -> tuple[RoutePlan, _Workspace]:
         ws = await self._workspace(ctx.workspace_id)
         groups = await self._groups(ctx.workspace_id)
         deployments = self._with_named(ws, [req.model, *ctx.options.fallbacks])
@@ -201,10 +191,7 @@ class Gateway:
     # --- calling --------------------------------------------------------------
 
     def _endpoint(self, ws: _Workspace, dep: Deployment) -> Endpoint:
-        cred = ws.credentials[dep.credential_id or ""]
-        return Endpoint(provider=dep.provider, wire=cred.wire, base_url=cred.base_url,
-                        model=dep.model, api_key=cred.api_key, auth=cred.auth,
-                        timeouts=self.config.timeouts)
+        return ws.credentials[dep.credential_id or ""].endpoint(dep.model, self.config.timeouts)
 
     async def _may_try(self, dep: Deployment) -> bool:
         try:
@@ -285,7 +272,7 @@ class Gateway:
         return await self.limiter.admit(req, ctx, plan)
 
     async def complete(self, req: ChatRequest, ctx: CallContext) -> tuple[ChatResponse, CallInfo]:
-        plan, ws = await self.plan(req, ctx)
+        plan, ws = await self._plan(req, ctx)
         admission, plan = await self._admit(req, ctx, plan)
         run = _Attempt(ctx, deadline=time.perf_counter() + self.config.deadline_s)
         req = replace(req, stream=False)
@@ -295,9 +282,9 @@ class Gateway:
             )
         except BaseException as exc:
             if isinstance(exc, ProviderError):
-                self._meter_failure(ctx, run, exc)
+                self._spend(failure_row(ctx, run.attempts, exc))
             if admission.active:
-                await _shielded(admission.release())  # a failed call is never charged
+                await shielded(admission.release())  # a failed call is never charged
             raise
         upstream_ms = run.upstream_s * 1000
         await self._record(dep, None, upstream_ms)
@@ -305,11 +292,11 @@ class Gateway:
         info = self._info(dep, run, resp.usage, ws)
         await admission.settle(info.cost_usd, resp.usage, dep)
         info.rate = admission.rate
-        self._meter(ctx, info, "ok", latency_ms=(time.perf_counter() - ctx.started) * 1000)
+        self._spend(spend_row(ctx, info, "ok", latency_ms=(time.perf_counter() - ctx.started) * 1000))
         return resp, info
 
     async def open_stream(self, req: ChatRequest, ctx: CallContext) -> GatewayStream:
-        plan, ws = await self.plan(req, ctx)
+        plan, ws = await self._plan(req, ctx)
         admission, plan = await self._admit(req, ctx, plan)
         run = _Attempt(ctx, deadline=time.perf_counter() + self.config.deadline_s)
         req = replace(req, stream=True)
@@ -324,7 +311,7 @@ class Gateway:
                     if isinstance(event, _CONTENT_EVENTS):
                         break
             except BaseException:
-                await _aclose(events)
+                await aclose_events(events)
                 raise
             return events, head
 
@@ -332,15 +319,20 @@ class Gateway:
             (events, head), dep = await self._walk(plan, ws, run, start)
         except BaseException as exc:
             if isinstance(exc, ProviderError):
-                self._meter_failure(ctx, run, exc)
+                self._spend(failure_row(ctx, run.attempts, exc))
             if admission.active:
-                await _shielded(admission.release())
+                await shielded(admission.release())
             raise
         self._used(dep)
         info = self._info(dep, run, Usage(), ws, cost=False)
         info.ttft_ms = (time.perf_counter() - ctx.started) * 1000
         info.rate = admission.rate
-        return GatewayStream(self, ctx, ws, dep, info, events, head, admission=admission)
+        return GatewayStream(
+            dep, info, events, head, record=self._record, admission=admission,
+            price=lambda usage: self.cost(dep, usage, ws),
+            meter=lambda info, status: self._spend(spend_row(
+                ctx, info, status, latency_ms=(time.perf_counter() - ctx.started) * 1000)),
+        )
 
     def _used(self, dep: Deployment) -> None:
         if self._on_used is not None and dep.credential_id is not None:
@@ -360,30 +352,6 @@ class Gateway:
     def cost(self, dep: Deployment, usage: Usage, ws: _Workspace) -> Decimal | None:
         return self.catalog.cost(dep.provider, dep.model, usage, ws.overrides.get(dep.id))
 
-    def _meter(self, ctx: CallContext, info: CallInfo, status: str, *, latency_ms: float) -> None:
-        u = info.usage
-        self._spend({
-            "request_id": ctx.request_id, "workspace_id": ctx.workspace_id,
-            "api_key_id": ctx.api_key_id, "agent_id": ctx.agent_id, "provider": info.provider,
-            "model": info.model, "credential_id": info.credential_id,
-            "input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-            "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
-            "reasoning_tokens": u.reasoning_tokens, "cost_usd": info.cost_usd,
-            "latency_ms": round(latency_ms, 3),
-            "ttft_ms": None if info.ttft_ms is None else round(info.ttft_ms, 3),
-            "attempts": info.attempts, "status": status,
-        })
-
-    def _meter_failure(self, ctx: CallContext, run: _Attempt, error: ProviderError) -> None:
-        self._spend({
-            "request_id": ctx.request_id, "workspace_id": ctx.workspace_id,
-            "api_key_id": ctx.api_key_id, "agent_id": ctx.agent_id, "provider": error.provider,
-            "model": None, "credential_id": None, "input_tokens": 0, "output_tokens": 0,
-            "cache_read_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0,
-            "cost_usd": Decimal(0), "latency_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
-            "ttft_ms": None, "attempts": run.attempts, "status": f"error:{error.code}"[:32],
-        })
-
     # --- listing --------------------------------------------------------------
 
     async def list_models(self, workspace_id: str) -> list[dict[str, Any]]:
@@ -400,97 +368,6 @@ class Gateway:
             out.append({"id": dep.name, "owned_by": dep.provider, "kind": "model",
                         **dep.info.to_dict()})
         return out
-
-
-class GatewayStream:
-    """An open stream, committed to one deployment (its first token has arrived).
-
-    Iterating yields the content events, then usage and finish. A failure after
-    the first token arrives as one :class:`ErrorEvent`, and the stream ends:
-    never a silent truncation, never a replay from another deployment.
-    """
-
-    def __init__(self, gateway: Gateway, ctx: CallContext, ws: _Workspace, dep: Deployment,
-                 info: CallInfo, events: AsyncIterator[StreamEvent], head: list[StreamEvent],
-                 *, admission: Admission | None = None) -> None:
-        self._gw = gateway
-        self._admission = admission or Admission(None)
-        self._output_seen = 0  # rough output tokens streamed, for a settle without usage
-        self._ctx = ctx
-        self._ws = ws
-        self._dep = dep
-        self.info = info
-        self._events = events
-        self._head = head
-        self._done = False
-        self._upstream_started = time.perf_counter()
-
-    def __aiter__(self) -> AsyncIterator[StreamEvent]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[StreamEvent]:
-        status = "ok"
-        try:
-            for event in self._head:
-                self._observe(event)
-                yield event
-            self._head = []
-            try:
-                async for event in self._events:
-                    self._observe(event)
-                    yield event
-            except ProviderError as exc:
-                status = f"stream_error:{exc.code}"[:32]
-                await self._gw._record(self._dep, exc, 0.0)
-                yield ErrorEvent(exc)
-                return
-            await self._gw._record(self._dep, None, (time.perf_counter() - self._upstream_started) * 1000)
-        except (GeneratorExit, asyncio.CancelledError):
-            status = "cancelled"
-            raise
-        finally:
-            await self._finish(status)
-
-    def _observe(self, event: StreamEvent) -> None:
-        if isinstance(event, UsageEvent):
-            self.info.usage = event.usage
-        elif isinstance(event, (TextDelta, ReasoningDelta)):
-            self._output_seen += max(1, math.ceil(len(event.text) / 4))
-        elif isinstance(event, ToolCallDelta):
-            self._output_seen += max(1, math.ceil(len(event.arguments) / 4))
-
-    async def _finish(self, status: str) -> None:
-        if self._done:
-            return
-        self._done = True
-        await _aclose(self._events)
-        usage = self.info.usage
-        has_usage = usage.input_tokens or usage.output_tokens
-        # Without the provider's usage (cancelled early) the cost is unknown, not zero.
-        self.info.cost_usd = self._gw.cost(self._dep, usage, self._ws) if has_usage else None
-        self._gw._meter(self._ctx, self.info, status,
-                        latency_ms=(time.perf_counter() - self._ctx.started) * 1000)
-        if self._admission.active:  # last: under cancellation this await may be interrupted
-            await _shielded(self._admission.settle(self.info.cost_usd, usage, self._dep,
-                                                   output_seen=self._output_seen))
-
-    async def aclose(self) -> None:
-        """Stop early (client went away): closes the upstream connection and meters."""
-        await self._finish("cancelled")
-
-
-async def _shielded(op: Awaitable[None]) -> None:
-    """Run a settle/release to its end even when the request is being cancelled."""
-    await asyncio.shield(op)
-
-
-async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
-    closer = getattr(events, "aclose", None)
-    if closer is not None:
-        try:
-            await closer()
-        except Exception:  # closing a broken stream must not mask the real outcome
-            log.debug("closing upstream stream failed", exc_info=True)
 
 
 def _same_objects(a: Sequence[Any], b: Sequence[Any]) -> bool:

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from warden.gateway.routing import Health
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One deployment's health at planning time."""
+
+    breaker_open: bool = False
+    latency_ms: float | None = None
+    error_rate: float = 0.0
 
 
 class HealthTracker:

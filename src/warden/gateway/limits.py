@@ -43,7 +43,8 @@ from typing import Literal
 from warden.errors import BudgetExceeded, Forbidden, RateLimitExceeded
 from warden.gateway.complexity import estimate_tokens
 from warden.gateway.context import CallContext
-from warden.gateway.routing import WORST_CASE_OUTPUT, Deployment, RoutePlan
+from warden.gateway.routing import WORST_CASE_OUTPUT, RoutePlan
+from warden.gateway.deployment import Deployment
 from warden.gateway.types import ChatRequest, Usage
 from warden.state.base import (
     BudgetScope,

@@ -31,8 +31,10 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from warden.errors import InvalidRequest, NotFound
-from warden.gateway.catalog import Catalog, ModelInfo, ModelOverride
+from warden.gateway.catalog import Catalog, ModelInfo
 from warden.gateway.context import Prefer, RouteOptions
+from warden.gateway.deployment import Deployment
+from warden.gateway.health import Health
 from warden.gateway.complexity import Complexity, Level, estimate_tokens, score_complexity
 from warden.gateway.types import ChatRequest
 
@@ -56,49 +58,6 @@ _LOG_LO, _LOG_SPAN = math.log10(_PRICE_LO), math.log10(_PRICE_HI) - math.log10(_
 
 _LATENCY_SCALE_MS = 10_000.0  # latency at which the latency score reaches 0
 _ERROR_PENALTY = 0.5  # score lost at a 100% recent error rate
-
-
-# --- inputs ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Deployment:
-    """One (credential, model) pair the router can call."""
-
-    id: str  # "credential_id:model" (or "provider:model" without a credential): stable
-    provider: str
-    model: str
-    credential_id: str | None
-    info: ModelInfo
-
-    @classmethod
-    def build(
-        cls,
-        provider: str,
-        model: str,
-        credential_id: str | None = None,
-        *,
-        catalog: Catalog,
-        overrides: ModelOverride | None = None,
-    ) -> Deployment:
-        return cls(
-            id=f"{credential_id or provider}:{model}",
-            provider=provider,
-            model=model,
-            credential_id=credential_id,
-            info=catalog.model_info(provider, model, overrides),
-        )
-
-    @property
-    def name(self) -> str:
-        return f"{self.provider}/{self.model}"
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    breaker_open: bool = False
-    latency_ms: float | None = None
-    error_rate: float = 0.0
 
 
 _HEALTHY = Health()

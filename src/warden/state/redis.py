@@ -37,6 +37,9 @@ Invalidation. ``publish`` sends ``[topic, key]`` on one channel; a background
 listener task (started on first use) delivers to local callbacks, reconnects
 with backoff on its own, and after a reconnect tells subscribers
 ``(FLUSH_ALL, FLUSH_ALL)`` since messages may have been missed meanwhile.
+
+Long on purpose: one backend of one interface in one class, and a tenth of it
+is these design notes; the Lua it runs lives in ``_redis_scripts.py``.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from warden.gateway.limits import (
     duration_text,
     rate_headers,
 )
-from warden.gateway.routing import Deployment, PlanStep, RoutePlan
+from warden.gateway.routing import PlanStep, RoutePlan
+from warden.gateway.deployment import Deployment
 from warden.gateway.types import ChatRequest, Message, TextPart, Usage
 from warden.state import MemoryState, StateStore, StateUnavailable, create_state, to_pico
 from warden.state.base import RateResult

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from genai_prices.data_snapshot import get_snapshot
 
-from warden.gateway.catalog import Catalog, _flat_cost, _flat_rates, to_genai_usage
+from warden.gateway.catalog import Catalog
+from warden.gateway.pricing import flat_cost, flat_rates, to_genai_usage
 from warden.gateway.types import Usage
 
 
@@ -29,13 +30,13 @@ def test_flat_cost_equals_genai_prices_for_every_flat_model() -> None:
     flat = 0
     for provider in get_snapshot().providers:
         for model in provider.models:
-            rates = _flat_rates(provider, model, now)
+            rates = flat_rates(provider, model, now)
             if rates is None:
                 continue
             flat += 1
             for usage in _usages(rnd, 6):
                 want = model.calc_price(to_genai_usage(usage), provider, genai_request_timestamp=now).total_price
-                got = _flat_cost(rates, usage)
+                got = flat_cost(rates, usage)
                 assert (str(got), got) == (str(want), want), (provider.id, model.id, usage)
     assert flat > 500  # most chat models are flat-priced: the fast path is the common one
 
@@ -48,11 +49,11 @@ def test_tiered_and_time_of_day_prices_are_left_to_genai_prices() -> None:
             prices = model.prices if isinstance(model.prices, list) else [None]
             if any(c is not None and type(c.constraint).__name__ == "TimeOfDateConstraint" for c in prices):
                 kinds["time_of_day"] += 1
-                assert _flat_rates(provider, model, now) is None, model.id
+                assert flat_rates(provider, model, now) is None, model.id
             current = model.get_prices(now)
             if any(type(v).__name__ == "TieredPrices" for v in vars(current).values()):
                 kinds["tiered"] += 1
-                assert _flat_rates(provider, model, now) is None, model.id
+                assert flat_rates(provider, model, now) is None, model.id
     assert kinds["tiered"] > 0 and kinds["time_of_day"] > 0
 
 

@@ -8,7 +8,9 @@ import pytest
 
 from warden.errors import InvalidRequest, NotFound
 from warden.gateway.catalog import Catalog, ModelOverride, get_catalog
-from warden.gateway.routing import Deployment, Health, plan_route
+from warden.gateway.routing import plan_route
+from warden.gateway.health import Health
+from warden.gateway.deployment import Deployment
 from warden.gateway.context import RouteOptions
 from warden.gateway.types import (
     ChatRequest,
