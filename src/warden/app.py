@@ -28,6 +28,7 @@ from warden.api import byok as byok_api
 from warden.api import chat as chat_api
 from warden.api import chat_ws
 from warden.api import governance as governance_api
+from warden.api.docs import install_docs
 from warden.api.errors import install_error_handlers
 from warden.api.metrics import metrics_endpoint
 from warden.api.middleware import RequestContextMiddleware
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 await app.state.services.close()
 
     app = FastAPI(title="Warden", version=__version__, lifespan=lifespan,
-                  docs_url="/docs", redoc_url=None, **_NO_NATIVE_TELEMETRY)
+                  docs_url=None, redoc_url=None, **_NO_NATIVE_TELEMETRY)
     if services is not None:
         app.state.services = services  # tests and embedders may skip the lifespan
     install_error_handlers(app)
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(chat_ws.router)
     app.include_router(governance_api.router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    install_docs(app)
     return app
 
 

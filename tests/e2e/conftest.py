@@ -9,12 +9,9 @@ import httpx
 import pytest
 
 from tests.support.app import ADMIN_KEY, LiveWarden
+from tests.support.upstreams import UPSTREAM_KEYS
 from warden.config import load_settings
 from warden.testing.upstream import UpstreamServer
-
-UPSTREAM_KEYS = {"openai": "sk-up-openai-0123456789", "anthropic": "sk-ant-up-0123456789",
-                 "gemini": "AIzaUpstreamGemini0123456789abcdef"}
-
 
 @pytest.fixture
 def live_settings(tmp_path: Path):
@@ -56,17 +53,3 @@ def anthropic_up() -> Iterator[UpstreamServer]:
 def gemini_up() -> Iterator[UpstreamServer]:
     with UpstreamServer("gemini", api_key=UPSTREAM_KEYS["gemini"]) as up:
         yield up
-
-
-def add_credential(admin: httpx.Client, provider: str, up: UpstreamServer | None, *,
-                   label: str = "main", models: list | None = None, base_url: str | None = None,
-                   key: str | None = None) -> dict:
-    wire = up.format if up is not None else provider
-    body = {"provider": provider, "label": label,
-            "api_key": key or UPSTREAM_KEYS.get(wire, "sk-none-0123456789"),
-            "base_url": base_url or up.base_url}
-    if models is not None:
-        body["models"] = models
-    r = admin.post("/api/byok", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.support.app import ADMIN_KEY
-from tests.e2e.conftest import add_credential
+from tests.support.upstreams import add_credential
 from warden.testing.upstream import DEFAULT_TEXT, Behaviour, SimToolCall
 
 

@@ -1,10 +1,14 @@
-"""Request dependencies: the running services and the caller's principal."""
+"""Request dependencies: the running services and the caller's principal; and the
+query-parameter types routes share."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from pydantic import BeforeValidator
 
 from warden.tenancy.accounts import DEFAULT_WORKSPACE, Principal, bearer_token
 from warden.errors import Forbidden
@@ -51,3 +55,13 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
 RootAdminDep = Annotated[Principal, Depends(require_default_admin)]
+
+
+def _iso_8601(value: Any) -> Any:
+    # pydantic would read "0.5" as a Unix time; the schema promises ISO 8601 only.
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("must be an ISO 8601 date or date-time, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601)]

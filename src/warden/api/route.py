@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictBool, model_validator
 
 from warden.api.deps import PrincipalDep, ServicesDep
+from warden.errors import PositiveInt32
 from warden.gateway.context import CallContext
 from warden.gateway.context import RouteOptions
 from warden.gateway.types import (
@@ -26,10 +27,10 @@ class ExplainBody(BaseModel):
     model: str = Field(default="auto", min_length=1, max_length=256)
     prompt: str = Field(min_length=1, max_length=1_000_000)
     system: str | None = None
-    tools: bool = False
-    image: bool = False
-    json_schema: bool = False
-    max_tokens: int | None = Field(default=None, ge=1)
+    tools: StrictBool = False
+    image: StrictBool = False
+    json_schema: StrictBool = False
+    max_tokens: PositiveInt32 | None = None
     warden: dict[str, Any] | None = None
 
     @model_validator(mode="after")

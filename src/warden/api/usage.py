@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from warden.api.deps import AdminDep, ServicesDep
+from warden.api.deps import AdminDep, IsoDateTime, ServicesDep
 from warden.tenancy.usage import UsageRow, summarize
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
@@ -27,8 +26,8 @@ async def usage(
     principal: AdminDep,
     services: ServicesDep,
     group_by: Literal["model", "provider", "key", "day"] = "model",
-    start: datetime | None = Query(default=None, alias="from"),
-    end: datetime | None = Query(default=None, alias="to"),
+    start: IsoDateTime | None = Query(default=None, alias="from"),
+    end: IsoDateTime | None = Query(default=None, alias="to"),
 ) -> UsageView:
     await services.spend.flush()  # what this instance has queued is part of the answer
     rows = await summarize(services.db, principal.workspace_id, group_by, start, end)

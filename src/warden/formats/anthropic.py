@@ -28,11 +28,12 @@ import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from warden.errors import WardenError
 from warden.formats import sse
 from warden.formats.common import (
+    checked_base64,
     cost_text,
     image_part,
     incomplete_stream,
@@ -77,7 +78,7 @@ class _MessageIn(BaseModel):
 
 
 class _ToolIn(BaseModel):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")  # Anthropic's rule for tool names
     description: str | None = None
     input_schema: dict[str, Any] | None = None
     type: str | None = None
@@ -91,7 +92,7 @@ class _ToolChoiceIn(BaseModel):
 
 class _Thinking(BaseModel):
     type: str
-    budget_tokens: int | None = None
+    budget_tokens: int | None = Field(default=None, ge=1024, le=2**31 - 1)  # Anthropic's minimum
 
 
 class _OutputFormat(BaseModel):
@@ -106,17 +107,17 @@ class _OutputConfig(BaseModel):
 
 class MessagesBody(BaseModel):
     model: str
-    max_tokens: int
-    messages: list[_MessageIn]
+    max_tokens: int = Field(ge=1, le=2**31 - 1)
+    messages: list[_MessageIn] = Field(min_length=1)
     system: str | list[_Block] | None = None
     tools: list[_ToolIn] | None = None
     tool_choice: _ToolChoiceIn | None = None
     stop_sequences: list[str] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
     thinking: _Thinking | None = None
     output_config: _OutputConfig | None = None
-    stream: bool = False
+    stream: StrictBool = False
     warden: dict[str, Any] | None = None
 
 
@@ -127,9 +128,10 @@ def _image(block: _Block, path: str) -> ImagePart:
     src = block.source or {}
     kind = src.get("type")
     if kind == "base64" and isinstance(src.get("data"), str):
-        return ImagePart(data=src["data"], media_type=src.get("media_type"))
+        return ImagePart(data=checked_base64(src["data"], f"{path}.source.data"),
+                         media_type=src.get("media_type"))
     if kind == "url" and isinstance(src.get("url"), str):
-        return image_part(src["url"])
+        return image_part(src["url"], path=f"{path}.source.url")
     raise invalid(f"{path}.source", "an image source must be base64 (media_type, data) or url")
 
 

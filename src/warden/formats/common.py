@@ -4,6 +4,7 @@ a vocabulary table, and the loop that renders a gateway stream as SSE frames."""
 
 from __future__ import annotations
 
+import binascii
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Hashable, Mapping
 from decimal import Decimal
@@ -44,12 +45,28 @@ def invalid(path: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"{path}: {message}", param=path)
 
 
-def image_part(url: str, detail: str | None = None) -> ImagePart:
-    """An image URL as a part; ``data:`` URLs become inline base64."""
-    inline = split_data_url(url)
-    if inline is not None:
-        return ImagePart(media_type=inline[0], data=inline[1], detail=detail)
+def image_part(url: str, detail: str | None = None, *, path: str = "image_url.url") -> ImagePart:
+    """An image URL as a part: ``data:`` URLs become inline base64 (checked to decode),
+    other URLs must be http(s): a ``file:`` or other scheme never reaches a provider."""
+    if url.startswith("data:"):
+        inline = split_data_url(url)
+        if inline is None:
+            raise invalid(path, "a data: URL must be data:<media type>;base64,<data>")
+        return ImagePart(media_type=inline[0], data=checked_base64(inline[1], path), detail=detail)
+    if not url.lower().startswith(("https://", "http://")):
+        raise invalid(path, "an image URL must be https://, http:// or a base64 data: URL")
     return ImagePart(url=url, detail=detail)
+
+
+def checked_base64(data: str, path: str) -> str:
+    """``data`` if it is non-empty, strict base64; else a 422 naming ``path``."""
+    try:
+        ok = bool(data) and bool(binascii.a2b_base64(data, strict_mode=True))
+    except (binascii.Error, ValueError):
+        ok = False
+    if not ok:
+        raise invalid(path, "image data is not valid base64")
+    return data
 
 
 def served_model(info: CallInfo) -> str:

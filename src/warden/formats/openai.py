@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from warden.errors import WardenError
 from warden.formats import sse
@@ -95,8 +95,14 @@ class _MessageIn(BaseModel):
     reasoning_content: str | None = None
 
 
+# OpenAI's own rule for function names; it also keeps a 10,000-character name from
+# reaching any provider.
+ToolName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+_INT64 = 2**63 - 1
+
+
 class _FunctionDef(BaseModel):
-    name: str
+    name: ToolName
     description: str | None = None
     parameters: dict[str, Any] | None = None
 
@@ -123,23 +129,26 @@ class _StreamOptions(BaseModel):
 
 class ChatCompletionBody(BaseModel):
     model: str
-    messages: list[_MessageIn]
+    messages: list[_MessageIn] = Field(min_length=1)
     tools: list[_ToolIn] | None = None
     tool_choice: str | dict[str, Any] | None = None
     functions: list[_FunctionDef] | None = None
     function_call: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: _ResponseFormatIn | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=_INT64)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=_INT64)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-_INT64 - 1, le=_INT64)
     reasoning_effort: str | None = None
     user: str | None = None
-    n: int | None = None
-    stream: bool = False
+    n: int | None = Field(default=None, ge=1, le=128)
+    # Checked, not forwarded: token ids -> a bias OpenAI bounds to [-100, 100].
+    logit_bias: dict[Annotated[str, Field(pattern=r"^\d{1,10}$")],
+                     Annotated[float, Field(ge=-100, le=100)]] | None = None
+    stream: StrictBool = False
     stream_options: _StreamOptions | None = None
     warden: dict[str, Any] | None = None
 
@@ -171,7 +180,7 @@ def _parts(content: str | list[_Part] | None, path: str) -> list[ContentPart]:
         elif part.type == "refusal" and part.refusal is not None:
             parts.append(TextPart(part.refusal))
         elif part.type == "image_url" and part.image_url is not None:
-            parts.append(image_part(part.image_url.url, part.image_url.detail))
+            parts.append(image_part(part.image_url.url, part.image_url.detail, path=f"{where}.image_url.url"))
         elif part.type in ("text", "refusal", "image_url"):
             raise invalid(f"{where}.{part.type}", "field required for this part type")
         else:
