@@ -9,7 +9,7 @@ import re
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from warden.errors import ConfigError, field_path
@@ -44,8 +44,9 @@ class Settings(BaseSettings):
     # instance are honoured at once; other instances within this bound).
     key_cache_ttl: float = Field(default=3.0, ge=0)
     access_log: bool = True
-    # Agent HTTP tools: hosts or CIDRs ("intranet.example, 10.0.0.0/8, 127.0.0.1")
-    # that may be reached although private, loopback or link-local. Comma-separated.
+    # Hosts or CIDRs ("intranet.example, 10.0.0.0/8, 127.0.0.1") that agent HTTP/MCP
+    # tools and the provider URLs of workspaces other than "default" may reach
+    # although private, loopback or link-local. Comma-separated.
     egress_allow: str = ""
     # Executables an admin may start as stdio MCP servers ("npx, /usr/local/bin/mcp-git").
     # Empty: no stdio server may start. Comma-separated.
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     upstream_first_byte_timeout: float = Field(default=60.0, gt=0)
     upstream_stream_gap_timeout: float = Field(default=30.0, gt=0)
     request_deadline: float = Field(default=300.0, gt=0)
+    # Upstream replies (bytes): a whole non-stream reply, and one stream line or event.
+    # Larger ones are refused (502 upstream_reply_too_large), never read into memory.
+    upstream_max_reply_bytes: int = Field(default=32 * 1024 * 1024, ge=64 * 1024)
+    upstream_max_event_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
     max_retries: int = Field(default=2, ge=0, le=10)  # per deployment, retryable errors only
     # Circuit breaker per deployment: open after N failures within the window,
     # probe again after the cooldown.
@@ -86,6 +91,14 @@ class Settings(BaseSettings):
     promotion_min_feedback: int = Field(default=1, ge=0)
     # Failed runs or rejected actions in a row that demote an agent one tier.
     demotion_streak: int = Field(default=3, ge=1)
+    # Audit checkpoints (store/checkpoints.py): the Ed25519 signing key (base64 of its
+    # 32-byte seed; default <data dir>/audit-signing.key), the append-only file they go
+    # to (default <data dir>/audit-checkpoints.jsonl), and how often the head is signed:
+    # every N seconds when it moved, and as soon as N events arrived.
+    audit_signing_key: str | None = None
+    audit_checkpoint_file: Path | None = None
+    audit_checkpoint_interval: float = Field(default=60.0, gt=0)
+    audit_checkpoint_events: int = Field(default=100, ge=1)
 
     @field_validator("database_url")
     @classmethod
@@ -116,11 +129,34 @@ class Settings(BaseSettings):
                 raise ValueError("must be the base64 of exactly 32 bytes")
         return v
 
+    @field_validator("audit_signing_key")
+    @classmethod
+    def _signing_key_shape(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                raw = base64.b64decode(v.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("must be base64") from None
+            if len(raw) != 32:
+                raise ValueError("must be the base64 of exactly 32 bytes")
+        return v
+
     @field_validator("admin_key")
     @classmethod
     def _admin_key_shape(cls, v: str | None) -> str | None:
         if v is not None and (not v.startswith("wk-") or len(v) < 24):
             raise ValueError("must start with 'wk-' and be at least 24 characters")
+        return v
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_share_state(cls, v: int, info: ValidationInfo) -> int:
+        # The in-process state is per process: each worker would keep its own rate
+        # limits, budgets, breakers and caches, multiplying every limit by N.
+        if v > 1 and "redis_url" in info.data and info.data["redis_url"] is None:
+            raise ValueError(f"{v} worker processes need WARDEN_REDIS_URL (without it each worker "
+                             "would keep its own budgets, rate limits and caches); set "
+                             "WARDEN_REDIS_URL or WARDEN_WORKERS=1")
         return v
 
     @field_validator("log_level")
@@ -178,6 +214,10 @@ class Settings(BaseSettings):
     @property
     def mcp_stdio_allow_list(self) -> list[str]:
         return split_list(self.mcp_stdio_allow)
+
+    @property
+    def audit_checkpoint_path(self) -> Path:
+        return self.audit_checkpoint_file or self.data_dir / "audit-checkpoints.jsonl"
 
     @cached_property
     def db_url(self) -> str:

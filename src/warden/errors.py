@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -84,8 +84,9 @@ class PayloadTooLarge(WardenError):
 
 
 # Pydantic puts union member labels ("str", "list[Part]", "function-after[...]")
-# into error locations; a client wants only the path of its own field.
-_TYPE_LABEL = re.compile(r"^(str|int|float|bool|none|dict|list|is-instance|literal)$|[\[\]<>-]")
+# into error locations; a client wants only the path of its own field (whose dict
+# keys may hold "-", so only bracketed labels and the bare type names are dropped).
+_TYPE_LABEL = re.compile(r"^(str|int|float|bool|none|dict|list|is-instance|literal)$|[\[\]<>]")
 
 
 def field_path(loc: Sequence[Any], default: str = "body") -> str:
@@ -125,6 +126,17 @@ class ServiceUnavailable(WardenError):
     status = 503
     type = "service_unavailable"
     code = "service_unavailable"
+
+
+# The range of each integer column type on every database we support: PostgreSQL's
+# INTEGER is 32-bit, BIGINT (and every SQLite INTEGER) 64-bit. A number past its
+# column's range is the client's mistake (422 naming the field), not the driver's
+# OverflowError (500). Strict: JSON ``true`` is not 1, and ``5.0`` or ``"5"`` is not a count.
+# Each type carries both bounds: a field's own ``Field(ge=…)`` would be overridden by them.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+NonNegativeInt32 = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
+PositiveInt32 = Annotated[int, Field(strict=True, ge=1, le=INT32_MAX)]
 
 
 class ConfigError(Exception):

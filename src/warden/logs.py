@@ -1,4 +1,13 @@
-"""Structured JSON logs carrying the request id, with secrets redacted."""
+"""Structured JSON logs carrying the request id, with secrets redacted.
+
+``redact`` is the one redactor. It removes two kinds of secret: the exact secrets
+the process holds (every provider key it has opened or read from the
+environment, the bootstrap admin key, the master keys: :func:`register_secret`),
+whatever their shape, then anything shaped like a credential. An upstream that
+echoes our key back ("Incorrect API key provided: <key>") is thereby cleaned on
+every path that builds a message from upstream text: replies, stream errors,
+logs, run events, audit rows.
+"""
 
 from __future__ import annotations
 
@@ -23,14 +32,109 @@ _SECRET = re.compile(
 )
 
 
+# Shorter values are not registered: too short to tell from ordinary words
+# (a local server's placeholder key "ollama"), and nothing a key guesser needs.
+MIN_SECRET_CHARS = 8
+_CANDIDATE = re.compile(r"\S{%d,}" % MIN_SECRET_CHARS)  # registered secrets hold no whitespace
+_REDACTED = "[REDACTED]"
+
+
+class SecretRegistry:
+    """Exact secrets, found by their first ``MIN_SECRET_CHARS`` characters.
+
+    A scan looks each window of every long enough token up in a dict, so its cost
+    grows with the text, not with the number of secrets, and registering one is a
+    dict update (no pattern to recompile). Each secret has an owner (``cred:<id>``,
+    ``env:OPENAI_API_KEY``…) so a changed key replaces the old one and a removed
+    credential's key can be forgotten. Updates swap immutable tuples, so a log
+    record written from another thread sees either the old or the new entry.
+    """
+
+    def __init__(self) -> None:
+        self._owners: dict[str, str] = {}
+        self._by_head: dict[str, tuple[str, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+    def add(self, owner: str, secret: str | None) -> None:
+        secret = (secret or "").strip()
+        if self._owners.get(owner) == secret:
+            return
+        self.forget(owner)
+        if len(secret) < MIN_SECRET_CHARS or any(c.isspace() for c in secret):
+            return
+        self._owners[owner] = secret
+        head = secret[:MIN_SECRET_CHARS]
+        # Longest first, so a secret that extends another is removed whole.
+        self._by_head[head] = tuple(sorted({*self._by_head.get(head, ()), secret}, key=len, reverse=True))
+
+    def forget(self, owner: str) -> None:
+        secret = self._owners.pop(owner, None)
+        if secret is None or secret in self._owners.values():
+            return
+        head = secret[:MIN_SECRET_CHARS]
+        rest = tuple(s for s in self._by_head.get(head, ()) if s != secret)
+        if rest:
+            self._by_head[head] = rest
+        else:
+            self._by_head.pop(head, None)
+
+    def clear(self) -> None:
+        self._owners.clear()
+        self._by_head.clear()
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every registered secret replaced by ``[REDACTED]``."""
+        by_head = self._by_head
+        if not by_head:
+            return text
+        pieces: list[str] = []
+        last = 0
+        for m in _CANDIDATE.finditer(text):
+            token, base = m.group(), m.start()
+            # Where a secret's head appears (the common case: nowhere), in one comprehension.
+            heads = [i for i in range(len(token) - MIN_SECRET_CHARS + 1)
+                     if token[i:i + MIN_SECRET_CHARS] in by_head]
+            skip_to = 0
+            for i in heads:
+                if i < skip_to:
+                    continue  # inside a secret already removed
+                hit = next((s for s in by_head[token[i:i + MIN_SECRET_CHARS]] if token.startswith(s, i)),
+                           None)
+                if hit:
+                    pieces += (text[last:base + i], _REDACTED)
+                    last = skip_to = base + i + len(hit)
+                    skip_to -= base
+        if not pieces:
+            return text
+        pieces.append(text[last:])
+        return "".join(pieces)
+
+
+_secrets = SecretRegistry()
+
+
+def register_secret(owner: str, secret: str | None) -> None:
+    """Have :func:`redact` remove ``secret`` exactly, wherever it appears (``owner``
+    names it: registering again under the same owner replaces it)."""
+    _secrets.add(owner, secret)
+
+
+def forget_secret(owner: str) -> None:
+    _secrets.forget(owner)
+
+
 def redact(text: str) -> str:
-    """The one redactor: every secret-shaped run becomes ``[REDACTED]``."""
-    return _SECRET.sub(lambda m: (m.group(1) or "") + "[REDACTED]", text)
+    """The one redactor: every registered secret, then every secret-shaped run,
+    becomes ``[REDACTED]`` (exact secrets first, so a pattern never cuts one in two)."""
+    return _SECRET.sub(lambda m: (m.group(1) or "") + _REDACTED, _secrets.scrub(text))
 
 
 # Loggers whose records are built only from route templates, methods and numbers
-# (never from request data), so redacting them would cost time and find nothing.
-_NOTHING_TO_REDACT = frozenset({"warden.access"})
+# (never from request data), so redacting them would cost time and find nothing;
+# audit checkpoints hold only hashes and signatures, which the patterns would blank.
+_NOTHING_TO_REDACT = frozenset({"warden.access", "warden.audit.checkpoint"})
 
 
 class RedactingFilter(logging.Filter):

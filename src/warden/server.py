@@ -8,11 +8,14 @@ alembic (~8 MB). Run on its own, this module expects a migrated database.
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 from fastapi import FastAPI
 
 from warden.app import create_app, tune_process
 from warden.config import load_settings
+from warden.errors import ConfigError
 from warden.logs import configure_logging
 
 
@@ -24,7 +27,11 @@ def create_served_app() -> FastAPI:
 
 
 def main() -> None:
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:  # the same one line ``warden serve`` prints, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     uvicorn.run("warden.server:create_served_app", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
                 log_config=None, access_log=False, lifespan="on", server_header=False)

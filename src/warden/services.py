@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from warden.gateway.catalog import get_catalog
 from warden.gateway.gateway import Gateway, GatewayConfig
 from warden.gateway.limits import Limiter
 from warden.gateway.types import Timeouts
+from warden.netpolicy import AddressPolicy
 from warden.governance.approvals import Approvals
 from warden.governance.audit_log import AuditLog
 from warden.governance.feedback import FeedbackService
@@ -37,12 +39,15 @@ from warden.governance.maturity import Maturity, MaturityConfig
 from warden.governance.policy_store import PolicyStore
 from warden.gateway.providers.http import aclose_client
 from warden.tenancy.model_groups import ModelGroups
+from warden.logs import register_secret
 from warden.state import StateStore, create_state
 from warden.state.base import BreakerConfig, InvalidationCallback, StateUnavailable
+from warden.state.memory import MemoryState
+from warden.store.checkpoints import Checkpointer
 from warden.store.spend import SpendWriter
-from warden.store.db import Database
+from warden.store.db import Database, private_dir
 from warden.store.models import Credential
-from warden.vault.keyring import Keyring
+from warden.vault.keyring import Keyring, load_audit_signing_key
 
 if TYPE_CHECKING:
     from warden.agents.tools.deps import ToolDeps
@@ -80,7 +85,7 @@ class Services:
     async def start(cls, settings: Settings, *, run_migrations: bool = True,
                     bootstrap: bool = True) -> Services:
         """Build every service in layer order, bottom up; each closer runs in reverse at close."""
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(settings.data_dir)
         db = Database(settings.db_url)
         exit_stack = contextlib.AsyncExitStack()
         exit_stack.push_async_callback(db.close)
@@ -107,14 +112,23 @@ class Services:
             st.breaker_failures, st.breaker_window, st.breaker_cooldown),
             **({"prefix": st.redis_prefix} if st.redis_url is not None else {}))
         on_close(state.close)
+        # Signed checkpoints of the audit chain, outside the database (store/checkpoints.py);
+        # built early so it closes late, signing what every other service wrote.
+        checkpointer = Checkpointer(db, load_audit_signing_key(st.audit_signing_key, st.data_dir),
+                                    st.audit_checkpoint_path, interval=st.audit_checkpoint_interval,
+                                    every=st.audit_checkpoint_events)
+        checkpointer.start()
+        on_close(checkpointer.close)
 
         # Tenancy: every cache's changes are broadcast through the state store.
         notify = invalidation.publisher(state)
         accounts = Accounts(db, cache_ttl=st.key_cache_ttl, notify=notify)
-        byok = Byok(db, vault, notify=notify)
+        byok = Byok(db, vault, notify=notify, egress=AddressPolicy.from_entries(st.egress_allow_list))
         on_close(byok.cache.close)
         model_groups = ModelGroups(db, notify=notify)
         budgets = Budgets(db, notify=notify)
+        if isinstance(state, MemoryState):  # Redis keeps its counters; this store starts empty
+            await _restore_budget_counters(budgets, state)
         policies = PolicyStore(db, cache_ttl=st.policy_cache_ttl, notify=notify)
         await _subscribe(state, on_close, invalidation.dispatcher(
             accounts=accounts, byok=byok.cache, model_groups=model_groups, budgets=budgets))
@@ -139,7 +153,9 @@ class Services:
                 timeouts=Timeouts(connect=st.upstream_connect_timeout,
                                   first_byte=st.upstream_first_byte_timeout,
                                   stream_gap=st.upstream_stream_gap_timeout,
-                                  total=st.request_deadline),
+                                  total=st.request_deadline,
+                                  max_reply_bytes=st.upstream_max_reply_bytes,
+                                  max_event_bytes=st.upstream_max_event_bytes),
             ),
         )
         on_close(aclose_client)
@@ -155,7 +171,8 @@ class Services:
                     hooks=GovernanceHooks(maturity, approval_ttl_s=st.approval_ttl))
         await runs.start_background()  # sweeps runs a dead process left running
         on_close(runs.close)
-        approvals = Approvals(db, runs, maturity, ttl_s=st.approval_ttl, sweep_s=st.approval_sweep_interval)
+        approvals = Approvals(db, runs, maturity, policies, ttl_s=st.approval_ttl,
+                              sweep_s=st.approval_sweep_interval)
         approvals.start()  # expires overdue approvals, applies decisions a dead instance left
         on_close(approvals.close)
         feedback = FeedbackService(db, runs, maturity)
@@ -165,10 +182,11 @@ class Services:
             admin_key_path = await bootstrap_admin(accounts, st.data_dir, st.admin_key)
             if admin_key_path is not None:
                 log.warning("bootstrap admin key written to %s (mode 0600)", admin_key_path)
+        _register_process_secrets(st)
         return cls(settings=st, db=db, vault=vault, state=state, accounts=accounts, byok=byok,
                    model_groups=model_groups, budgets=budgets, spend=spend, gateway=gateway, tools=tools,
                    agents=agents, sessions=sessions, policies=policies, maturity=maturity, runs=runs,
-                   approvals=approvals, feedback=feedback, audit_log=AuditLog(db),
+                   approvals=approvals, feedback=feedback, audit_log=AuditLog(db, checkpointer),
                    admin_key_path=admin_key_path, _exit=exit_stack)
 
     async def readiness(self) -> dict[str, str]:
@@ -201,6 +219,35 @@ async def _subscribe(state: StateStore, on_close: Callable[..., Any],
         unsubscribe()
 
     on_close(close)
+
+
+async def _restore_budget_counters(budgets: Budgets, state: MemoryState) -> None:
+    """Start every budget's current-period counter at what the spend ledger holds, so a
+    restart never re-grants spent money. Reservations of requests that did not finish
+    died with their process: they wrote no ledger row, so nothing of them is restored."""
+    started = time.perf_counter()
+    counters = await budgets.ledger_counters()
+    for counter, spent in counters:
+        state.restore_spent(counter, spent)
+    if counters:
+        log.info("budget counters rebuilt from the spend ledger: %d in %.0f ms", len(counters),
+                 (time.perf_counter() - started) * 1000)
+
+
+def _register_process_secrets(settings: Settings) -> None:
+    """Have the log redactor remove the bootstrap admin key and the master key(s) by value
+    (provider keys are registered as they are opened: tenancy/credential_cache.py)."""
+    register_secret("admin_key", settings.admin_key)
+    admin_file = settings.data_dir / "admin.key"
+    if settings.admin_key is None and admin_file.exists():
+        register_secret("admin_key", admin_file.read_text().strip())
+    if settings.master_key:
+        texts = settings.master_key.split(",")
+    else:
+        key_file = settings.data_dir / "master.key"
+        texts = key_file.read_text().split() if key_file.exists() else []
+    for i, text in enumerate(texts):
+        register_secret(f"master_key:{i}", text.strip())
 
 
 def _tool_deps(settings: Settings, db: Database) -> ToolDeps:

@@ -14,6 +14,7 @@ import redis as redis_sync
 from sqlalchemy import select
 
 from tests.support.app import ADMIN_KEY, REDIS_URL, client_for
+from tests.support.envelope import assert_envelope
 from warden.config import load_settings
 from warden.gateway.complexity import estimate_tokens
 from warden.gateway.context import CallContext
@@ -93,6 +94,13 @@ async def budgets(c: httpx.AsyncClient) -> list[dict]:
 # --- the API --------------------------------------------------------------------------
 
 
+async def new_agent(api: httpx.AsyncClient, name: str) -> str:
+    """A real agent of the caller's workspace (an agent budget names one), by id."""
+    r = await api.post("/api/agents", json={"name": name, "instructions": "Help."})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
 async def test_budget_crud_with_audit(api: httpx.AsyncClient, svc: Services) -> None:
     ws = await put_budget(api, limit_usd="5", per_request_cap_usd="0.5")
     assert (ws["scope"], ws["period"], Decimal(ws["limit_usd"])) == ("workspace", "month", 5)
@@ -102,10 +110,11 @@ async def test_budget_crud_with_audit(api: httpx.AsyncClient, svc: Services) -> 
     assert again["per_request_cap_usd"] is None
     key = (await api.post("/api/keys", json={"name": "bot"})).json()
     kb = await put_budget(api, scope="key", scope_id=key["id"], period="day", limit_usd="1")
-    ab = await put_budget(api, scope="agent", scope_id="agent-7", period="total", limit_usd="2")
+    agent = await new_agent(api, "agent-7")
+    ab = await put_budget(api, scope="agent", scope_id=agent, period="total", limit_usd="2")
     listed = await budgets(api)
     assert {(b["scope"], b["scope_id"], b["period"]) for b in listed} == {
-        ("workspace", ws["scope_id"], "month"), ("key", key["id"], "day"), ("agent", "agent-7", "total")}
+        ("workspace", ws["scope_id"], "month"), ("key", key["id"], "day"), ("agent", agent, "total")}
     r = await api.put("/api/budgets", json={"scope": "key", "scope_id": "key_nope", "limit_usd": "1"})
     assert (r.status_code, r.json()["error"]["code"]) == (404, "key_not_found")
     r = await api.put("/api/budgets", json={"scope": "agent", "limit_usd": "1"})
@@ -216,16 +225,17 @@ async def test_unknown_price_is_served_without_a_budget(api: httpx.AsyncClient) 
 
 
 async def test_agent_budget_applies_to_the_agent_runtime(api: httpx.AsyncClient, svc: Services) -> None:
-    await put_budget(api, scope="agent", scope_id="helper", limit_usd=str(COST))
+    helper = await new_agent(api, "helper")
+    await put_budget(api, scope="agent", scope_id=helper, limit_usd=str(COST))
     req = ChatRequest(model="openai/gpt-4o-mini", messages=[Message("user", [TextPart("hi")])],
                       max_tokens=OUTPUT_TOKENS)
     ws = (await svc.accounts.workspace_by_name("default")).id
-    _, info = await svc.gateway.complete(req, CallContext(ws, None, "r1", agent_id="helper"))
+    _, info = await svc.gateway.complete(req, CallContext(ws, None, "r1", agent_id=helper))
     assert info.cost_usd == COST
     from warden.errors import BudgetExceeded
 
-    with pytest.raises(BudgetExceeded, match="agent 'helper'"):
-        await svc.gateway.complete(req, CallContext(ws, None, "r2", agent_id="helper"))
+    with pytest.raises(BudgetExceeded, match=f"agent '{helper}'"):
+        await svc.gateway.complete(req, CallContext(ws, None, "r2", agent_id=helper))
     _, other = await svc.gateway.complete(req, CallContext(ws, None, "r3", agent_id="other"))
     assert other.cost_usd == COST
 
@@ -278,3 +288,21 @@ async def test_fail_closed_then_fail_open_with_redis_down(tmp_path: Path, upstre
         finally:
             await svc.close()
     assert len(upstream.requests) == 1  # only the fail-open request went upstream
+
+
+async def test_an_agent_budget_names_an_agent_of_this_workspace(api: httpx.AsyncClient, svc: Services) -> None:
+    """Issue 13, item 9a: another workspace's agent id is "not found", as its keys are."""
+    acme = (await api.post("/api/workspaces", json={"name": "acme"})).json()["id"]
+    acme_admin = await svc.accounts.create_key(acme, "acme-admin", "admin")
+    async with client_for(svc, key=acme_admin.key) as other:
+        theirs = await new_agent(other, "theirs")
+        own = await new_agent(api, "ours")
+        for scope_id in (theirs, "agt_does_not_exist"):
+            r = await api.put("/api/budgets", json={"scope": "agent", "scope_id": scope_id, "limit_usd": "1"})
+            err = assert_envelope(r, 404, "agent_not_found")
+            assert scope_id in err["message"] and "Traceback" not in r.text
+        assert [b["scope_id"] for b in await budgets(api)] == []  # nothing was written
+        assert (await other.put("/api/budgets", json={"scope": "agent", "scope_id": own,
+                                                      "limit_usd": "1"})).status_code == 404
+        r = await other.put("/api/budgets", json={"scope": "agent", "scope_id": theirs, "limit_usd": "1"})
+        assert r.status_code == 200 and r.json()["scope_id"] == theirs

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from tests.support.app import client_for
 from warden.services import Services
 from warden.store import audit
-from warden.store.models import AuditEvent
+from warden.store.models import AuditEvent, Credential
 from warden.testing.upstream import Behaviour, UpstreamServer
 
 SECRET = "sk-proj-PLAINtextNeverStored0123456789wxyz"
@@ -309,3 +309,118 @@ async def test_moving_base_url_needs_the_key_again(client: httpx.AsyncClient) ->
         r = await client.patch(f"/api/byok/{cred['id']}",
                                json={"base_url": evil.base_url, "api_key": "sk-other-0123456789"})
         assert r.status_code == 200 and r.json()["base_url"] == evil.base_url
+
+
+# --- where a tenant may point a credential (issue 13, item 1) --------------------
+
+INNER_FORMS = ["http://127.0.0.1:{port}", "http://localhost:{port}", "http://[::1]:{port}",
+               "http://[::ffff:127.0.0.1]:{port}", "http://2130706433:{port}",
+               "http://0x7f000001:{port}", "http://127.1:{port}"]
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def tenant(services: Services, client: httpx.AsyncClient, name: str = "acme") -> tuple[str, str, str]:
+    """A workspace other than ``default``: (id, admin key, member key)."""
+    ws = (await client.post("/api/workspaces", json={"name": name})).json()["id"]
+    admin = await services.accounts.create_key(ws, f"{name}-admin", "admin")
+    member = await services.accounts.create_key(ws, f"{name}-member", "member")
+    return ws, admin.key, member.key
+
+
+async def stored_with_url(services: Services, admin: httpx.AsyncClient, base_url: str,
+                          label: str = "default") -> str:
+    """A tenant credential whose stored base_url is ``base_url`` (as a row written before the
+    check existed, or by anyone who can write the database, would hold)."""
+    r = await admin.post("/api/byok", json={"provider": "openai-compatible", "api_key": SECRET,
+                                            "base_url": "https://8.8.8.8/v1", "label": label,
+                                            "models": [{"id": "gpt-4o-mini"}]})
+    assert r.status_code == 201, r.text
+    async with services.db.transaction() as s:
+        row = await s.get(Credential, r.json()["id"])
+        row.base_url = base_url
+    services.byok.cache.invalidate()
+    return r.json()["id"]
+
+
+@pytest.mark.parametrize("form", INNER_FORMS)
+async def test_a_tenant_admin_cannot_point_base_url_inward(
+    client: httpx.AsyncClient, services: Services, form: str
+) -> None:
+    _, admin_key, _ = await tenant(services, client)
+    async with UpstreamServer("openai", api_key=SECRET) as up, client_for(services, admin_key) as admin:
+        url = form.format(port=up.port) + "/v1"
+        r = await admin.post("/api/byok", json={"provider": "openai-compatible", "api_key": SECRET,
+                                                "base_url": url})
+        err = assert_envelope(r, 422, "base_url_refused")
+        assert err["param"] == "base_url" and "WARDEN_EGRESS_ALLOW" in err["message"]
+        assert (await admin.get("/api/byok")).json() == []
+        public = (await admin.post("/api/byok", json={"provider": "openai", "api_key": SECRET})).json()
+        r = await admin.patch(f"/api/byok/{public['id']}", json={"base_url": url, "api_key": OTHER_SECRET})
+        assert_envelope(r, 422, "base_url_refused")
+        assert (await admin.get(f"/api/byok/{public['id']}")).json()["base_url"] is None
+        assert up.requests == []
+    assert [a for a, _ in await audit_actions(services)] == ["byok.create"]  # the public one only
+
+
+@pytest.mark.parametrize("form", INNER_FORMS)
+async def test_a_stored_inward_url_reaches_nothing_by_test_or_by_gateway(
+    client: httpx.AsyncClient, services: Services, form: str
+) -> None:
+    _, admin_key, member_key = await tenant(services, client)
+    async with UpstreamServer("openai", api_key=SECRET) as up, client_for(services, admin_key) as admin, \
+            client_for(services, member_key) as member:
+        listening = await stored_with_url(services, admin, form.format(port=up.port) + "/v1")
+        r = await admin.post(f"/api/byok/{listening}/test")
+        err = assert_envelope(r, 422, "base_url_refused")
+        # No port scanner: a port where nothing listens gets the very same answer.
+        silent_port = free_port()
+        nothing = await stored_with_url(services, admin, form.format(port=silent_port) + "/v1", "silent")
+        silent = await admin.post(f"/api/byok/{nothing}/test")
+        assert silent.json()["error"]["message"] == err["message"].replace(str(up.port), str(silent_port))
+        await admin.patch(f"/api/byok/{nothing}", json={"status": "disabled"})
+
+        r = await member.post("/v1/chat/completions", json=CHAT)
+        err = assert_envelope(r, 502, "upstream_address_refused")
+        assert "INTERNAL" not in r.text and SECRET not in r.text
+        assert up.requests == []  # the listener never saw the key, nor anything else
+
+
+async def test_the_default_workspace_reaches_local_model_servers(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    async with UpstreamServer("openai", api_key=SECRET, models=["gpt-4o-mini"]) as up:
+        for label, host in (("v4", "127.0.0.1"), ("name", "localhost")):
+            cred = (await client.post("/api/byok", json={
+                "provider": "openai-compatible", "api_key": SECRET, "label": label,
+                "base_url": f"http://{host}:{up.port}/v1", "models": [{"id": "gpt-4o-mini"}]})).json()
+            assert (await client.post(f"/api/byok/{cred['id']}/test")).json()["status"] == "ok"
+        r = await client.post("/v1/chat/completions", json=CHAT)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] and r.headers["x-warden-provider"]
+        assert up.last.headers["authorization"] == f"Bearer {SECRET}"
+
+
+async def test_warden_egress_allow_reopens_an_address_for_tenants(data_dir: Path) -> None:
+    from tests.support.app import ADMIN_KEY
+    from warden.config import load_settings
+
+    services = await Services.start(load_settings(data_dir=data_dir, admin_key=ADMIN_KEY, access_log=False,
+                                                  egress_allow="127.0.0.1"))
+    try:
+        async with client_for(services) as client:
+            _, admin_key, member_key = await tenant(services, client)
+        async with UpstreamServer("openai", api_key=SECRET, models=["gpt-4o-mini"]) as up, \
+                client_for(services, admin_key) as admin, client_for(services, member_key) as member:
+            r = await admin.post("/api/byok", json={"provider": "openai-compatible", "api_key": SECRET,
+                                                    "base_url": up.base_url, "models": [{"id": "gpt-4o-mini"}]})
+            assert r.status_code == 201, r.text
+            assert (await admin.post(f"/api/byok/{r.json()['id']}/test")).json()["status"] == "ok"
+            r = await member.post("/v1/chat/completions", json=CHAT)
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"], r.text
+            # Only what was allowed: ::1 is another address.
+            r = await admin.post("/api/byok", json={"provider": "openai-compatible", "api_key": SECRET,
+                                                    "label": "v6", "base_url": f"http://[::1]:{up.port}/v1"})
+            assert_envelope(r, 422, "base_url_refused")
+            assert len(up.requests) == 2
+    finally:
+        await services.close()

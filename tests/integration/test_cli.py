@@ -114,3 +114,28 @@ def test_route_explain_and_usage(env, monkeypatch) -> None:
     r = invoke("usage", "--group-by", "provider")
     assert r.exit_code == 0 and "requests" in r.stdout
     assert invoke("usage", "--group-by", "week").exit_code == 2
+
+
+@pytest.mark.parametrize("entry", [["serve", "--workers", "2"], ["-m", "warden.server"]])
+def test_several_workers_without_redis_refuse_to_start(tmp_path: Path, entry: list[str]) -> None:
+    """Issue 13, item 4, through the real entries (``warden serve`` and the serving
+    module it becomes): one line naming WARDEN_REDIS_URL, and nothing listens."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_") or k.startswith("WARDEN_TEST")}
+    env.update(WARDEN_DATA_DIR=str(tmp_path / "data"), WARDEN_PORT=str(port), WARDEN_WORKERS="2")
+    program = [sys.executable] if entry[0] == "-m" else [str(Path(sys.executable).parent / "warden")]
+    proc = subprocess.Popen([*program, *entry], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # it started serving: stop it (and its workers) cleanly
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+        pytest.fail(f"several workers without Redis started serving:\n{stderr[-2000:]}")
+    assert proc.returncode == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: WARDEN_WORKERS:"), stderr
+    assert "WARDEN_REDIS_URL" in lines[0] and "Traceback" not in stderr
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    assert not (tmp_path / "data" / "warden.db").exists()  # refused before touching anything

@@ -74,3 +74,16 @@ def test_json_logs_carry_request_id_and_redact() -> None:
     assert "sk-abcdefghijklmnopqrstu" not in buf.getvalue()
     assert "wk-abcdefghijklmnopqrstuvwxyz" not in buf.getvalue()
     assert "[REDACTED]" in lines[0]["message"] and "exc_info" in lines[1]
+
+
+def test_several_workers_need_redis() -> None:
+    """Issue 13, item 4: without Redis each worker would keep its own limits, budgets,
+    breakers and caches (rpm 10 admitted 20 with two workers); refuse instead."""
+    with pytest.raises(ConfigError) as exc:
+        load_settings(workers=2)
+    msg = str(exc.value)
+    assert msg.startswith("WARDEN_WORKERS:") and "WARDEN_REDIS_URL" in msg and "\n" not in msg
+    assert load_settings(workers=2, redis_url="redis://127.0.0.1:6379/0").workers == 2
+    assert load_settings(workers=1).workers == 1
+    with pytest.raises(ConfigError, match="^WARDEN_REDIS_URL:"):  # a bad URL is named, not the workers
+        load_settings(workers=2, redis_url="http://x")

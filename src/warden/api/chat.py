@@ -29,7 +29,7 @@ from warden.agents.runs import MAX_MESSAGE_CHARS, RunHandle, RunOutcome, stream_
 from warden.agents.sessions import MessageView, SessionView
 from warden.api.deps import PrincipalDep, ServicesDep
 from warden.api.gateway_http import GatewayStreamResponse
-from warden.errors import WardenError
+from warden.errors import INT32_MAX, INT64_MAX, WardenError
 from warden.formats import sse
 from warden.formats.common import parse_body
 from warden.services import Services
@@ -101,13 +101,13 @@ async def create_session(request: Request, principal: PrincipalDep, services: Se
 
 @router.get("/api/sessions", response_model=list[SessionView])
 async def list_sessions(principal: PrincipalDep, services: ServicesDep,
-                        limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0)) -> list[SessionView]:
+                        limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0, le=INT64_MAX)) -> list[SessionView]:
     return [SessionView.of(s) for s in await services.sessions.list(principal, limit=limit, offset=offset)]
 
 
 @router.get("/api/sessions/{session_id}", response_model=SessionDetail)
 async def get_session(session_id: str, principal: PrincipalDep, services: ServicesDep,
-                      after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=500)) -> SessionDetail:
+                      after: int = Query(0, ge=0, le=INT32_MAX), limit: int = Query(100, ge=1, le=500)) -> SessionDetail:
     session = await services.sessions.get(principal, session_id)
     rows = await services.sessions.messages(session.id, after=after, limit=limit + 1)
     return SessionDetail(**SessionView.of(session).model_dump(),
@@ -245,7 +245,7 @@ def _tool_call_view(call: Any, approval: Any) -> ToolCallView:
 
 @router.get("/api/runs/{run_id}/events")
 async def run_events(run_id: str, principal: PrincipalDep, services: ServicesDep,
-                     after: int | None = Query(None, ge=0),
+                     after: int | None = Query(None, ge=0, le=INT32_MAX),
                      last_event_id: str | None = Header(None)) -> GatewayStreamResponse:
     start = after if after is not None else _int_or_zero(last_event_id)
     await services.runs.get(principal, run_id)  # 404 before the stream starts
@@ -254,7 +254,8 @@ async def run_events(run_id: str, principal: PrincipalDep, services: ServicesDep
 
 
 def _int_or_zero(value: str | None) -> int:
+    """A browser's ``Last-Event-ID``; past the seq column's range nothing follows it."""
     try:
-        return max(int(value or 0), 0)
+        return min(max(int(value or 0), 0), INT32_MAX)
     except ValueError:
         return 0

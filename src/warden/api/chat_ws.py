@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field, ValidationError
 from warden.agents.events import STOPS_STREAM, TERMINAL
 from warden.agents.runs import error_body, stream_turn
 from warden.api.chat import ChatBody, json_default
-from warden.errors import Unauthorized, ValidationFailed, WardenError
+from warden.errors import NonNegativeInt32, Unauthorized, ValidationFailed, WardenError
 from warden.services import Services
 from warden.tenancy.accounts import Principal, bearer_token
 
@@ -141,7 +141,7 @@ async def _close(ws: WebSocket, code: int) -> None:
 class WsFollow(BaseModel):
     type: Literal["follow"]
     run_id: str = Field(min_length=1, max_length=80)
-    after: int = Field(default=0, ge=0)
+    after: NonNegativeInt32 = 0
 
 
 async def _ws_message(ws: WebSocket, services: Services, principal: Principal,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import orjson
 from fastapi import FastAPI, Request
@@ -49,16 +50,33 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> Response
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
     loc = tuple(first.get("loc", ()))
     field = field_path(loc[1:] if loc[:1] in (("body",), ("query",), ("path",), ("header",)) else loc)
-    msg = first.get("msg", "invalid value")
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "json_invalid":
         return error_reply(InvalidRequest("request body is not valid JSON", code="invalid_json"))
     return error_reply(ValidationFailed(f"{field}: {msg}", param=field))
 
 
-async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     type_, code = _HTTP_CODES.get(exc.status_code, ("server_error", "http_error"))
     detail = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return error_reply(_framework_error(exc.status_code, type_, code, detail, headers=exc.headers))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+        headers["allow"] = _allowed_methods(request) or exc.headers.get("Allow", "")
+    return error_reply(_framework_error(exc.status_code, type_, code, detail, headers=headers or None))
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette names only those of the
+    first route whose path matched, and one path may have a route per method; the
+    schema knows them all (it holds the gateway routes too)."""
+    table = getattr(request.app.state, "allowed_methods", None)
+    if table is None:
+        table = request.app.state.allowed_methods = [
+            (re.compile("^" + re.sub(r"\\{[^/}]+\\}", "[^/]+", re.escape(path)) + "$"),
+             {m.upper() for m in ops})
+            for path, ops in request.app.openapi().get("paths", {}).items()]
+    return ", ".join(sorted(set().union(*(ms for rx, ms in table if rx.match(request.url.path)))))
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:

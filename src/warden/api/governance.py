@@ -3,13 +3,13 @@ and tiers, and the audit log. Routes parse, authorize and call a service."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from warden.api.deps import AdminDep, PrincipalDep, ServicesDep
+from warden.api.deps import AdminDep, IsoDateTime, PrincipalDep, ServicesDep
+from warden.errors import INT64_MAX
 from warden.formats.common import parse_body
 from warden.governance.approvals import ApprovalView
 from warden.governance.feedback import FeedbackBody
@@ -93,7 +93,7 @@ async def agent_feedback(agent_ref: str, principal: PrincipalDep, services: Serv
 class PromotionDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    accept: bool
+    accept: StrictBool
 
 
 class TierChange(BaseModel):
@@ -101,7 +101,7 @@ class TierChange(BaseModel):
 
     tier: Tier
     reason: str = Field(min_length=1, max_length=500)
-    sticky: bool = True  # false hands the agent back to automatic promotion and demotion
+    sticky: StrictBool = True  # false hands the agent back to automatic promotion and demotion
 
 
 @router.get("/api/agents/{agent_ref}/maturity")
@@ -133,9 +133,9 @@ async def set_tier(agent_ref: str, request: Request, principal: AdminDep, servic
 @router.get("/api/audit")
 async def audit_events(principal: AdminDep, services: ServicesDep,
                        action: str | None = Query(None, max_length=64),
-                       since: datetime | None = None, until: datetime | None = None,
+                       since: IsoDateTime | None = None, until: IsoDateTime | None = None,
                        limit: int = Query(100, ge=1, le=1000),
-                       cursor: int | None = Query(None, ge=0)) -> dict[str, Any]:
+                       cursor: int | None = Query(None, ge=0, le=INT64_MAX)) -> dict[str, Any]:
     events, next_cursor = await services.audit_log.page(principal.workspace_id, action=action, since=since,
                                                         until=until, limit=limit, cursor=cursor)
     return {"events": events, "next_cursor": next_cursor}

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from warden.api.deps import AdminDep, ServicesDep
+from warden.errors import PositiveInt32
 
 router = APIRouter(prefix="/api/keys", tags=["keys"])
 
@@ -16,8 +17,8 @@ router = APIRouter(prefix="/api/keys", tags=["keys"])
 class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     role: Literal["admin", "member"] = "member"
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
+    rpm_limit: PositiveInt32 | None = None
+    tpm_limit: PositiveInt32 | None = None
 
 
 class KeyView(BaseModel):

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from warden.cli import agents, routing, server, tenancy
+from warden.cli import agents, audit, routing, server, tenancy
 
 app = typer.Typer(help="Warden: governed AI agents on your own LLM keys.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -22,7 +22,7 @@ app.add_typer(tenancy.vault_app, name="vault")
 app.add_typer(routing.route_app, name="route")
 app.add_typer(agents.agents_app, name="agents")
 app.add_typer(agents.approvals_app, name="approvals")
-app.add_typer(agents.audit_app, name="audit")
+app.add_typer(audit.audit_app, name="audit")
 
 
 def main() -> None:

@@ -1,18 +1,16 @@
-"""Agents and governance: agents, approvals and the audit log."""
+"""Agents and governance: agents and approvals (the audit log is cli/audit.py)."""
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
-from warden.cli.common import NoteOpt, WorkspaceOpt, fail, id_table, operator, out, run_with_services
+from warden.cli.common import NoteOpt, WorkspaceOpt, id_table, operator, out, run_with_services
 from warden.services import Services
 
 agents_app = typer.Typer(help="Agents: instructions, model policy, tools, tier.", no_args_is_help=True)
 approvals_app = typer.Typer(help="Actions waiting for a human: list, approve, reject.", no_args_is_help=True)
-audit_app = typer.Typer(help="The hash-chained audit log: verify, export.", no_args_is_help=True)
 
 
 @agents_app.command("create")
@@ -107,36 +105,3 @@ def approvals_approve(approval_id: str, note: NoteOpt = None, workspace: Workspa
 def approvals_reject(approval_id: str, note: NoteOpt = None, workspace: WorkspaceOpt = "default") -> None:
     """Reject a pending action: the agent is told why and continues without it."""
     _decide(approval_id, "reject", note, workspace)
-
-
-@audit_app.command("verify")
-def audit_verify() -> None:
-    """Check every event's link and hash; exit 1 naming the first broken event."""
-
-    async def fn(s: Services):
-        return await s.audit_log.verify()
-
-    result = run_with_services(fn, bootstrap=False)
-    if not result.ok:
-        fail(f"audit chain broken at event {result.broken_seq}: {result.reason} "
-              f"({result.count} event(s) before it verified)")
-    out.print(f"audit chain ok: {result.count} events", highlight=False)
-
-
-@audit_app.command("export")
-def audit_export(
-    format: Annotated[str, typer.Option("--format", help="jsonl (one event per line).")] = "jsonl",
-    workspace: Annotated[str | None, typer.Option(help="Only this workspace (default: all).")] = None,
-) -> None:
-    """Write the audit log to stdout, one JSON event per line, in chain order."""
-    if format != "jsonl":
-        fail("--format: only jsonl is supported", 2)
-    import orjson
-
-    async def fn(s: Services):
-        ws_id = (await s.accounts.workspace_by_name(workspace)).id if workspace else None
-        async for event in s.audit_log.export(ws_id):
-            sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
-        sys.stdout.flush()
-
-    run_with_services(fn, bootstrap=False)

@@ -8,6 +8,7 @@ Adapters classify from status codes and structured error bodies only.
 from __future__ import annotations
 
 from warden.errors import WardenError
+from warden.logs import redact
 
 
 class ProviderError(WardenError):
@@ -28,7 +29,9 @@ class ProviderError(WardenError):
         retry_after: float | None = None,
         code: str | None = None,
     ) -> None:
-        super().__init__(message, code=code)
+        # Upstream text reaches members, stream events, logs and stored rows from
+        # here: an upstream that echoes our key back must not hand it on.
+        super().__init__(redact(message), code=code)
         self.provider = provider
         self.upstream_status = upstream_status
         self.retry_after = retry_after
@@ -115,6 +118,26 @@ class UpstreamMalformed(ProviderError):
     failover = True
 
 
+class UpstreamTooLarge(ProviderError):
+    """The reply (or one stream event) is over the size bound; reading stopped there."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_reply_too_large"
+    retryable = False
+    failover = True
+
+
+class AddressRefused(ProviderError):
+    """The egress policy forbids the provider's address: no connection was made."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_address_refused"
+    retryable = False
+    failover = True
+
+
 ALL_PROVIDER_ERRORS: tuple[type[ProviderError], ...] = (
     RateLimited,
     Overloaded,
@@ -125,4 +148,6 @@ ALL_PROVIDER_ERRORS: tuple[type[ProviderError], ...] = (
     ContextTooLong,
     ContentFiltered,
     UpstreamMalformed,
+    UpstreamTooLarge,
+    AddressRefused,
 )

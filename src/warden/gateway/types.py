@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from warden.gateway.errors import ProviderError
+from warden.netpolicy import AddressPolicy
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
@@ -184,12 +185,21 @@ StreamEvent = Union[TextDelta, ReasoningDelta, ToolCallDelta, UsageEvent, Finish
 # --- where a call goes -----------------------------------------------------
 
 
+DEFAULT_MAX_REPLY_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+
 @dataclass(slots=True, frozen=True)
 class Timeouts:
+    """The time and size bounds of one upstream call."""
+
     connect: float = 5.0
     first_byte: float = 60.0  # until response headers (and, for streams, the first event)
     stream_gap: float = 30.0  # longest silence allowed between stream chunks
     total: float = 600.0
+    # Memory all tenants share: a whole (non-stream) reply, and one stream line or event.
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
 
 
 @dataclass(slots=True)
@@ -204,3 +214,6 @@ class Endpoint:
     auth: Literal["bearer", "x-api-key", "x-goog-api-key", "none"] = "bearer"
     headers: dict[str, str] = field(default_factory=dict)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    # None: the operator's own endpoint, connect anywhere. A policy: every address
+    # the connection may use is checked by it (tenants' credentials).
+    egress: AddressPolicy | None = None

@@ -7,6 +7,8 @@ the run (the tool runs, or the model reads the refusal). An approval nobody
 decides expires after the TTL and counts as a rejection; expiries are swept
 periodically and whenever approvals are read. A decision whose instance died
 before it reached the run is applied by the next sweep (``applied`` flag).
+With the workspace policy's ``approvals.require_second_person``, the key that
+started a run may not approve its actions (403, audited); rejecting stays open.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.agents.hooks import Action
 from warden.agents.runs import RunHandle, Runs
-from warden.errors import Conflict, NotFound, ValidationFailed
+from warden.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from warden.governance.maturity import Maturity
+from warden.governance.policy_store import PolicyStore
 from warden.store import audit
 from warden.store.agent_models import Agent, Run
 from warden.store.base import new_id, utcnow
@@ -85,11 +88,12 @@ async def request_approvals(s: AsyncSession, run: Run, agent: Agent, pending: li
 
 
 class Approvals:
-    def __init__(self, db: Database, runs: Runs, maturity: Maturity, *, ttl_s: float = 86400.0,
-                 sweep_s: float = 30.0) -> None:
+    def __init__(self, db: Database, runs: Runs, maturity: Maturity, policies: PolicyStore, *,
+                 ttl_s: float = 86400.0, sweep_s: float = 30.0) -> None:
         self.db = db
         self.runs = runs
         self.maturity = maturity
+        self.policies = policies
         self.ttl_s = ttl_s
         self.sweep_s = sweep_s
         self._sweeper: asyncio.Task[None] | None = None
@@ -143,6 +147,8 @@ class Approvals:
         wanted = _STATUS_OF[decision]
         if current.status != "pending":
             return _same_or_conflict(current, wanted)
+        if decision == "approve":
+            await self._check_second_person(principal, approval_id)
         won = await self._settle(approval_id, wanted, actor=principal.actor, note=note)
         if not won:  # someone decided it a moment ago, here or on another instance
             return _same_or_conflict(await self.get(principal, approval_id), wanted)
@@ -150,6 +156,25 @@ class Approvals:
         if wait and handle is not None:
             await self.runs.wait(handle)
         return await self.get(principal, approval_id)
+
+    async def _check_second_person(self, principal: Principal, approval_id: str) -> None:
+        """Refuse (and audit) the run's own key approving its action, if the workspace says so."""
+        if not (await self.policies.get(principal.workspace_id)).body.approvals.require_second_person:
+            return
+
+        async def tx(s: AsyncSession) -> bool:
+            a = await s.get(Approval, approval_id)
+            if a is None or a.api_key_id != principal.key_id:
+                return False
+            await audit.append(s, workspace_id=a.workspace_id, actor=principal.actor,
+                               action="approval.self_approval_refused", target=a.id,
+                               data={"run_id": a.run_id, "tool_call_id": a.tool_call_id, "tool": a.tool,
+                                     "level": a.risk_level})
+            return True
+
+        if await self.db.run_tx(tx):
+            raise Forbidden("this workspace requires a second person: the key that started the run "
+                            "may not approve its actions", code="second_person_required")
 
     async def _settle(self, approval_id: str, status: str, *, actor: str, note: str | None) -> bool:
         """The conditional update; True if this call decided the approval."""

@@ -1,5 +1,7 @@
-"""Reading the audit log: filtered pages for the API, a full export, and the
-chain check behind ``warden audit verify`` (appending lives in store/audit.py)."""
+"""Reading the audit log: filtered pages for the API, a full export (signed, with
+its checkpoints, for a third party), and the check behind ``warden audit verify``:
+the chain walked and held against every signed checkpoint (appending lives in
+store/audit.py, checkpoints in store/checkpoints.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from warden.store import audit
+from warden.store import audit, checkpoints
+from warden.store.checkpoints import Checkpointer, CheckpointError
 from warden.store.db import Database
 from warden.store.models import AuditEvent
 
@@ -23,8 +26,13 @@ def event_view(ev: AuditEvent) -> dict[str, Any]:
 
 
 class AuditLog:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, signer: Checkpointer) -> None:
         self.db = db
+        self.signer = signer
+
+    @property
+    def public_key(self) -> str:
+        return checkpoints.public_key_text(self.signer.public)
 
     async def page(self, workspace_id: str, *, action: str | None = None, since: datetime | None = None,
                    until: datetime | None = None, limit: int = 100,
@@ -62,6 +70,17 @@ class AuditLog:
                 yield event_view(ev)
             last = rows[-1].seq
 
+    async def signed_export(self) -> AsyncIterator[bytes]:
+        """Every event with the checkpoints that vouch for it, after signing the head now."""
+        await self.signer.checkpoint(force=True)
+        # Read before the events: the chain only grows, so each one is in the export.
+        known = checkpoints.load(self.signer.path)
+        async for line in checkpoints.export_lines(self.signer.public, known, self.export()):
+            yield line
+
     async def verify(self) -> audit.VerifyResult:
-        async with self.db.session() as s:
-            return await audit.verify(s)
+        try:
+            known = checkpoints.load(self.signer.path)
+        except CheckpointError as exc:
+            return audit.VerifyResult(False, 0, None, str(exc))
+        return await checkpoints.verify_database(self.db, known, self.signer.public)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,6 +38,13 @@ class FeedbackBody(BaseModel):
     rating: Rating
     correction: str | None = Field(default=None, max_length=20_000)
     comment: str | None = Field(default=None, max_length=4_000)
+
+    @field_validator("rating", mode="before")
+    @classmethod
+    def _not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # True == 1 would pass as one star
+            raise ValueError("must be 'up', 'down' or 1-5 stars, not true or false")
+        return v
 
     @model_validator(mode="after")
     def _one_target(self) -> FeedbackBody:

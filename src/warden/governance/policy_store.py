@@ -5,6 +5,8 @@ while the cached copy is fresh. A change drops this instance's copy at once and
 is broadcast through the state store so other instances drop theirs; the TTL
 bounds the delay if that message is lost. Overrides may only tighten the matrix,
 so the API accepts only ``approve`` and ``deny`` as override outcomes.
+``approvals.require_second_person``: the key that started a run may not approve
+its actions (it may still reject them); someone else must.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.errors import ValidationFailed, field_path
@@ -31,6 +33,12 @@ Tightening = Literal["approve", "deny"]
 Notify = Callable[[str, str], Awaitable[None]]
 
 
+class ApprovalRules(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    require_second_person: StrictBool = False
+
+
 class PolicyBody(BaseModel):
     """The wire and storage shape of a workspace policy."""
 
@@ -40,7 +48,8 @@ class PolicyBody(BaseModel):
     tools: dict[str, Tightening] = Field(default_factory=dict)  # {"http_request": "deny"}
     cells: dict[str, Tightening] = Field(default_factory=dict)  # {"intern:2": "approve"}
     agents: dict[str, dict[int, Tightening]] = Field(default_factory=dict)  # {"agt_…": {"3": "deny"}}
-    auto_promote: bool = False  # promote on evidence without an admin's confirmation
+    auto_promote: StrictBool = False  # promote on evidence without an admin's confirmation
+    approvals: ApprovalRules = Field(default_factory=ApprovalRules)
 
     @field_validator("levels")
     @classmethod
@@ -76,6 +85,13 @@ class PolicyBody(BaseModel):
                 "cells": dict(self.cells),
                 "agents": {a: {str(k): o for k, o in sorted(m.items())} for a, m in self.agents.items()}}
 
+    def stored_json(self) -> dict[str, Any]:
+        """The JSON column: the overrides and the approval rules (``auto_promote`` has its own)."""
+        return {**self.overrides_json(), "approvals": self.approvals.model_dump()}
+
+    def view(self) -> dict[str, Any]:
+        return {**self.stored_json(), "auto_promote": self.auto_promote}
+
 
 def _check_levels(levels: dict[int, str]) -> None:
     for level in levels:
@@ -92,8 +108,8 @@ class StoredPolicy:
     updated_by: str | None
 
     def view(self) -> dict[str, Any]:
-        return {**self.body.overrides_json(), "auto_promote": self.body.auto_promote, "version": self.version,
-                "updated_at": self.updated_at, "updated_by": self.updated_by}
+        return {**self.body.view(), "version": self.version, "updated_at": self.updated_at,
+                "updated_by": self.updated_by}
 
 
 _EMPTY = StoredPolicy(PolicyBody(), None, 0, None, None)
@@ -151,14 +167,13 @@ class PolicyStore:
             if row is None:
                 row = GovernancePolicyRow(workspace_id=workspace_id, version=0)
                 s.add(row)
-            row.policy, row.auto_promote = body.overrides_json(), body.auto_promote
+            row.policy, row.auto_promote = body.stored_json(), body.auto_promote
             row.version, row.updated_by, row.updated_at = (row.version or 0) + 1, actor, utcnow()
             await s.flush()
             await audit.append(s, workspace_id=workspace_id, actor=actor, action="governance.policy_update",
                                target=workspace_id, data={
                                    "version": row.version,
-                                   "before": {**old.body.overrides_json(), "auto_promote": old.body.auto_promote},
-                                   "after": {**body.overrides_json(), "auto_promote": body.auto_promote}})
+                                   "before": old.body.view(), "after": body.view()})
             return StoredPolicy(body, body.to_policy(), row.version, row.updated_at, row.updated_by)
 
         stored = await self.db.run_tx(tx)

@@ -112,18 +112,27 @@ def budget_period(
     expires.
     """
     at = at.astimezone(UTC)
-    if period == "total":
+    start = period_start(period, at)
+    if start is None:
         return "total", None
     if period == "day":
-        start = at.replace(hour=0, minute=0, second=0, microsecond=0)
         end, suffix = start + timedelta(days=1), f"day:{start:%Y-%m-%d}"
-    elif period == "month":
-        start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    else:
         end = (start + timedelta(days=32)).replace(day=1)
         suffix = f"month:{start:%Y-%m}"
-    else:
-        raise ValueError(f"unknown budget period {period!r}")
     return suffix, math.ceil((end - at).total_seconds()) + grace_s
+
+
+def period_start(period: Literal["day", "month", "total"], at: datetime) -> datetime | None:
+    """When the period holding ``at`` began (UTC); ``None`` for ``total``, which never began anew."""
+    at = at.astimezone(UTC)
+    if period == "total":
+        return None
+    if period == "day":
+        return at.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "month":
+        return at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    raise ValueError(f"unknown budget period {period!r}")
 
 
 def check_reserve_args(scopes: Sequence[BudgetScope], amount_pico: int) -> None:

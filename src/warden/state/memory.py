@@ -1,5 +1,9 @@
 """In-process shared state: the embedded default (one process, one event loop).
 
+Nothing here outlives the process: at start the budget counters are rebuilt
+from the spend ledger (``restore_spent``, called from services.py), and with
+more than one worker process Redis is required (config.py refuses otherwise).
+
 Every method runs to completion without awaiting in between, so each is atomic
 with respect to other coroutines; no locks are needed. Time comes from an
 injectable ``clock`` (seconds, default ``time.monotonic``) so tests can move it.
@@ -135,6 +139,16 @@ class MemoryState(StateStore):
 
     async def release(self, reservation_id: str) -> bool:
         return self._finish(reservation_id, 0)
+
+    def restore_spent(self, scope: BudgetScope, spent_pico: int) -> None:
+        """Start ``scope``'s counter at ``spent_pico`` (at start, from the spend ledger:
+        this store forgets everything when the process ends; Redis does not)."""
+        if spent_pico < 0:
+            raise ValueError("spent_pico must be >= 0")
+        now = self._tick()
+        counter = self._scope(scope.key, now)
+        counter.spent = spent_pico
+        self._touch(counter, scope, now)
 
     async def usage(self, scope_key: str) -> Usage:
         counter = self._scope(scope_key, self._tick())

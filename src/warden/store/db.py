@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
@@ -27,6 +29,27 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API conne
     cur.close()
 
 
+def private_dir(path: Path) -> None:
+    """Create ``path`` 0700, or tighten it to 0700 if it exists looser and is ours: it
+    holds the database and the keys, so nobody else may even list it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        path.chmod(0o700)
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """The SQLite file 0600 before SQLite opens it (SQLite itself creates 0644); its -wal
+    and -shm take the database file's mode. A file a looser version left is tightened."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            st = p.stat()
+            if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                p.chmod(0o600)
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
@@ -35,7 +58,7 @@ class Database:
         if self.is_sqlite:
             db_path = make_url(url).database
             if db_path and db_path != ":memory:":
-                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_file(Path(db_path))
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -52,7 +53,8 @@ async def _sqlite_file_lock(db: Database) -> AsyncIterator[None]:
     if not path or path == ":memory:":
         yield
         return
-    with open(f"{path}.migrate-lock", "a") as fh:
+    # 0600 like the database beside it (open() alone would make it 0644).
+    with open(os.open(f"{path}.migrate-lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
         await asyncio.to_thread(fcntl.flock, fh, fcntl.LOCK_EX)
         try:
             yield

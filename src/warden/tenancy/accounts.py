@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.tenancy import invalidation
-from warden.errors import Conflict, NotFound, Unauthorized, ValidationFailed
+from warden.errors import INT32_MAX, Conflict, NotFound, Unauthorized, ValidationFailed
 from warden.tenancy.invalidation import Notify
 from warden.singleflight import SingleFlight
 from warden.store import audit
@@ -189,6 +189,8 @@ class Accounts:
                          actor: str = "cli", raw_key: str | None = None,
                          rpm_limit: int | None = None, tpm_limit: int | None = None) -> CreatedKey:
         _check_name(name, "name")
+        _check_limit(rpm_limit, "rpm_limit")
+        _check_limit(tpm_limit, "tpm_limit")
         if role not in ROLES:
             raise ValidationFailed("role must be 'admin' or 'member'", param="role")
         raw = raw_key or generate_key()
@@ -256,6 +258,12 @@ def _check_name(value: str, field: str) -> None:
         raise ValidationFailed(
             f"{field} must be 1-64 letters, digits, '-', '_' or '.'", param=field
         )
+
+
+def _check_limit(value: int | None, field: str) -> None:
+    """The CLI's way in; the API's body model bounds the same fields (an INTEGER column)."""
+    if value is not None and (isinstance(value, bool) or not 1 <= value <= INT32_MAX):
+        raise ValidationFailed(f"{field} must be a whole number from 1 to {INT32_MAX}", param=field)
 
 
 async def bootstrap_admin(accounts: Accounts, data_dir: Path, admin_key: str | None) -> Path | None:

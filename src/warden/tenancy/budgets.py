@@ -8,6 +8,10 @@ seconds as a backstop. If the database is down when the view must be re-read,
 the last view is kept (the counters themselves live in the state store, so
 enforcement goes on); with no view at all the read fails and the limiter
 applies its fail-closed / fail-open rule.
+
+:meth:`Budgets.ledger_counters` gives every budget's current-period counter
+with what the spend ledger recorded in it, so a state store that starts empty
+(the in-process one) starts where the last process stopped.
 """
 
 from __future__ import annotations
@@ -25,15 +29,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.tenancy import invalidation
-from warden.errors import NotFound, ValidationFailed
+from warden.errors import NotFound, PositiveInt32, ValidationFailed
 from warden.gateway.limits import PERIODS, Budget, Period, Scope, WorkspaceLimits
 from warden.tenancy.invalidation import Notify
 from warden.singleflight import SingleFlight
-from warden.state.base import StateStore, StateUnavailable, from_pico
+from warden.state.base import BudgetScope, StateStore, StateUnavailable, from_pico, period_start
 from warden.store import audit
+from warden.store.agent_models import Agent
 from warden.store.budget_models import BudgetRow
 from warden.store.db import Database
 from warden.store.models import ApiKey, Workspace
+from warden.store.spend import LedgerScope, spent_pico
 from warden.store.base import new_id, utcnow
 
 log = logging.getLogger("warden.tenancy.budgets")
@@ -62,8 +68,8 @@ class BudgetSpec(BaseModel):
 class RateLimitsSpec(BaseModel):
     """Workspace-wide rate limits; ``null`` removes one."""
 
-    rpm_limit: int | None = Field(default=None, ge=1)
-    tpm_limit: int | None = Field(default=None, ge=1)
+    rpm_limit: PositiveInt32 | None = None
+    tpm_limit: PositiveInt32 | None = None
 
 
 @dataclass(slots=True)
@@ -211,13 +217,33 @@ class Budgets:
             return workspace_id
         if spec.scope_id is None:
             raise ValidationFailed(f"scope_id is required for a {spec.scope} budget", param="scope_id")
-        if spec.scope == "key":
-            async with self.db.session() as s:
-                found = (await s.execute(select(ApiKey.id).where(
-                    ApiKey.id == spec.scope_id, ApiKey.workspace_id == workspace_id))).first()
-            if found is None:
-                raise NotFound(f"no API key '{spec.scope_id}' in this workspace", code="key_not_found")
+        # The scope must be this workspace's own: another workspace's id is "not found".
+        model, what, code = ((ApiKey, "API key", "key_not_found") if spec.scope == "key"
+                             else (Agent, "agent", "agent_not_found"))
+        async with self.db.session() as s:
+            found = (await s.execute(select(model.id).where(
+                model.id == spec.scope_id, model.workspace_id == workspace_id))).first()
+        if found is None:
+            raise NotFound(f"no {what} '{spec.scope_id}' in this workspace", code=code)
         return spec.scope_id
+
+    async def ledger_counters(self, at: datetime | None = None) -> list[tuple[BudgetScope, int]]:
+        """Every budget's counter of the period holding ``at``, with the ledger's spend in it
+        (pico-USD): one grouped query per (scope, period) in use, not one per budget."""
+        at = at or datetime.now(UTC)
+        async with self.db.session() as s:
+            rows = list((await s.execute(select(BudgetRow))).scalars())
+        groups: dict[tuple[str, str], list[BudgetRow]] = {}
+        for row in rows:
+            groups.setdefault((row.scope, row.period), []).append(row)
+        out: list[tuple[BudgetScope, int]] = []
+        for (scope, period), members in groups.items():
+            spent = await spent_pico(self.db, _LEDGER_COLUMN[scope], {r.scope_id for r in members},
+                                     period_start(period, at))  # type: ignore[arg-type]
+            for row in members:
+                counter = to_budget(row).counter(row.workspace_id, at)
+                out.append((counter, spent.get((row.workspace_id, row.scope_id), 0)))
+        return out
 
     async def status(self, workspace_id: str, state: StateStore,
                      at: datetime | None = None) -> list[BudgetStatus]:
@@ -262,6 +288,11 @@ class Budgets:
         await self.db.run_tx(tx)
         await self._changed(workspace_id)
         return spec
+
+
+# The spend column that says which rows a budget of each scope counts (as Budget.applies_to).
+_LEDGER_COLUMN: dict[str, LedgerScope] = {"workspace": "workspace_id", "key": "api_key_id",
+                                          "agent": "agent_id"}
 
 
 def _audit_data(row: BudgetRow) -> dict[str, str | None]:

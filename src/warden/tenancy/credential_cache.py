@@ -6,10 +6,17 @@
   drop theirs; ``cache_ttl`` bounds how stale a copy gets when a message is lost.
 - A use is stamped in memory and written in one batch at most every
   ``touch_interval`` seconds: the hot path never writes.
+- Every workspace's credentials but the ``default`` workspace's carry the
+  address policy (``egress``): the transport connects them only to addresses
+  it allows (``warden/netpolicy.py``). The ``default`` workspace is the
+  operator's, whose local model servers (Ollama on loopback) just work.
 - For the ``default`` workspace only, a provider with no active stored
   credential may use its environment variable (``OPENAI_API_KEY``…). Such a
   credential has the id ``env:<provider>``, is read live from the environment
   and never written to the database.
+- Every key this opens or reads from the environment is registered with the
+  log redactor (``logs.register_secret``), so an upstream echoing it back never
+  hands it on.
 """
 
 from __future__ import annotations
@@ -27,8 +34,10 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from warden.gateway.catalog import ModelOverride, ModelSpec
+from warden.logs import register_secret
 from warden.gateway.providers.registry import PROVIDERS, AuthStyle, ProviderInfo
 from warden.gateway.types import Endpoint, Timeouts, WireFormat
+from warden.netpolicy import AddressPolicy
 from warden.singleflight import SingleFlight
 from warden.state.base import FLUSH_ALL
 from warden.store.base import utcnow
@@ -62,11 +71,14 @@ class ResolvedCredential:
     local: bool
     # model id -> catalog override, built once here so the hot path only looks up.
     overrides: Mapping[str, ModelOverride] = field(compare=False, repr=False)
+    # Where the transport may connect with it: None (the default workspace) anywhere.
+    egress: AddressPolicy | None = field(compare=False, repr=False)
 
     def endpoint(self, model: str, timeouts: Timeouts | None = None) -> Endpoint:
         """Where and how to call ``model`` with this key (the gateway and the key test alike)."""
         return Endpoint(provider=self.provider, wire=self.wire, base_url=self.base_url, model=model,
-                        api_key=self.api_key, auth=self.auth, timeouts=timeouts or Timeouts())
+                        api_key=self.api_key, auth=self.auth, timeouts=timeouts or Timeouts(),
+                        egress=self.egress)
 
 
 @dataclass(slots=True)
@@ -86,8 +98,11 @@ class CredentialCache:
         touch_interval: float = 60.0,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        egress: AddressPolicy | None = None,
     ) -> None:
         self.db = db
+        # Where other workspaces' credentials may connect (WARDEN_EGRESS_ALLOW widens it).
+        self.egress = egress or AddressPolicy()
         self.keyring = keyring
         self.notify = notify  # the broadcast to other instances; None: this instance only
         self.cache_ttl = cache_ttl
@@ -124,13 +139,14 @@ class CredentialCache:
                                          Credential.status == "active")
                 .order_by(Credential.created_at, Credential.id)
             )).scalars())
+        default = await self.is_default(workspace_id)
         creds: list[ResolvedCredential] = []
         for row in rows:
             try:
-                creds.append(self.resolve_row(row))
+                creds.append(self.resolve_row(row, default=default))
             except VaultError as exc:  # one bad row must not take the workspace's others down
                 log.error("credential %s skipped: %s", row.id, exc.message)
-        if await self.is_default(workspace_id):
+        if default:
             stored = {r.provider for r in rows}
             creds += [resolved_env(workspace_id, p, key) for p, key in self.env_keys()
                       if p.id not in stored]
@@ -138,19 +154,23 @@ class CredentialCache:
             self._cache[workspace_id] = _CacheEntry(now + self.cache_ttl, creds)
         return creds
 
-    def resolve_row(self, row: Credential) -> ResolvedCredential:
-        """A stored credential with its key opened (raises ``VaultError`` when it does not open)."""
+    def resolve_row(self, row: Credential, *, default: bool) -> ResolvedCredential:
+        """A stored credential with its key opened (raises ``VaultError`` when it does not open).
+
+        ``default``: the row is the ``default`` workspace's, whose calls go anywhere.
+        """
         info = PROVIDERS[row.provider]
         key = None
         if row.ciphertext is not None and row.key_id is not None:
             key = self.keyring.open((row.ciphertext, row.key_id), workspace_id=row.workspace_id,
                                     credential_id=row.id)
+            register_secret(secret_owner(row.id), key)
         models = _load_models(row.models)
         return ResolvedCredential(
             id=row.id, workspace_id=row.workspace_id, provider=row.provider, label=row.label,
             wire=info.wire, base_url=row.base_url or info.base_url or "", auth=info.auth,
             api_key=key, models=models, source="db", local=info.local,
-            overrides={m.id: m.override() for m in models},
+            overrides={m.id: m.override() for m in models}, egress=None if default else self.egress,
         )
 
     async def is_default(self, workspace_id: str) -> bool:
@@ -174,6 +194,7 @@ class CredentialCache:
             for name in info.env:
                 value = env.get(name, "").strip()
                 if value:
+                    register_secret(f"env:{name}", value)
                     found.append((info, value))
                     break
         return found
@@ -228,12 +249,17 @@ class CredentialCache:
         await self.flush_last_used()
 
 
+def secret_owner(cred_id: str) -> str:
+    """The name a stored credential's key is registered under with the log redactor."""
+    return f"cred:{cred_id}"
+
+
 def resolved_env(workspace_id: str, info: ProviderInfo, key: str) -> ResolvedCredential:
     """The credential an environment variable gives the ``default`` workspace."""
     return ResolvedCredential(
         id=ENV_PREFIX + info.id, workspace_id=workspace_id, provider=info.id, label="env",
         wire=info.wire, base_url=info.base_url or "", auth=info.auth, api_key=key, models=(),
-        source="env", local=info.local, overrides={},
+        source="env", local=info.local, overrides={}, egress=None,
     )
 
 

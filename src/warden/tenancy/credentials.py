@@ -9,6 +9,12 @@ What this service guarantees:
 - Every create, change, test and removal appends an audit event in the same
   transaction as the change; a failed validation writes nothing. After a change
   every instance drops its decrypted copies (``CredentialCache.changed``).
+- Another workspace's admin may point ``base_url`` only where the address
+  policy allows (``warden/netpolicy.py``, the same as the agents' HTTP tools:
+  no loopback, private or link-local address in any form, unless
+  ``WARDEN_EGRESS_ALLOW`` says so): checked at create, change and test (422
+  naming ``base_url``, before any connection) and again at every connect.
+  The ``default`` workspace is the operator's and may point anywhere.
 - The ``default`` workspace's environment credentials (``env:<provider>``) are
   listed and tested here but cannot be changed or removed: change the variable.
 """
@@ -28,13 +34,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.errors import Conflict, NotFound, ValidationFailed, parse_input
+from warden.netpolicy import AddressPolicy, EgressError, EgressRefused
 from warden.gateway.catalog import ModelSpec
 from warden.gateway.providers.registry import PROVIDERS, ProviderInfo
 from warden.store import audit
 from warden.store.base import new_id, utcnow
 from warden.store.db import Database
 from warden.store.models import Credential
-from warden.tenancy.credential_cache import ENV_PREFIX, CredentialCache, resolved_env
+from warden.logs import forget_secret, register_secret
+from warden.tenancy.credential_cache import ENV_PREFIX, CredentialCache, resolved_env, secret_owner
 from warden.tenancy.invalidation import Notify
 from warden.tenancy.probe import TestResult, probe
 from warden.tenancy.rotation import RotationResult, reseal_credentials
@@ -175,11 +183,11 @@ class CredentialView(BaseModel):
 
 class Byok:
     def __init__(self, db: Database, keyring: Keyring, *, notify: Notify | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None, egress: AddressPolicy | None = None) -> None:
         self.db = db
         self.keyring = keyring
         # What the gateway calls with; every change made here drops it (and broadcasts).
-        self.cache = CredentialCache(db, keyring, notify=notify, environ=environ)
+        self.cache = CredentialCache(db, keyring, notify=notify, environ=environ, egress=egress)
 
     async def list(self, workspace_id: str) -> list[CredentialView]:
         async with self.db.session() as s:
@@ -207,6 +215,7 @@ class Byok:
         spec = parse_input(CredentialCreate, data)
         info = PROVIDERS[spec.provider]
         _require(info, has_key=bool(spec.api_key), base_url=spec.base_url)
+        await self._check_destination(workspace_id, spec.base_url or info.base_url)
         cred_id = new_id("cred")
 
         async def tx(s: AsyncSession) -> Credential:
@@ -234,6 +243,10 @@ class Byok:
         for name in ("label", "status"):
             if name in sent and getattr(patch, name) is None:
                 raise ValidationFailed(f"{name}: may not be null", param=name)
+        if "base_url" in sent:  # checked before the transaction: DNS may take a while
+            async with self.db.session() as s:
+                provider = (await _load(s, workspace_id, cred_id)).provider
+            await self._check_destination(workspace_id, patch.base_url or PROVIDERS[provider].base_url)
 
         async def tx(s: AsyncSession) -> Credential:
             row = await _load(s, workspace_id, cred_id)
@@ -284,6 +297,7 @@ class Byok:
             return row
 
         row = await self.db.run_tx(tx)
+        forget_secret(secret_owner(cred_id))
         await self.cache.changed(workspace_id)
         log.info("credential %s removed", cred_id)
         return _view(row)
@@ -295,7 +309,10 @@ class Byok:
             cred = resolved_env(workspace_id, info, key)
         else:
             async with self.db.session() as s:
-                cred = self.cache.resolve_row(await _load(s, workspace_id, cred_id))
+                row = await _load(s, workspace_id, cred_id)
+            # Refused the same way whatever listens there: /test is no port scanner.
+            await self._check_destination(workspace_id, row.base_url or PROVIDERS[row.provider].base_url)
+            cred = self.cache.resolve_row(row, default=await self.cache.is_default(workspace_id))
         result = await probe(cred)
 
         async def tx(s: AsyncSession) -> None:
@@ -314,7 +331,20 @@ class Byok:
 
     # --- helpers ----------------------------------------------------------------
 
+    async def _check_destination(self, workspace_id: str, base_url: str | None) -> None:
+        """Refuse (422) a provider URL of another workspace than ``default`` that the policy forbids."""
+        if not base_url or await self.cache.is_default(workspace_id):
+            return
+        parts = urlsplit(base_url)
+        try:
+            await self.cache.egress.resolve(parts.hostname or "", parts.port or _default_port(parts.scheme))
+        except EgressRefused as exc:
+            raise ValidationFailed(f"base_url: {exc}", param="base_url", code="base_url_refused") from None
+        except EgressError:
+            pass  # a name that does not resolve yet: the check at connect time still applies
+
     def _set_secret(self, row: Credential, secret: str) -> None:
+        register_secret(secret_owner(row.id), secret)  # from now on, redacted wherever it is echoed
         sealed = self.keyring.seal(secret, workspace_id=row.workspace_id, credential_id=row.id)
         row.ciphertext, row.key_id = sealed.ciphertext, sealed.key_id
         row.last4 = secret[-4:] if len(secret) >= 12 else None
@@ -357,6 +387,10 @@ async def _flush_unique(s: AsyncSession, provider: str, label: str) -> None:
     except IntegrityError:
         raise Conflict(f"a '{provider}' credential labelled '{label}' already exists",
                        code="credential_exists") from None
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
 
 
 def _clear_secret(row: Credential) -> None:

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from warden.gateway.errors import AuthFailed, ConnectFailed, ProviderError, Timeout
+from warden.gateway.errors import AddressRefused, AuthFailed, ConnectFailed, ProviderError, Timeout
 from warden.gateway.providers.adapters import get_adapter
 from warden.gateway.types import Timeouts
 from warden.logs import redact
@@ -22,7 +22,7 @@ class TestResult(BaseModel):
     __test__ = False  # not a pytest class
 
     ok: bool
-    status: Literal["ok", "auth_failed", "unreachable", "error"]
+    status: Literal["ok", "auth_failed", "unreachable", "refused", "error"]
     latency_ms: float
     detail: str
     models_count: int | None = None
@@ -34,12 +34,14 @@ TEST_TIMEOUTS = Timeouts(connect=5.0, first_byte=10.0, stream_gap=10.0, total=15
 async def probe(cred: ResolvedCredential, timeouts: Timeouts = TEST_TIMEOUTS) -> TestResult:
     """Call the provider's model list (its cheapest authenticated endpoint) with the key."""
     started = time.perf_counter()
-    status: Literal["ok", "auth_failed", "unreachable", "error"]
+    status: Literal["ok", "auth_failed", "unreachable", "refused", "error"]
     count = None
     try:
         models = await get_adapter(cred.wire).list_models(cred.endpoint("", timeouts))
     except AuthFailed as exc:
         status, detail = "auth_failed", exc.message
+    except AddressRefused as exc:  # the address policy, at connect time (DNS changed since the check)
+        status, detail = "refused", exc.message
     except (ConnectFailed, Timeout) as exc:
         status, detail = "unreachable", exc.message
     except ProviderError as exc:

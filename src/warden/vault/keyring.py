@@ -19,6 +19,10 @@ Each key is one ``Vault`` (vault/cipher.py); this module chooses between them
 and owns the keys' text form and the key file: created 0600 and only when no
 encrypted data exists, refused when group or others can read it, replaced
 atomically.
+
+The Ed25519 key that signs audit checkpoints (store/checkpoints.py) is kept the
+same way, apart from the ring: ``WARDEN_AUDIT_SIGNING_KEY`` or
+``<data dir>/audit-signing.key`` (:func:`load_audit_signing_key`).
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from warden.vault.cipher import KEY_BYTES, Sealed, SealedLike, Vault, VaultError
 
 KEY_FILE = "master.key"
+AUDIT_KEY_FILE = "audit-signing.key"
 
 
 # --- a key's text form ----------------------------------------------------------
@@ -138,6 +145,22 @@ def write_key_file(path: Path, keys: list[bytes] | str) -> None:
     text = keys if isinstance(keys, str) else "".join(encode_key(k) + "\n" for k in keys)
     with private_temp_file(path, text) as tmp:
         os.replace(tmp, path)
+
+
+# --- the audit signing key -----------------------------------------------------
+
+
+def load_audit_signing_key(setting_b64: str | None, data_dir: Path) -> Ed25519PrivateKey:
+    """The checkpoint signing key: ``WARDEN_AUDIT_SIGNING_KEY`` (base64 of the 32-byte
+    Ed25519 seed), else ``<data_dir>/audit-signing.key``, created 0600 on first use
+    and refused when group or others can read it, as ``master.key`` is."""
+    if setting_b64:
+        return Ed25519PrivateKey.from_private_bytes(decode_key(setting_b64, "WARDEN_AUDIT_SIGNING_KEY"))
+    path = data_dir / AUDIT_KEY_FILE
+    if not path.exists():
+        _create_key_file(path)  # 32 random bytes: a master key and an Ed25519 seed alike
+    check_private(path)
+    return Ed25519PrivateKey.from_private_bytes(decode_key(path.read_text(), str(path)))
 
 
 # --- the ring -------------------------------------------------------------------

@@ -62,3 +62,24 @@ async def test_touch_last_used_is_batched(services: Services) -> None:
     await cache.close()
     assert (await services.byok.get(ws, view.id)).last_used_at is not None
     assert await cache.flush_last_used() == 0
+
+
+async def test_every_key_held_is_registered_with_the_redactor(services: Services) -> None:
+    """Stored keys once opened, environment keys once read (issue 13, item 2); a removed
+    credential's key is forgotten."""
+    from warden import logs
+
+    plain = "plainStoredKey1234"
+    ws = await default_workspace(services)
+    view = await services.byok.create(ws, {"provider": "groq", "api_key": plain})
+    logs._secrets.clear()  # as in a new process: the key exists only sealed in the database
+    assert plain in logs.redact(f"echo {plain}")
+    await services.byok.cache.resolved_credentials(ws)
+    assert logs.redact(f"echo {plain}") == "echo [REDACTED]"
+    await services.byok.delete(ws, view.id)
+    assert plain in logs.redact(f"echo {plain}")
+
+    env = CredentialCache(services.db, services.vault, environ={"OPENAI_API_KEY": "plainEnvKey987"})
+    assert [key for _, key in env.env_keys()] == ["plainEnvKey987"]
+    assert logs.redact("x plainEnvKey987") == "x [REDACTED]"
+    logs._secrets.clear()

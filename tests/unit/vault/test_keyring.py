@@ -209,3 +209,32 @@ def test_key_file_written_by_a_racing_start_is_kept(tmp_path: Path) -> None:
     keyring_module._create_key_file(tmp_path / "master.key")
     assert (tmp_path / "master.key").read_text() == winner
     assert sorted(p.name for p in tmp_path.iterdir()) == ["master.key"]
+
+
+# --- the audit signing key ------------------------------------------------------
+
+
+def test_audit_signing_key_created_0600_once_and_reused(tmp_path: Path) -> None:
+    from warden.vault.keyring import load_audit_signing_key
+
+    first = load_audit_signing_key(None, tmp_path)
+    path = tmp_path / "audit-signing.key"
+    assert _mode(path) == 0o600
+    again = load_audit_signing_key(None, tmp_path)
+    message = b"checkpoint"
+    again.public_key().verify(first.sign(message), message)  # the same key, read back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit-signing.key"]  # no temp left
+    path.chmod(0o644)
+    with pytest.raises(VaultError, match="accessible by group or others"):
+        load_audit_signing_key(None, tmp_path)
+
+
+def test_audit_signing_key_from_the_setting_writes_no_file(tmp_path: Path) -> None:
+    from warden.vault.keyring import load_audit_signing_key
+
+    seed = os.urandom(32)
+    key = load_audit_signing_key(encode_key(seed), tmp_path)
+    assert key.private_bytes_raw() == seed
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(VaultError, match="WARDEN_AUDIT_SIGNING_KEY: must be the base64 of exactly 32"):
+        load_audit_signing_key("c2hvcnQ=", tmp_path)

@@ -4,12 +4,10 @@ An agent's HTTP request is written by a model, which may have been steered by
 whatever text it read, so every hop is checked as if it were hostile:
 
 - only ``http`` and ``https``;
-- the host is resolved here (``getaddrinfo``) and *every* address it resolves to
-  must be public: loopback, private, link-local, multicast, reserved,
-  unspecified and shared (CGNAT) addresses are refused, also when wrapped in an
-  IPv6 form (IPv4-mapped ``::ffff:a.b.c.d``, 6to4 ``2002::/16``, Teredo), unless
-  the operator allows the host name or a CIDR holding the address
-  (``WARDEN_EGRESS_ALLOW``);
+- the host is resolved here and *every* address it resolves to must pass the
+  address policy (``warden/netpolicy.py``, shared with the provider transport:
+  public addresses only, in every IPv6 wrapping and numeric IPv4 form, unless
+  the operator allows the host name or a CIDR with ``WARDEN_EGRESS_ALLOW``);
 - the connection goes to an address that was checked (the IP is pinned; the
   next checked address is tried when one refuses the connection), so a
   DNS answer that changes between the check and the connect (DNS rebinding)
@@ -31,16 +29,14 @@ from routing the request around the pinned address.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import ssl
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from warden.netpolicy import AddressPolicy, EgressError, EgressRefused, forbidden_reason
+
+__all__ = ["EgressError", "EgressPolicy", "EgressRefused", "FetchResult", "forbidden_reason"]
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 DEFAULT_TIMEOUT = 10.0
@@ -49,14 +45,6 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 # Credentials never travel to another origin on a redirect.
 _ORIGIN_BOUND_HEADERS = {"authorization", "cookie", "proxy-authorization"}
 _USER_AGENT = "Warden-Agent/1 (+https://github.com/warden)"
-
-
-class EgressError(Exception):
-    """A fetch that did not happen or did not finish; the message is for the model."""
-
-
-class EgressRefused(EgressError):
-    """The policy forbids the destination."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,88 +61,15 @@ class FetchResult:
         return self.headers.get("content-type", "")
 
 
-def _embedded_ipv4(ip: IPAddress) -> Iterator[IPAddress]:
-    """IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo server/client)."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            yield ip.ipv4_mapped
-        if ip.sixtofour is not None:
-            yield ip.sixtofour
-        if ip.teredo is not None:
-            yield from ip.teredo
-
-
-def forbidden_reason(ip: IPAddress) -> str | None:
-    """Why ``ip`` is not a public destination, or None when it is."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        # ::ffff:a.b.c.d is the IPv4 host itself: judge that one alone.
-        reason = forbidden_reason(ip.ipv4_mapped)
-        return f"{reason} (embedded in {ip})" if reason else None
-    for inner in _embedded_ipv4(ip):
-        reason = forbidden_reason(inner)
-        if reason is not None:
-            return f"{reason} (embedded in {ip})"
-    checks = (
-        ("unspecified", ip.is_unspecified),
-        ("loopback", ip.is_loopback),
-        ("link-local", ip.is_link_local),
-        ("multicast", ip.is_multicast),
-        ("reserved", ip.is_reserved),
-        ("private", ip.is_private),
-        ("site-local", isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local),
-        ("non-public", not ip.is_global),
-    )
-    return next((name for name, hit in checks if hit), None)
-
-
 @dataclass(frozen=True, slots=True)
-class EgressPolicy:
-    allow_hosts: frozenset[str] = frozenset()
-    allow_networks: tuple[IPNetwork, ...] = ()
+class EgressPolicy(AddressPolicy):
+    """The address policy (``warden.netpolicy``: allow-list, ``resolve``) plus the fetch limits."""
+
     max_bytes: int = DEFAULT_MAX_BYTES
     timeout: float = DEFAULT_TIMEOUT
     max_redirects: int = DEFAULT_MAX_REDIRECTS
     # TLS verification: True (system/certifi CAs) or an SSLContext (e.g. a private CA).
     verify: ssl.SSLContext | bool = True
-
-    @classmethod
-    def from_entries(cls, entries: Iterable[str], **limits: float) -> EgressPolicy:
-        """Build from ``WARDEN_EGRESS_ALLOW`` entries: host names, IPs or CIDRs."""
-        hosts: set[str] = set()
-        networks: list[IPNetwork] = []
-        for entry in entries:
-            try:
-                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-            except ValueError:
-                hosts.add(_normal_host(entry))
-        return cls(allow_hosts=frozenset(hosts), allow_networks=tuple(networks), **limits)  # type: ignore[arg-type]
-
-    def _network_allows(self, ip: IPAddress) -> bool:
-        candidates = [ip, *_embedded_ipv4(ip)]
-        return any(c.version == net.version and c in net for c in candidates for net in self.allow_networks)
-
-    async def resolve(self, host: str, port: int) -> list[str]:
-        """The addresses to connect to for ``host`` (in resolver order), after checking them all."""
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise EgressError(f"cannot resolve host {host!r}: {exc}") from None
-        addresses: list[IPAddress] = []
-        for *_, sockaddr in infos:
-            ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])  # drop an IPv6 scope id
-            if ip not in addresses:
-                addresses.append(ip)
-        if not addresses:
-            raise EgressError(f"cannot resolve host {host!r}")
-        if _normal_host(host) not in self.allow_hosts:
-            for ip in addresses:
-                reason = forbidden_reason(ip)
-                if reason is not None and not self._network_allows(ip):
-                    raise EgressRefused(
-                        f"refused: {host} resolves to {ip}, a {reason} address; "
-                        "the operator may allow it with WARDEN_EGRESS_ALLOW"
-                    )
-        return [str(ip) for ip in addresses]
 
     async def fetch(self, method: str, url: str, *, headers: dict[str, str] | None = None,
                     body: bytes | None = None) -> FetchResult:
@@ -237,10 +152,6 @@ def _default_port(scheme: str) -> int:
 
 def _origin(url: httpx.URL) -> tuple[str, str, int]:
     return url.scheme, url.host, url.port or _default_port(url.scheme)
-
-
-def _normal_host(host: str) -> str:
-    return host.strip().lower().rstrip(".")
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:

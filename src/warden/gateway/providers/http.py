@@ -1,17 +1,17 @@
 """Transport shared by the provider adapters.
 
-- One pooled ``aiohttp.ClientSession`` per process (keep-alive, bounded pool, no
-  retries: failover decides about retries, not the transport). aiohttp rather
-  than httpx on this path: measured on loopback, httpx's pool costs ~1 ms of CPU
-  per request and scans every pooled connection (a syscall each) per request, so
-  a gateway on it tops out near 900 req/s sequential and ~250 req/s at 64
-  concurrent calls; aiohttp does ~3,600 and ~2,500 on the same core.
+- The sessions, the address check of restricted endpoints and proxies are in
+  ``pool.py``; this module sends and reads.
 - Timeouts from ``Endpoint.timeouts``: connect, first byte (response headers and,
   for streams, the first event) and the gap between stream events. Every one of
   them surfaces as :class:`Timeout`.
 - A small SSE decoder (comments and keep-alives ignored). It is hand-written
   because it is twenty lines and sits on the hot path of every stream; the
   ``httpx-sse`` package would add a dependency for the same loop.
+- Bounded reads: a reply body over ``Timeouts.max_reply_bytes`` (refused at its
+  ``content-length`` when it declares one), or a stream line or event over
+  ``max_event_bytes``, stops the read and raises :class:`UpstreamTooLarge`;
+  error bodies are read up to ``ERROR_BODY_BYTES`` and classified from that.
 - Helpers to classify errors (status code defaults, ``retry-after``) and to turn
   bad upstream bytes into :class:`UpstreamMalformed`, logged truncated and
   redacted.
@@ -20,17 +20,13 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
 import contextlib
 import email.utils
 import logging
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -45,8 +41,12 @@ from warden.gateway.errors import (
     RateLimited,
     Timeout,
     UpstreamMalformed,
+    UpstreamTooLarge,
 )
 from warden.gateway.types import Endpoint, Timeouts
+from warden.gateway.providers.pool import Refused, refused, route
+from warden.gateway.providers.pool import aclose_client as aclose_client  # the server closes it
+from warden.gateway.providers.pool import get_client as get_client
 from warden.logs import redact
 
 log = logging.getLogger("warden.gateway.providers")
@@ -54,68 +54,7 @@ log = logging.getLogger("warden.gateway.providers")
 # (provider, status, headers, raw body) -> the typed error for that reply.
 Classifier = Callable[[str, int, Mapping[str, str], bytes], ProviderError]
 
-MAX_CONNECTIONS = 1000
-KEEPALIVE_S = 30.0
-
-
-class UpstreamClient:
-    """The pooled HTTP session of one event loop (all providers share it)."""
-
-    __slots__ = ("session",)
-
-    def __init__(self) -> None:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=MAX_CONNECTIONS, limit_per_host=0, keepalive_timeout=KEEPALIVE_S
-            ),
-            # Proxies come from proxy_for(): aiohttp's trust_env would re-read the
-            # environment and ~/.netrc (in a thread) on every request.
-            trust_env=False,
-            raise_for_status=False,
-        )
-
-    @property
-    def is_closed(self) -> bool:
-        return self.session.closed
-
-    async def aclose(self) -> None:
-        await self.session.close()
-
-
-# One client per event loop: connections belong to the loop that opened them. A
-# server has one loop; tests and embedders may run several side by side.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamClient] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def get_client() -> UpstreamClient:
-    """The pooled client of the running event loop."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        client = _clients[loop] = UpstreamClient()
-    return client
-
-
-async def aclose_client() -> None:
-    """Close the running loop's pooled client (at shutdown)."""
-    client = _clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose()
-
-
-@lru_cache(maxsize=256)
-def _proxy(scheme: str, host: str) -> str | None:
-    if urllib.request.proxy_bypass_environment(host):
-        return None
-    return urllib.request.getproxies_environment().get(scheme)
-
-
-def proxy_for(url: str) -> str | None:
-    """The HTTP(S)_PROXY that applies to ``url`` (NO_PROXY honoured), read once per host."""
-    parts = urlsplit(url)
-    return _proxy(parts.scheme, parts.hostname or "")
+ERROR_BODY_BYTES = 64 * 1024  # of an error reply: enough for any provider's error JSON
 
 
 def client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
@@ -214,7 +153,7 @@ def build_error(
     message: str,
     retry_after: float | None = None,
 ) -> ProviderError:
-    detail = redact(message[:300]) if message else f"HTTP {status}"
+    detail = redact(message)[:300] if message else f"HTTP {status}"  # redact whole: a cut key would slip through
     return cls(
         f"{provider}: {detail}", provider=provider, upstream_status=status, retry_after=retry_after
     )
@@ -244,6 +183,10 @@ def transport_errors(provider: str) -> Iterator[None]:
         yield
     except TimeoutError:  # asyncio's and aiohttp's (ServerTimeoutError) alike
         raise Timeout(f"{provider}: upstream timed out", provider=provider) from None
+    except aiohttp.ClientConnectorDNSError as exc:
+        if isinstance(exc.os_error, Refused):
+            raise refused(provider, str(exc.os_error)) from None
+        raise ConnectFailed(f"{provider}: could not connect", provider=provider) from None
     except aiohttp.ClientConnectorError:
         raise ConnectFailed(f"{provider}: could not connect", provider=provider) from None
     except aiohttp.ClientPayloadError as exc:
@@ -265,21 +208,51 @@ async def request_json(
     classify: Classifier,
     body: bytes | None = None,
 ) -> tuple[Any, bytes]:
-    """One request, the whole body read; errors raised typed. Returns (parsed JSON, raw)."""
-    session = get_client().session
+    """One request, the whole body read (within bounds); errors raised typed. Returns (parsed JSON, raw)."""
+    session, proxy = await route(ep, url)
     with transport_errors(ep.provider):
         async with asyncio.timeout(ep.timeouts.first_byte):
             response = await session.request(
                 method, url, headers=headers, data=body, timeout=client_timeout(ep.timeouts),
-                allow_redirects=False, proxy=proxy_for(url),
+                allow_redirects=False, proxy=proxy,
             )
         try:
-            raw = await response.read()
+            if response.status >= 400:
+                raw = await read_bounded(response, ERROR_BODY_BYTES)
+                raise classify(ep.provider, response.status, response.headers, raw)
+            raw = await read_bounded(response, ep.timeouts.max_reply_bytes, provider=ep.provider)
         finally:
             response.release()
-    if response.status >= 400:
-        raise classify(ep.provider, response.status, response.headers, raw)
     return loads(ep.provider, raw), raw
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int, *,
+                       provider: str | None = None) -> bytes:
+    """The (decoded) body, never more than ``limit`` bytes of it in memory.
+
+    With ``provider`` a longer body raises UpstreamTooLarge; without, it is cut at
+    ``limit`` (error bodies: their first bytes say what went wrong). Either way
+    the rest is never read and the connection is closed, not pooled.
+    """
+    declared = response.content_length
+    if provider is not None and declared is not None and declared > limit:
+        response.close()
+        raise too_large(provider, f"a reply of {declared} bytes", limit)
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            response.close()
+            if provider is not None:
+                raise too_large(provider, "a reply", limit)
+            return bytes(body[:limit])
+    return bytes(body)
+
+
+def too_large(provider: str, what: str, limit: int) -> UpstreamTooLarge:
+    log.warning("%s from %s is over the %d-byte bound; not read further", what, provider, limit)
+    return UpstreamTooLarge(f"{provider}: {what} over the {limit}-byte bound was refused",
+                            provider=provider)
 
 
 @dataclass(slots=True)
@@ -291,18 +264,19 @@ class SSEEvent:
 class SSEDecoder:
     """Feed it lines; it returns an event at each blank line that ends one."""
 
-    __slots__ = ("_data", "_event")
+    __slots__ = ("_data", "_event", "size")
 
     def __init__(self) -> None:
         self._event = ""
         self._data: list[str] = []
+        self.size = 0  # characters of data held for the event being read
 
     def feed(self, line: str) -> SSEEvent | None:
         if not line:
             if not self._data and not self._event:
                 return None
             event = SSEEvent(self._event or "message", "\n".join(self._data))
-            self._event, self._data = "", []
+            self._event, self._data, self.size = "", [], 0
             return event
         if line[0] == ":":  # comment / keep-alive
             return None
@@ -311,6 +285,7 @@ class SSEDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self.size += len(value) + 1
         elif name == "event":
             self._event = value
         return None  # id / retry fields mean nothing to us
@@ -332,22 +307,23 @@ async def stream_sse(
     within ``stream_gap`` of the previous line. Closing this iterator (or
     cancelling its consumer) closes the upstream response.
     """
-    session = get_client().session
+    session, proxy = await route(ep, url)
     loop = asyncio.get_running_loop()
     first_deadline = loop.time() + ep.timeouts.first_byte
+    limit = ep.timeouts.max_event_bytes
     with transport_errors(ep.provider):
         async with asyncio.timeout_at(first_deadline):
             response = await session.post(
                 url, headers=headers, data=body, timeout=client_timeout(ep.timeouts),
-                allow_redirects=False, proxy=proxy_for(url),
+                allow_redirects=False, proxy=proxy,
             )
         try:
             if response.status >= 400:
                 async with asyncio.timeout(ep.timeouts.stream_gap):
-                    raw = await response.read()
+                    raw = await read_bounded(response, ERROR_BODY_BYTES)
                 raise classify(ep.provider, response.status, response.headers, raw)
             decoder = SSEDecoder()
-            lines = iter_lines(response.content)
+            lines = iter_lines(response.content, limit)
             seen_event = False
             while True:
                 deadline = (
@@ -358,7 +334,13 @@ async def stream_sse(
                         line = await anext(lines)
                 except StopAsyncIteration:
                     break
+                except LineTooLong:
+                    response.close()
+                    raise too_large(ep.provider, "a stream line", limit) from None
                 event = decoder.feed(line)
+                if decoder.size > limit:
+                    response.close()
+                    raise too_large(ep.provider, "a stream event", limit)
                 if event is not None:
                     seen_event = True
                     yield event
@@ -370,21 +352,39 @@ async def stream_sse(
             response.release()
 
 
-async def iter_lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
-    """Lines of a body as they arrive (``\n``, ``\r\n`` or ``\r`` endings), of any length."""
-    pending = b""
+class LineTooLong(Exception):
+    """A line grew past the bound before its end arrived."""
+
+
+async def iter_lines(content: aiohttp.StreamReader, limit: int | None = None) -> AsyncIterator[str]:
+    """Lines of a body as they arrive (``\n``, ``\r\n`` or ``\r`` endings), each at most ``limit`` bytes.
+
+    The pieces of an unfinished line are kept in a list (joined once it ends), so
+    a long line costs its size once, not its size times the number of chunks.
+    """
+    parts: list[bytes] = []
+    size = 0
+    held_cr = False
     async for chunk in content.iter_any():
-        pending += chunk
+        if held_cr:
+            chunk, held_cr = b"\r" + chunk, False
         # A CR at the very end may be the first half of a CRLF split across two chunks.
-        held_cr = pending.endswith(b"\r")
-        if held_cr:
-            pending = pending[:-1]
-        if b"\r" in pending:
-            pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *complete, pending = pending.split(b"\n")
+        if chunk.endswith(b"\r"):
+            chunk, held_cr = chunk[:-1], True
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *complete, rest = chunk.split(b"\n")
         for line in complete:
-            yield line.decode("utf-8", "replace")
-        if held_cr:
-            pending += b"\r"
-    if pending:
-        yield pending.rstrip(b"\r").decode("utf-8", "replace")
+            size += len(line)
+            if limit is not None and size > limit:
+                raise LineTooLong
+            parts.append(line)
+            yield b"".join(parts).decode("utf-8", "replace")
+            parts, size = [], 0
+        size += len(rest)
+        if limit is not None and size > limit:
+            raise LineTooLong
+        if rest:
+            parts.append(rest)
+    if parts or held_cr:
+        yield b"".join(parts).decode("utf-8", "replace")

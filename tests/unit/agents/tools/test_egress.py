@@ -76,6 +76,28 @@ async def test_loopback_refused_by_default(loopback) -> None:
         await EgressPolicy().fetch("GET", f"http://127.0.0.1:{loopback.port}/echo")
 
 
+@pytest.mark.parametrize("host", ["2130706433", "0x7f000001", "127.1", "[::ffff:127.0.0.1]"])
+async def test_numeric_spellings_of_loopback_are_refused(loopback, host: str) -> None:
+    with pytest.raises(EgressRefused, match="loopback"):
+        await EgressPolicy().fetch("GET", f"http://{host}:{loopback.port}/echo")
+
+
+async def test_a_numeric_spelling_is_pinned_to_the_address_it_means(loopback) -> None:
+    """Allowed by network, ``127.1`` connects to 127.0.0.1 (the policy's reading, not the OS's)."""
+    result = await EgressPolicy.from_entries(["127.0.0.0/8"]).fetch("GET", f"http://127.1:{loopback.port}/echo")
+    assert result.status == 200 and orjson.loads(result.body)["headers"]["host"] == f"127.1:{loopback.port}"
+
+
+async def test_the_policy_is_the_shared_address_policy() -> None:
+    """One policy for tools and provider URLs: the same class, the same verdicts."""
+    from warden.netpolicy import AddressPolicy
+
+    policy = EgressPolicy.from_entries(["10.0.0.0/8"], max_bytes=10)
+    assert isinstance(policy, AddressPolicy) and policy.max_bytes == 10
+    assert await policy.resolve("10.1.2.3", 80) == await AddressPolicy.from_entries(["10.0.0.0/8"]).resolve(
+        "10.1.2.3", 80)
+
+
 async def test_allowed_fetch_keeps_host_header_and_sends_body(loopback) -> None:
     policy = EgressPolicy.from_entries(["localhost"])
     result = await policy.fetch("POST", f"http://localhost:{loopback.port}/echo?x=1",

@@ -1,0 +1,111 @@
+"""The audit log: verify it (the database, or an export with the public key alone),
+export it, print the checkpoint signing key's public half."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from warden.cli.common import fail, out, run_with_services, settings_or_exit
+from warden.services import Services
+from warden.store.audit import VerifyResult
+
+audit_app = typer.Typer(help="The hash-chained, signed audit log: verify, export, public-key.",
+                        no_args_is_help=True)
+
+
+def _report(result: VerifyResult, what: str) -> None:
+    if not result.ok:
+        at = f" at event {result.broken_seq}" if result.broken_seq is not None else ""
+        fail(f"{what} broken{at}: {result.reason} ({result.count} event(s) before it verified)")
+    if not result.checkpoints:
+        out.print(f"{what} ok: {result.count} events; no signed checkpoint yet, so only the chain's "
+                  "own consistency was checked", highlight=False, soft_wrap=True)
+        return
+    line = (f"{what} ok: {result.count} events; {result.checkpoints} signed checkpoint(s) match, "
+            f"the latest covers event {result.anchored_seq} (signed {result.anchored_ts})")
+    if result.count > result.anchored_seq:
+        line += f"; {result.count - result.anchored_seq} later event(s) not anchored yet"
+    out.print(line, highlight=False, soft_wrap=True)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    export: Annotated[Path | None, typer.Option(
+        "--export", help="Check this export (`audit export --checkpoints`) instead of the database.",
+        dir_okay=False)] = None,
+    public_key: Annotated[str | None, typer.Option(
+        "--public-key", help="With --export: the signer's public key (base64, or a file holding it).")] = None,
+) -> None:
+    """Check every event's link and hash and every signed checkpoint; exit 1 naming
+    the first broken event."""
+    if export is None:
+        if public_key is not None:
+            fail("--public-key goes with --export (the database is checked with this server's own key)", 2)
+        result = run_with_services(lambda s: s.audit_log.verify(), bootstrap=False)
+        _report(result, "audit chain")
+        return
+    from warden.store.checkpoints import CheckpointError, parse_public_key, verify_export
+
+    if public_key is None:
+        fail("--export needs --public-key: the signer's public key, from `warden audit public-key`, "
+             "obtained from its operator (never from the export itself)", 2)
+        return
+    text = Path(public_key).read_text() if Path(public_key).is_file() else public_key
+    try:
+        key = parse_public_key(text)
+        with export.open("rb") as f:
+            result = verify_export(f, key)
+    except (CheckpointError, OSError) as exc:
+        fail(getattr(exc, "message", None) or str(exc), 2)
+        return
+    _report(result, f"export {export.name}")
+
+
+@audit_app.command("export")
+def audit_export(
+    format: Annotated[str, typer.Option("--format", help="jsonl (one event per line).")] = "jsonl",
+    workspace: Annotated[str | None, typer.Option(help="Only this workspace (default: all).")] = None,
+    checkpoints: Annotated[bool, typer.Option(
+        "--checkpoints", help="Sign the head now and include the public key and every checkpoint, "
+        "so a third party can verify the export with `audit verify --export`.")] = False,
+) -> None:
+    """Write the audit log to stdout, one JSON event per line, in chain order."""
+    if format != "jsonl":
+        fail("--format: only jsonl is supported", 2)
+    if checkpoints and workspace:
+        fail("--checkpoints: a signed export holds the whole chain (its hashes link every "
+             "workspace's events); drop --workspace", 2)
+    import orjson
+
+    async def fn(s: Services) -> None:
+        if checkpoints:
+            async for line in s.audit_log.signed_export():
+                sys.stdout.buffer.write(line)
+        else:
+            ws_id = (await s.accounts.workspace_by_name(workspace)).id if workspace else None
+            async for event in s.audit_log.export(ws_id):
+                sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
+        sys.stdout.flush()
+
+    run_with_services(fn, bootstrap=False)
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the public key that checks this server's audit checkpoints (safe to share)."""
+    from warden.store.checkpoints import public_key_text
+    from warden.vault.cipher import VaultError
+    from warden.vault.keyring import load_audit_signing_key
+
+    settings = settings_or_exit()
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        key = load_audit_signing_key(settings.audit_signing_key, settings.data_dir)
+    except VaultError as exc:
+        fail(exc.message)
+        return
+    out.print(public_key_text(key), highlight=False, soft_wrap=True)
