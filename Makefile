@@ -3,8 +3,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 COV_MIN ?= 96
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# `make serve` needs only Warden itself, not the test extras (half the install time).
+SERVE_STAMP := $(VENV)/.serves-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: serve test bench clean lint
+.PHONY: serve test bench clean lint mutation
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -12,7 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-serve: $(STAMP)
+$(SERVE_STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	test -f $(STAMP) || $(BIN)/pip install -q --disable-pip-version-check -e .
+	rm -f $(VENV)/.serves-* && touch $(SERVE_STAMP)
+
+serve: $(SERVE_STAMP)
 	$(BIN)/warden serve
 
 test: $(STAMP)
@@ -22,5 +29,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
+# Mutation testing of the decision cores ([tool.mutmut] in pyproject; not part of
+# `make test`): a fresh copy each time, then the score per file and every survivor.
+mutation: $(STAMP)
+	rm -rf mutants && mkdir mutants
+	$(BIN)/mutmut run --max-children 2 > mutants/run.log 2>&1 || { tail -c 3000 mutants/run.log; exit 1; }
+	$(BIN)/python -m tests.support.mutation_report
+
 clean:
-	rm -rf $(VENV) .pytest_cache .coverage* build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .coverage* build src/*.egg-info mutants

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-KEEP = ("Usage queries at 1M rows",)
+KEEP = ("Usage queries at 1M rows", "Added latency: /v1/responses", "Added latency: /v1/embeddings")
 
 
 def kept_sections(old: str, titles: tuple[str, ...] = KEEP) -> list[str]:
@@ -38,6 +38,18 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def replace_section(section: str, path: Path) -> None:
+    """Put one ``## <title>`` section (its first line) into BENCHMARKS.md in place of the
+    old one, or at the end: for benchmarks run on their own, outside ``bench.run``."""
+    current = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    title = section.split("\n", 1)[0]
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(current):
+        path.write_text(pattern.sub(lambda _: section, current))
+    else:
+        path.write_text(current.rstrip("\n") + "\n\n" + section)
 
 
 def write(path: Path, text: str) -> None:

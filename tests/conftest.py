@@ -4,18 +4,42 @@ client on the real ASGI app, and the PostgreSQL / Redis servers CI provides."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+
+import asyncio
+import logging
 
 import httpx
 import pytest
 
 from tests.support.app import ADMIN_KEY, PG_URL, client_for, drop_own_database, requires_pg, reset_pg
+from tests.support.secret_scan import SCAN, ScanningHandler, data_files, pg_rows
 from warden.config import Settings, load_settings
 from warden.services import Services
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    logging.getLogger().addHandler(ScanningHandler())
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     drop_own_database()
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_leaves(tmp_path: Path) -> Iterator[None]:
+    """After every test: no secret the process held in its replies, logs or stored bytes
+    (tests/support/secret_scan.py)."""
+    SCAN.take()
+    SCAN.pg_url = None
+    yield
+    SCAN.check_files(data_files(tmp_path))
+    if SCAN.pg_url:
+        for table, row in asyncio.run(pg_rows(SCAN.pg_url)):
+            SCAN.check(f"PostgreSQL table {table}", row)
+    found = SCAN.take()
+    if found:
+        pytest.fail("secrets leaked: " + "; ".join(found), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

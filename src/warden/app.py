@@ -15,10 +15,13 @@ from warden import __version__
 from warden.api import agents as agents_api
 from warden.api import (
     anthropic_compat,
+    embeddings,
     health,
     keys,
+    model_aliases,
     model_groups,
     openai_compat,
+    responses_compat,
     route,
     usage,
     workspaces,
@@ -27,10 +30,12 @@ from warden.api import budgets as budgets_api
 from warden.api import byok as byok_api
 from warden.api import chat as chat_api
 from warden.api import chat_ws
+from warden.api import runs as runs_api
 from warden.api import governance as governance_api
 from warden.api.docs import install_docs
 from warden.api.errors import install_error_handlers
 from warden.api.metrics import metrics_endpoint
+from warden.api.root import root as root_page
 from warden.api.middleware import RequestContextMiddleware
 from warden.config import Settings, load_settings
 from warden.services import Services
@@ -71,13 +76,20 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.add_route("/v1/chat/completions", openai_compat.chat_completions, methods=["POST"],
                   include_in_schema=False)
     app.add_route("/v1/messages", anthropic_compat.messages, methods=["POST"], include_in_schema=False)
+    app.add_route("/v1/messages/count_tokens", anthropic_compat.count_tokens, methods=["POST"],
+                  include_in_schema=False)
+    app.add_route("/v1/responses", responses_compat.create_response, methods=["POST"],
+                  include_in_schema=False)
+    app.add_route("/v1/embeddings", embeddings.embeddings, methods=["POST"], include_in_schema=False)
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(workspaces.router)
     app.include_router(openai_compat.router)
     app.include_router(anthropic_compat.router)
+    app.include_router(responses_compat.router)
     app.include_router(byok_api.router)
     app.include_router(model_groups.router)
+    app.include_router(model_aliases.router)
     app.include_router(route.router)
     app.include_router(usage.router)
     app.include_router(budgets_api.router)
@@ -85,8 +97,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(agents_api.router)
     app.include_router(chat_api.router)
     app.include_router(chat_ws.router)
+    app.include_router(runs_api.router)
     app.include_router(governance_api.router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_route("/", root_page, methods=["GET"], include_in_schema=False)
     install_docs(app)
     return app
 

@@ -67,18 +67,41 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(default=5, ge=1)
     breaker_window: float = Field(default=30.0, gt=0)
     breaker_cooldown: float = Field(default=15.0, gt=0)
+    # Failover bounds for one request: attempts over its whole plan and on one endpoint
+    # (host + credential), retries included. An endpoint that cannot be reached at all
+    # (refused, DNS, TLS, connect timeout) is skipped for this long, then probed.
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    endpoint_max_attempts: int = Field(default=3, ge=1, le=50)
+    endpoint_cooldown: float = Field(default=5.0, gt=0)
+    # Seconds in which a deployment's recent error rate halves (ranking only).
+    health_half_life: float = Field(default=10.0, gt=0)
+    # Cost guard: failover never moves to a step whose estimated cost is more than this
+    # many times the first choice's (a request may raise it); 0: no guard.
+    fallback_cost_factor: float = Field(default=4.0, ge=0)
     # Budgets and rate limits when the state store (or the database behind the
     # budgets) is down: refuse with 503 (default) or let requests through unmetered.
     limits_fail_open: bool = False
     # Output tokens reserved against budgets for a request without max_tokens
     # (capped by the model's own max output).
     reserve_output_tokens: int = Field(default=4096, ge=1)
+    # Longest a finished request waits for its spend row to be committed before its
+    # response ends (group commit); 0: the old batched writer, a kill -9 may lose rows.
+    spend_commit_wait: float = Field(default=5.0, ge=0, le=60)
     # Key prefix in Redis, so several deployments (or test runs) can share one server.
     redis_prefix: str = Field(default="warden:", min_length=1, max_length=64)
     # Governance. A pending approval expires (treated as a rejection) after this
     # many seconds; expiries are swept this often (and whenever approvals are read).
     approval_ttl: float = Field(default=86400.0, gt=0)
     approval_sweep_interval: float = Field(default=30.0, gt=0)
+    # Seconds a Responses API response kept with `store: true` can be read and continued
+    # (`previous_response_id`); 30 days, as OpenAI keeps them.
+    responses_ttl: float = Field(default=30 * 86400.0, gt=0)
+    # Runs (agents/runs/recovery.py): a serving instance holds a lease on each run it
+    # executes, renewed every third of this; once expired, another instance takes the
+    # run over. The sweep that does so (and finds decided actions nobody carried out)
+    # runs this often.
+    run_lease: float = Field(default=30.0, gt=0)
+    run_sweep_interval: float = Field(default=10.0, gt=0)
     # Seconds a workspace's governance policy stays cached (changes reach other
     # instances at once through the state store; this bounds a lost message).
     policy_cache_ttl: float = Field(default=3.0, ge=0)

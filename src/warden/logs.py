@@ -132,7 +132,8 @@ def redact(text: str) -> str:
 
 
 # Loggers whose records are built only from route templates, methods and numbers
-# (never from request data), so redacting them would cost time and find nothing;
+# (request data only once redacted, in api/middleware.py), so redacting them again
+# would cost time and find nothing;
 # audit checkpoints hold only hashes and signatures, which the patterns would blank.
 _NOTHING_TO_REDACT = frozenset({"warden.access", "warden.audit.checkpoint"})
 
@@ -158,20 +159,28 @@ class _RedactingJsonFormatter(JsonFormatter):
         if record.name in _NOTHING_TO_REDACT and not record.exc_info and not record.stack_info:
             # One line per request: the same JSON the generic path writes for these
             # records (fixed fields, no extras), at a fraction of its cost.
-            return json.dumps({"ts": self.formatTime(record, self.datefmt), "level": record.levelname,
-                               "logger": record.name, "message": record.getMessage(),
-                               "request_id": getattr(record, "request_id", None)})
+            line = {"ts": self.formatTime(record, self.datefmt), "level": record.levelname,
+                    "logger": record.name, "message": record.getMessage(),
+                    "request_id": getattr(record, "request_id", None)}
+            line.update(getattr(record, "access", None) or {})  # the access log's own fields
+            return json.dumps(line)
         text = super().format(record)
         return text if record.name in _NOTHING_TO_REDACT and not record.exc_info else redact(text)
 
 
-def configure_logging(level: str = "info", stream=None) -> None:  # noqa: ANN001
+def make_handler(stream=None) -> logging.Handler:  # noqa: ANN001
+    """The server's log handler: JSON lines on ``stream`` (stderr), every record redacted."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RedactingFilter())
     handler.setFormatter(_RedactingJsonFormatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
         rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
     ))
+    return handler
+
+
+def configure_logging(level: str = "info", stream=None) -> None:  # noqa: ANN001
+    handler = make_handler(stream)
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_warden", False):

@@ -4,19 +4,59 @@
 process, then replaces itself (``os.execv``, same pid, same signals) with this module:
 the process that serves never imports the CLI (typer, rich: ~10 MB resident) or
 alembic (~8 MB). Run on its own, this module expects a migrated database.
+
+While it serves, ``<data dir>/server.json`` holds its address (``{"url", "pid"}``):
+that is how the CLI finds the server of a data directory and becomes its HTTP
+client (``cli/client.py``). The file is removed at a clean stop; one left by a
+killed server is recognised as stale because nothing answers at its address.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 import sys
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 
 from warden.app import create_app, tune_process
-from warden.config import load_settings
+from warden.config import Settings, load_settings
 from warden.errors import ConfigError
 from warden.logs import configure_logging
+
+
+ADDRESS_FILE = "server.json"
+
+
+def server_url(settings: Settings) -> str:
+    """The address a local client uses: a wildcard bind is reached on loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(settings.host, settings.host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def write_address(settings: Settings) -> Path:
+    """Write ``<data dir>/server.json`` (0600, replaced atomically)."""
+    path = settings.data_dir / ADDRESS_FILE
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"url": server_url(settings), "pid": os.getpid()}, fh)
+    os.replace(tmp, path)
+    return path
+
+
+def remove_address(path: Path) -> None:
+    """Remove the address file if it is still this process's (a newer server may own it)."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
 
 
 def create_served_app() -> FastAPI:
@@ -32,6 +72,21 @@ def main() -> None:
     except ConfigError as exc:  # the same one line ``warden serve`` prints, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    address = write_address(settings)
+    # uvicorn re-raises the signal that stopped it once it has shut down; with this
+    # handler that is an exit that runs the ``finally`` below, not a kill.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        _serve(settings)
+    finally:
+        remove_address(address)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _serve(settings: Settings) -> None:
     uvicorn.run("warden.server:create_served_app", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
                 log_config=None, access_log=False, lifespan="on", server_header=False)

@@ -21,13 +21,14 @@ from warden.tenancy import invalidation
 from warden.tenancy.accounts import Accounts, bootstrap_admin
 from warden.tenancy.budgets import Budgets
 from warden.agents.registry import Agents
-from warden.agents.runs import Runs
+from warden.agents.runs import Runs, RuntimeConfig
 from warden.agents.sessions import Sessions
 from warden.agents.tools.loader import ToolboxLoader
 from warden.tenancy.credentials import Byok
 from warden.config import Settings
 from warden.gateway.catalog import get_catalog
 from warden.gateway.gateway import Gateway, GatewayConfig
+from warden.gateway.health import HealthTracker
 from warden.gateway.limits import Limiter
 from warden.gateway.types import Timeouts
 from warden.netpolicy import AddressPolicy
@@ -38,7 +39,9 @@ from warden.governance.hooks import GovernanceHooks
 from warden.governance.maturity import Maturity, MaturityConfig
 from warden.governance.policy_store import PolicyStore
 from warden.gateway.providers.http import aclose_client
+from warden.tenancy.model_aliases import ModelAliases
 from warden.tenancy.model_groups import ModelGroups
+from warden.tenancy.responses import StoredResponses
 from warden.logs import register_secret
 from warden.state import StateStore, create_state
 from warden.state.base import BreakerConfig, InvalidationCallback, StateUnavailable
@@ -66,6 +69,7 @@ class Services:
     accounts: Accounts
     byok: Byok
     model_groups: ModelGroups
+    model_aliases: ModelAliases
     budgets: Budgets
     spend: SpendWriter
     gateway: Gateway
@@ -78,27 +82,31 @@ class Services:
     approvals: Approvals
     feedback: FeedbackService
     audit_log: AuditLog
+    responses: StoredResponses
     admin_key_path: Path | None
     _exit: contextlib.AsyncExitStack = field(repr=False)
 
     @classmethod
     async def start(cls, settings: Settings, *, run_migrations: bool = True,
-                    bootstrap: bool = True) -> Services:
-        """Build every service in layer order, bottom up; each closer runs in reverse at close."""
+                    bootstrap: bool = True, serving: bool = True) -> Services:
+        """Build every service in layer order, bottom up; each closer runs in reverse at close.
+        ``serving``: this process carries runs on (resumes decided ones, takes over the runs
+        of dead instances, sweeps); a management command's process passes False, so a
+        decision it records is carried out by a server, with the server's settings."""
         private_dir(settings.data_dir)
         db = Database(settings.db_url)
         exit_stack = contextlib.AsyncExitStack()
         exit_stack.push_async_callback(db.close)
         try:
             return await cls._build(settings, db, exit_stack, run_migrations=run_migrations,
-                                    bootstrap=bootstrap)
+                                    bootstrap=bootstrap, serving=serving)
         except BaseException:
             await exit_stack.aclose()
             raise
 
     @classmethod
     async def _build(cls, settings: Settings, db: Database, exit_stack: contextlib.AsyncExitStack, *,
-                     run_migrations: bool, bootstrap: bool) -> Services:
+                     run_migrations: bool, bootstrap: bool, serving: bool = True) -> Services:
         st = settings
         on_close = exit_stack.push_async_callback
         if run_migrations:
@@ -126,6 +134,7 @@ class Services:
         byok = Byok(db, vault, notify=notify, egress=AddressPolicy.from_entries(st.egress_allow_list))
         on_close(byok.cache.close)
         model_groups = ModelGroups(db, notify=notify)
+        model_aliases = ModelAliases(db, notify=notify)
         budgets = Budgets(db, notify=notify)
         if isinstance(state, MemoryState):  # Redis keeps its counters; this store starts empty
             await _restore_budget_counters(budgets, state)
@@ -133,22 +142,29 @@ class Services:
         await _subscribe(state, on_close, invalidation.dispatcher(
             accounts=accounts, byok=byok.cache, model_groups=model_groups, budgets=budgets))
         await _subscribe(state, on_close, policies.on_message)
+        await _subscribe(state, on_close, model_aliases.on_message)
 
         # Gateway.
-        spend = SpendWriter(db)
+        spend = SpendWriter(db, commit_wait=st.spend_commit_wait)
         spend.start()
         on_close(spend.close)
         gateway = Gateway(
             credentials=byok.cache.resolved_credentials,
             groups=model_groups.for_workspace,
+            aliases=model_aliases.resolve,
             state=state,
             catalog=get_catalog(),
             spend=spend.record,
             on_credential_used=byok.cache.touch_last_used,
             limiter=Limiter(state, budgets.limits_for, default_output_tokens=st.reserve_output_tokens,
                             fail_open=st.limits_fail_open),
+            health=HealthTracker(half_life_s=st.health_half_life),
             config=GatewayConfig(
                 max_retries=st.max_retries,
+                max_attempts=st.max_attempts,
+                endpoint_max_attempts=st.endpoint_max_attempts,
+                endpoint_cooldown_s=st.endpoint_cooldown,
+                fallback_cost_factor=st.fallback_cost_factor or None,
                 deadline_s=st.request_deadline,
                 timeouts=Timeouts(connect=st.upstream_connect_timeout,
                                   first_byte=st.upstream_first_byte_timeout,
@@ -168,12 +184,18 @@ class Services:
             st.promotion_min_runs, st.promotion_max_intervention, st.promotion_min_feedback, st.demotion_streak))
         runs = Runs(db, gateway, agents, sessions, toolbox_factory=tools,
                     policy_source=policies.policy_for,
-                    hooks=GovernanceHooks(maturity, approval_ttl_s=st.approval_ttl))
-        await runs.start_background()  # sweeps runs a dead process left running
-        on_close(runs.close)
+                    hooks=GovernanceHooks(maturity, approval_ttl_s=st.approval_ttl),
+                    config=RuntimeConfig(lease_s=st.run_lease, heartbeat_s=st.run_lease / 3,
+                                         sweep_every_s=st.run_sweep_interval),
+                    publish=notify)
         approvals = Approvals(db, runs, maturity, policies, ttl_s=st.approval_ttl,
-                              sweep_s=st.approval_sweep_interval)
-        approvals.start()  # expires overdue approvals, applies decisions a dead instance left
+                              sweep_s=st.approval_sweep_interval, serving=serving, publish=notify)
+        if serving:  # leases, takeovers and decisions are carried on by serving instances only
+            await runs.start_background()  # takes over runs a dead process left
+            approvals.start()  # expires overdue approvals, applies decisions nobody carried out
+            await _subscribe(state, on_close, runs.on_message)
+            await _subscribe(state, on_close, approvals.on_message)
+        on_close(runs.close)
         on_close(approvals.close)
         feedback = FeedbackService(db, runs, maturity)
 
@@ -184,9 +206,11 @@ class Services:
                 log.warning("bootstrap admin key written to %s (mode 0600)", admin_key_path)
         _register_process_secrets(st)
         return cls(settings=st, db=db, vault=vault, state=state, accounts=accounts, byok=byok,
-                   model_groups=model_groups, budgets=budgets, spend=spend, gateway=gateway, tools=tools,
+                   model_groups=model_groups, model_aliases=model_aliases, budgets=budgets,
+                   spend=spend, gateway=gateway, tools=tools,
                    agents=agents, sessions=sessions, policies=policies, maturity=maturity, runs=runs,
                    approvals=approvals, feedback=feedback, audit_log=AuditLog(db, checkpointer),
+                   responses=StoredResponses(db, ttl_s=st.responses_ttl),
                    admin_key_path=admin_key_path, _exit=exit_stack)
 
     async def readiness(self) -> dict[str, str]:

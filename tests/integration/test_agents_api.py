@@ -101,6 +101,7 @@ def test_cli_agents_create_list_show(monkeypatch: pytest.MonkeyPatch, data_dir) 
     monkeypatch.setenv("WARDEN_ADMIN_KEY", ADMIN_KEY)
     monkeypatch.setenv("COLUMNS", "200")  # rich would otherwise shorten names to the test's terminal
     runner = CliRunner()
+    assert runner.invoke(app, ["migrate"]).exit_code == 0  # a command never creates the database itself
     r = runner.invoke(app, ["agents", "create", "helper", "--instructions", "Be brief", "--model",
                             "openai/gpt-4o-mini", "--tool", "current_time", "--tier", "intern"])
     assert r.exit_code == 0, r.output

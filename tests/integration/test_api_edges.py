@@ -85,3 +85,27 @@ async def test_openapi_declares_every_request_body(client: httpx.AsyncClient) ->
     assert missing == []
     ref = schema["paths"]["/api/chat"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert "message" in schema["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"]
+
+
+async def test_the_schema_states_the_rules_the_server_applies(client: httpx.AsyncClient) -> None:
+    """Found by schemathesis' positive_data_acceptance: each rule below was checked by the
+    server but missing from /openapi.json, so schema-valid requests got 422."""
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    import re
+
+    name = schema["WorkspaceCreate"]["properties"]["name"]["pattern"]
+    assert re.match(name, "team-a.1") and not re.match(name, "équipe")
+    r = await client.post("/api/workspaces", json={"name": "équipe"})  # isalnum() used to accept it
+    assert assert_envelope(r, 422, "validation_error")["param"] == "name"
+
+    members = schema["GroupBody"]["properties"]["members"]
+    assert members["uniqueItems"] is True and re.match(members["items"]["pattern"], "openai/gpt-4o")
+    assert not re.match(members["items"]["pattern"], "nosuch/gpt-4o")
+
+    effort = schema["ChatCompletionBody"]["properties"]["reasoning_effort"]["enum"]
+    assert "xhigh" in effort and None in effort and "huge" not in effort
+
+    # Another workspace's id as a workspace budget's scope: not found, as for keys and agents.
+    r = await client.put("/api/budgets", json={"scope": "workspace", "scope_id": "ws_someone_else",
+                                              "limit_usd": 1})
+    assert_envelope(r, 404, "workspace_not_found")

@@ -164,6 +164,7 @@ async def test_checkpoints_are_signed_after_n_events_and_logged_unredacted(
 @pytest.fixture
 def cli_env(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("WARDEN_DATA_DIR", str(data_dir))
+    assert invoke("migrate").exit_code == 0  # commands never create the database themselves
     return data_dir
 
 

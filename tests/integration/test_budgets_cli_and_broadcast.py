@@ -23,6 +23,7 @@ runner = CliRunner()
 def test_keys_create_with_budget_and_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WARDEN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("WARDEN_ADMIN_KEY", ADMIN_KEY)
+    assert runner.invoke(app, ["migrate"]).exit_code == 0  # a command never creates the database itself
     r = runner.invoke(app, ["keys", "create", "--name", "bot", "--budget", "10/month", "--rpm", "60",
                             "--tpm", "1000"], catch_exceptions=False)
     assert r.exit_code == 0, r.output

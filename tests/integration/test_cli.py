@@ -3,6 +3,7 @@ installed ``warden`` script as a subprocess for ``serve``."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from warden import __version__
 from warden.cli import app
 
 runner = CliRunner()
@@ -23,6 +25,7 @@ runner = CliRunner()
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("WARDEN_DATA_DIR", str(tmp_path / "data"))
+    assert invoke("migrate").exit_code == 0  # commands never create the database themselves
     return {"WARDEN_DATA_DIR": str(tmp_path / "data")}
 
 
@@ -79,7 +82,7 @@ def test_serve_on_empty_data_dir(tmp_path: Path) -> None:
     proc = subprocess.Popen([str(warden), "serve"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 90  # a loaded CI machine starts slowly
         while True:
             try:
                 r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
@@ -96,11 +99,26 @@ def test_serve_on_empty_data_dir(tmp_path: Path) -> None:
         admin = key_file.read_text().strip()
         r = httpx.get(f"http://127.0.0.1:{port}/api/keys", headers={"authorization": f"Bearer {admin}"})
         assert [k["name"] for k in r.json()] == ["bootstrap-admin"]
+        address = json.loads((data / "server.json").read_text())
+        assert address == {"url": f"http://127.0.0.1:{port}", "pid": proc.pid}
+        page = httpx.get(f"http://127.0.0.1:{port}/")
+        assert page.status_code == 200 and "warden byok add openai --key -" in page.text
+        # The CLI finds the server through the address file and goes through its API.
+        listed = subprocess.run([str(warden), "keys", "list", "--json"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        assert [k["name"] for k in json.loads(listed.stdout)] == ["bootstrap-admin"]
+        assert "directly" not in listed.stderr
     finally:
         proc.terminate()
-        _, stderr = proc.communicate(timeout=15)
+        _, stderr = proc.communicate(timeout=30)
     logs = stderr.decode()
     assert str(key_file) in logs and admin not in logs
+    # The welcome: address, data directory, the key's path and how to export it, what next.
+    assert f"Warden {__version__} on http://127.0.0.1:{port}" in logs
+    assert f"export WARDEN_KEY=$(cat {key_file})" in logs
+    assert "next            warden byok add PROVIDER --key -" in logs
+    assert not (data / "server.json").exists()  # removed at a clean stop
 
 
 def test_route_explain_and_usage(env, monkeypatch) -> None:
@@ -109,6 +127,7 @@ def test_route_explain_and_usage(env, monkeypatch) -> None:
                "--tools")
     assert r.exit_code == 0, r.output
     assert "model auto (auto)" in r.stdout and "openai/" in r.stdout
+    assert "cost guard: fallbacks up to 4x the first choice" in r.stdout
     r = invoke("route", "explain", "hi", "--model", "nope/none")
     assert r.exit_code == 1 and "not served" in r.stderr
     r = invoke("usage", "--group-by", "provider")

@@ -23,6 +23,7 @@ runner = CliRunner()
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("WARDEN_DATA_DIR", str(tmp_path / "data"))
+    assert invoke("migrate").exit_code == 0  # commands never create the database themselves
     return tmp_path / "data"
 
 

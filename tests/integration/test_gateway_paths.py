@@ -101,8 +101,8 @@ async def test_stream_error_after_first_token_is_an_event(services: Services, ws
     assert (await statuses(services))[-1].startswith("stream_error:")
 
 
-async def test_stream_closed_early_is_cancelled_and_unpriced(services: Services, ws: str,
-                                                             up: UpstreamServer) -> None:
+async def test_stream_closed_early_is_cancelled_and_priced_as_streamed(services: Services, ws: str,
+                                                                       up: UpstreamServer) -> None:
     up.enqueue(Behaviour(token_delay=0.05))
     stream = await services.gateway.open_stream(request(), ctx(ws))
     async for event in stream:
@@ -110,7 +110,9 @@ async def test_stream_closed_early_is_cancelled_and_unpriced(services: Services,
         break
     await stream.aclose()
     await stream.aclose()  # idempotent
-    assert stream.info.cost_usd is None
+    usage = stream.info.usage  # no provider usage yet: the prompt estimate, the output seen
+    assert usage.input_tokens > 0 and usage.output_tokens == 2  # "Hello " is 6 characters
+    assert stream.info.cost_usd == services.gateway.catalog.cost("openai", "gpt-4o-mini", usage) > 0
     assert (await statuses(services)) == ["cancelled"]
 
 

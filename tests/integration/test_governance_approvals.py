@@ -179,8 +179,9 @@ async def _register_only(services: Services):
 
 
 def test_cli_lists_approves_and_rejects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI works on the database directly: the run resumes inside the CLI process
-    (so the tool is a built-in one, which that process has too)."""
+    """With no server running, the CLI records decisions in the database and runs nothing
+    (issue 14 item 3: it once resumed runs in its own process, without the server's
+    settings); the next server to start carries both decisions out, exactly once."""
     monkeypatch.setenv("WARDEN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("WARDEN_ADMIN_KEY", ADMIN_KEY)
     runner = CliRunner()
@@ -213,6 +214,16 @@ def test_cli_lists_approves_and_rejects(tmp_path: Path, monkeypatch: pytest.Monk
             approved = await asyncio.to_thread(cli, "approvals", "approve", ids[0])
             rejected = await asyncio.to_thread(cli, "approvals", "reject", ids[1], "--note", "not now")
             after = await asyncio.to_thread(cli, "approvals", "list", "--status", "rejected")
+            assert len(up.requests) == 2  # nothing ran in the CLI process
+            server = await Services.start(load_settings())  # a serving instance: its sweep finds both
+            try:
+                for _ in range(300):
+                    if len(up.requests) >= 4:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.3)  # and nothing more comes
+            finally:
+                await server.close()
             return ids, [listed, approved, rejected, after], [r.body for r in up.requests]
 
     ids, (listed, approved, rejected, after), bodies = asyncio.run(scenario())
@@ -220,7 +231,7 @@ def test_cli_lists_approves_and_rejects(tmp_path: Path, monkeypatch: pytest.Monk
     assert approved.exit_code == 0 and f"approval {ids[0]} approved by key:cli" in approved.stdout
     assert rejected.exit_code == 0 and f"approval {ids[1]} rejected by key:cli" in rejected.stdout
     assert ids[1] in after.stdout and ids[0] not in after.stdout
-    # Both runs made their final model call inside the CLI process, with the tool's result or the refusal.
+    # The server made both runs' final model calls, with the tool's result or the refusal, once each.
     assert len(bodies) == 4
     assert '"timezone":"UTC"' in bodies[2]["messages"][-1]["content"]
     assert bodies[3]["messages"][-1]["content"].startswith("refused: a human rejected this action (not now)")
@@ -349,28 +360,30 @@ async def test_a_decision_for_a_run_that_no_longer_waits_changes_nothing(service
     assert run["status"] == "completed" and types_of(events).count("tool.result") == 1
 
 
-async def test_a_decision_that_could_not_reach_its_run_is_applied_by_the_sweep(services: Services,
-                                                                               up: UpstreamServer) -> None:
-    """The tool is briefly unavailable when the approval lands: the decision stands, the
-    action goes back to waiting, and the next sweep carries it out exactly once."""
+async def test_a_decision_whose_run_cannot_go_on_here_fails_the_run_and_frees_the_session(
+        services: Services, up: UpstreamServer) -> None:
+    """The tool is gone when the approval lands: the decision stands, and the run ends
+    ``failed`` with the reason (it does not wait for ever); the session takes new turns."""
     echo = await setup_echo(services, up)
     async with client_for(services) as c:
         run_id, approval = await _paused_run(c, up)
-        services.tools.plugins.pop("echo")  # e.g. a plugin being redeployed
-        failed = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "approve"})
-        between = (await c.get(f"/api/runs/{run_id}")).json()
-        decided = (await c.get(f"/api/approvals/{approval['id']}")).json()
-        services.tools.register(echo)
-        await services.approvals.sweep()
+        services.tools.plugins.pop("echo")  # e.g. a plugin this server no longer has
+        decided = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "approve"})
         events = await asyncio.wait_for(follow(c, run_id, after=4), 30)
-        await services.approvals.sweep()  # nothing left to apply: no second run of the tool
         run = (await c.get(f"/api/runs/{run_id}")).json()
-    assert failed.status_code == 422 and failed.json()["error"]["code"] == "unknown_tool"
-    assert decided["status"] == "approved"
-    assert between["status"] == "paused" and between["pending"] == [approval["tool_call_id"]]
-    assert types_of(events) == ["tool.result", "message.delta", "message.delta", "run.completed"]
-    assert echo.calls == [{"text": "mail"}]
-    assert run["status"] == "completed" and run["tool_calls"][0]["approval"]["status"] == "approved"
+        await services.approvals.sweep()  # nothing left to apply
+        again = await c.post(f"/api/approvals/{approval['id']}", json={"decision": "approve"})
+        up.reset()  # drop the final answer the failed run never asked for
+        up.enqueue(Behaviour(text="free again"))
+        services.tools.register(echo)
+        nxt = await c.post("/api/chat", json={"session_id": run["session_id"], "message": "next"})
+    assert decided.status_code == 200 and decided.json()["status"] == "approved"
+    assert types_of(events) == ["run.failed"] and events[0]["error"]["code"] == "unknown_tool"
+    assert run["status"] == "failed" and run["error"]["code"] == "unknown_tool" and run["pending"] == []
+    assert run["tool_calls"][0]["status"] == "cancelled"
+    assert again.status_code == 200 and again.json()["status"] == "approved"  # same answer, nothing re-run
+    assert echo.calls == []
+    assert nxt.status_code == 200 and nxt.json()["message"]["content"] == "free again"
 
 
 async def test_a_decision_left_unapplied_by_a_dead_instance_is_applied_at_the_next_sweep(

@@ -143,6 +143,7 @@ def test_cli_audit_verify_export_and_a_tampered_row(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("WARDEN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("WARDEN_ADMIN_KEY", ADMIN_KEY)
     runner = CliRunner()
+    assert runner.invoke(cli_app, ["migrate"]).exit_code == 0  # a command never creates the database itself
     assert runner.invoke(cli_app, ["keys", "create", "--name", "k1"]).exit_code == 0
     assert runner.invoke(cli_app, ["keys", "create", "--name", "k2"]).exit_code == 0
     ok = runner.invoke(cli_app, ["audit", "verify"], catch_exceptions=False)

@@ -136,3 +136,36 @@ async def test_the_admin_and_master_keys_are_registered(tmp_path: Path) -> None:
     finally:
         await svc.close()
         logs._secrets.clear()
+
+
+async def test_the_suite_scan_sees_a_leak_in_a_reply_a_log_line_and_a_file(tmp_path: Path) -> None:
+    """The byte scan every test runs under (tests/support/secret_scan.py) can fail:
+    a registered key in a reply, a log record or a data file is each a finding."""
+    from tests.support.secret_scan import SCAN, ScanningApp, ScanningHandler, data_files
+
+    async def leaky(scope, receive, send) -> None:  # noqa: ANN001
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": PLAIN_KEY[:10].encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": PLAIN_KEY[10:].encode()})  # split in two
+
+    logs.register_secret("cred:scan-check", PLAIN_KEY)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=ScanningApp(leaky)),
+                                     base_url="http://t") as c:
+            assert (await c.get("/leak")).text == PLAIN_KEY
+        assert SCAN.take() == ["cred:scan-check in reply to GET /leak"]
+
+        # A record the server would have redacted is no finding; one it would not is.
+        handler = ScanningHandler()
+        handler.emit(logging.makeLogRecord({"name": "warden.x", "msg": f"key {PLAIN_KEY}"}))
+        assert SCAN.take() == []
+        handler.emit(logging.makeLogRecord({"name": "warden.access", "msg": f"key {PLAIN_KEY}"}))
+        assert SCAN.take() == ["cred:scan-check in log line of warden.access"]
+
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "warden.db").write_bytes(b"\0row\0" + PLAIN_KEY.encode() + b"\0")
+        SCAN.check_files(data_files(tmp_path))
+        assert SCAN.take() == ["cred:scan-check in file warden.db"]
+    finally:
+        logs.forget_secret("cred:scan-check")
+        (tmp_path / "data" / "warden.db").unlink(missing_ok=True)

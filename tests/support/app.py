@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.support.secret_scan import SCAN, ScanningApp
 from warden.app import create_app
 from warden.config import Settings
 from warden.services import Services
@@ -68,6 +69,7 @@ requires_redis = pytest.mark.skipif(not REDIS_URL, reason="WARDEN_TEST_REDIS_URL
 
 async def reset_pg(url: str) -> None:
     """Drop everything in the test database so each test starts from an empty schema."""
+    SCAN.pg_url = url  # the test uses PostgreSQL: its rows are scanned after it
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
@@ -76,7 +78,7 @@ async def reset_pg(url: str) -> None:
 
 
 def client_for(services: Services, key: str | None = ADMIN_KEY) -> httpx.AsyncClient:
-    app = create_app(services=services)
+    app = ScanningApp(create_app(services=services))
     headers = {"authorization": f"Bearer {key}"} if key else {}
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://warden.test", headers=headers)
@@ -109,7 +111,7 @@ class LiveWarden:
         async def main() -> None:
             self.loop = asyncio.get_running_loop()
             self.services = await Services.start(self.settings)
-            app = create_app(services=self.services)
+            app = ScanningApp(create_app(services=self.services))
             config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None,
                                     access_log=False, lifespan="off", loop="asyncio")
             self.server = uvicorn.Server(config)

@@ -49,6 +49,9 @@ class RunHooks:
     async def ended(self, s: AsyncSession, run: Run, status: str) -> None:
         """The run reached a final status (completed, failed or cancelled)."""
 
+    async def cancelled(self, s: AsyncSession, run: Run, actor: str, reason: str) -> None:
+        """An admin cancelled the run (``ended`` is called too)."""
+
 
 # The workspace's policy overrides (None: the tier matrix alone), by workspace id.
 PolicySource = Callable[[str], Awaitable[WorkspacePolicy | None]]

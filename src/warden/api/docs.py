@@ -21,8 +21,11 @@ from starlette.staticfiles import StaticFiles
 
 from warden.api.chat import ChatBody, SessionCreate
 from warden.api.governance import ApprovalDecision, PromotionDecision, TierChange
-from warden.formats.anthropic import MessagesBody
+from warden.api.runs import CancelBody
+from warden.formats.anthropic import CountTokensBody, MessagesBody
 from warden.formats.openai import ChatCompletionBody
+from warden.formats.openai_embeddings import EmbeddingsBody
+from warden.formats.responses import ResponsesBody
 from warden.governance.feedback import FeedbackBody
 from warden.governance.policy_store import PolicyBody
 
@@ -35,13 +38,20 @@ _ENVELOPE = {
     "type": "object", "required": ["error"],
     "properties": {"error": {"type": "object", "required": ["type", "code", "message"], "properties": {
         "type": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"},
-        "param": {"type": "string"}, "request_id": {"type": "string"}}}},
+        "param": {"type": "string"}, "request_id": {"type": "string"},
+        "attempts": {"type": "integer", "description": "upstream attempts a failed gateway call made"}}}},
 }
 _GATEWAY: tuple[tuple[str, str, type[BaseModel], str], ...] = (
     ("/v1/chat/completions", "chat_completions", ChatCompletionBody,
      "OpenAI Chat Completions through Warden's router (JSON, or SSE with `stream: true`)."),
     ("/v1/messages", "messages", MessagesBody,
      "Anthropic Messages through Warden's router (JSON, or SSE with `stream: true`)."),
+    ("/v1/messages/count_tokens", "count_tokens", CountTokensBody,
+     "Input tokens of a Messages request: exact from an Anthropic deployment, else estimated."),
+    ("/v1/responses", "create_response", ResponsesBody,
+     "OpenAI Responses through Warden's router (JSON, or SSE with `stream: true`)."),
+    ("/v1/embeddings", "create_embeddings", EmbeddingsBody,
+     "OpenAI Embeddings through Warden's router (float or base64 vectors)."),
 )
 
 
@@ -56,6 +66,12 @@ _READ_BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("/api/feedback", "post"): FeedbackBody,
     ("/api/agents/{agent_ref}/promotion", "post"): PromotionDecision,
     ("/api/agents/{agent_ref}/tier", "put"): TierChange,
+}
+
+
+# The same, with a body that may be left out.
+_OPTIONAL_BODIES: dict[tuple[str, str], type[BaseModel]] = {
+    ("/api/runs/{run_id}/cancel", "post"): CancelBody,
 }
 
 
@@ -110,9 +126,9 @@ def install_docs(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["ErrorEnvelope"] = _ENVELOPE
             schema["paths"] = {**_gateway_paths(components), **schema.get("paths", {})}
-            for (path, method), model in _READ_BODIES.items():
+            for (path, method), model in [*_READ_BODIES.items(), *_OPTIONAL_BODIES.items()]:
                 schema["paths"][path][method]["requestBody"] = {
-                    "required": True,
+                    "required": (path, method) in _READ_BODIES,
                     "content": {"application/json": {"schema": _body_schema(model, components)}}}
             for path in _EVENT_STREAMS:
                 schema["paths"][path]["get" if path.endswith("/events") else "post"]["responses"]["200"] = {

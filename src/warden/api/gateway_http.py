@@ -32,10 +32,13 @@ def call_context(request: Request, principal: Principal, warden: Mapping[str, An
         options=RouteOptions.from_dict(warden),
         key_rpm_limit=principal.rpm_limit,
         key_tpm_limit=principal.tpm_limit,
+        # A coding agent's session (Claude Code sends it on every request): on the spend rows.
+        session_id=request.headers.get("x-claude-code-session-id") or None,
     )
     started = getattr(state, "started", None)  # set by the middleware when the request arrived
     if started is not None:
         ctx.started = started
+    state.gateway_call = ctx  # the access log reads how the call went from here
     return ctx
 
 
@@ -48,6 +51,10 @@ def warden_headers(info: CallInfo, *, with_cost: bool) -> dict[str, str]:
     }
     if with_cost:
         headers["x-warden-cost-usd"] = cost_text(info.cost_usd) or "unknown"
+    if info.fallback:
+        headers["x-warden-fallback"] = "1"
+        if info.cost_factor is not None:
+            headers["x-warden-fallback-cost-factor"] = f"{info.cost_factor:.2f}".rstrip("0").rstrip(".")
     headers.update(rate_headers(info.rate))  # OpenAI-style x-ratelimit-* when limits apply
     return headers
 

@@ -50,7 +50,7 @@ class ApprovalDecision(BaseModel):
 
 @router.get("/api/approvals")
 async def list_approvals(principal: PrincipalDep, services: ServicesDep,
-                         status: Literal["pending", "approved", "rejected", "expired"] | None = None,
+                         status: Literal["pending", "approved", "rejected", "expired", "cancelled"] | None = None,
                          agent_id: str | None = Query(None, max_length=40),
                          run_id: str | None = Query(None, max_length=40),
                          limit: int = Query(50, ge=1, le=500)) -> list[ApprovalView]:

@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from warden.tenancy.accounts import NAME_PATTERN
 from warden.api.deps import AdminDep, ServicesDep
 from warden.errors import PositiveInt32
 
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/api/keys", tags=["keys"])
 
 
 class KeyCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, json_schema_extra={"pattern": NAME_PATTERN})
     role: Literal["admin", "member"] = "member"
     rpm_limit: PositiveInt32 | None = None
     tpm_limit: PositiveInt32 | None = None

@@ -1,6 +1,14 @@
 """One pure-ASGI middleware for what every request needs: a request id, a body
 size limit, metrics and an access log. Pure ASGI (not BaseHTTPMiddleware) so
-streams pass through untouched and the per-request cost stays in microseconds."""
+streams pass through untouched and the per-request cost stays in microseconds.
+
+The access log is one JSON line a request (``warden.logs`` renders it): method,
+route template, status, milliseconds and the request id; for a gateway call
+also provider, model, attempts, tokens, cost and whether a fallback served it,
+read from the ``CallContext`` the route left in the request's state
+(``gateway_http.call_context``). A request no route matched carries its path,
+redacted and cut to 200 characters, since it is the client's text.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from warden.api.errors import error_reply
 from warden.api.metrics import REQUEST_LATENCY, REQUESTS
 from warden.errors import PayloadTooLarge, WardenError
-from warden.logs import request_id_var
+from warden.gateway.context import CallContext
+from warden.logs import redact, request_id_var
 
 log = logging.getLogger("warden.access")
 log_errors = logging.getLogger("warden.api")
@@ -40,6 +49,7 @@ class RequestContextMiddleware:
         # (method, route, status) -> its metric children: ``labels()`` takes a lock and
         # validates its arguments on every call, the dict lookup does not.
         self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._templates: dict[Any, str | None] = {}  # plain Starlette endpoint -> its path template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -111,9 +121,25 @@ class RequestContextMiddleware:
         resp = error_reply(PayloadTooLarge(f"request body exceeds {self.max_body} bytes"))
         await resp(scope, receive, send)
 
+    def _template(self, scope: Scope) -> str | None:
+        """The matched route's path template: FastAPI leaves its route in the scope, a
+        plain Starlette route (the gateway's hot paths) only its endpoint."""
+        path = getattr(scope.get("route"), "path", None)
+        endpoint = scope.get("endpoint")
+        if path is not None or endpoint is None:
+            return path
+        try:
+            return self._templates[endpoint]
+        except KeyError:
+            found = next((getattr(r, "path", None) for r in getattr(scope.get("app"), "routes", ())
+                          if getattr(r, "endpoint", None) is endpoint), None)
+            if len(self._templates) < _METRIC_KEYS_LIMIT:
+                self._templates[endpoint] = found
+            return found
+
     def _observe(self, scope: Scope, status: int, elapsed: float) -> None:
-        route = scope.get("route")
-        path = getattr(route, "path", None) or "unmatched"
+        template = self._template(scope)
+        path = template or "unmatched"
         method = scope["method"]
         if method not in _METHODS:
             method = "OTHER"  # a client-chosen label value would grow the series forever
@@ -127,4 +153,28 @@ class RequestContextMiddleware:
         children[0].inc()
         children[1].observe(elapsed)
         if self.access_log and log.isEnabledFor(logging.INFO):
-            log.info("%s %s %d %.1fms", method, path, status, elapsed * 1000)
+            ms = round(elapsed * 1000, 1)
+            fields: dict[str, Any] = {"method": method, "route": template, "status": status, "ms": ms,
+                                      "request_id": scope["state"].get("request_id")}
+            if template is None:
+                fields["path"] = redact(scope.get("path", "")[:200])
+            call = scope["state"].get("gateway_call")
+            if isinstance(call, CallContext):
+                fields.update(_gateway_fields(call))
+            log.info("%s %s %d %.1fms", method, path, status, ms, extra={"access": fields})
+
+
+def _gateway_fields(call: CallContext) -> dict[str, Any]:
+    """What the access line says of a gateway call (model names may come from clients)."""
+    info = call.served
+    if info is None:  # no deployment answered: only how hard it tried
+        return {"attempts": call.attempts}
+    usage = info.usage
+    fields = {"provider": info.provider, "model": redact(info.model), "attempts": info.attempts,
+              "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+              "cost_usd": None if info.cost_usd is None else str(info.cost_usd)}
+    if info.fallback:
+        fields["fallback"] = True
+        if info.cost_factor is not None:
+            fields["fallback_cost_factor"] = round(info.cost_factor, 3)
+    return fields

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
 from warden.api.deps import AdminDep, PrincipalDep, ServicesDep
+from warden.tenancy.model_groups import MAX_MEMBERS, MEMBER_PATTERN, NAME_PATTERN
 
 router = APIRouter(prefix="/api/model-groups", tags=["routing"])
 
 
+# Checked by tenancy.model_groups.validate_group (one message per rule); the schema says the same.
+_MEMBERS = {"uniqueItems": True, "items": {"type": "string", "pattern": MEMBER_PATTERN}}
+_NAME = {"pattern": NAME_PATTERN}
+
+
 class GroupBody(BaseModel):
-    members: list[str] = Field(min_length=1, max_length=32)
+    members: list[str] = Field(min_length=1, max_length=MAX_MEMBERS, json_schema_extra=_MEMBERS)
 
 
 class GroupCreate(GroupBody):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, json_schema_extra=_NAME)
+
+
+GroupName = Annotated[str, Path(json_schema_extra=_NAME)]
 
 
 class GroupView(BaseModel):
@@ -43,17 +53,17 @@ async def create_group(body: GroupCreate, principal: AdminDep, services: Service
 
 
 @router.get("/{name}", response_model=GroupView)
-async def get_group(name: str, principal: PrincipalDep, services: ServicesDep) -> GroupView:
+async def get_group(name: GroupName, principal: PrincipalDep, services: ServicesDep) -> GroupView:
     return _view(await services.model_groups.get(principal.workspace_id, name))
 
 
 @router.put("/{name}", response_model=GroupView)
-async def put_group(name: str, body: GroupBody, principal: AdminDep, services: ServicesDep) -> GroupView:
+async def put_group(name: GroupName, body: GroupBody, principal: AdminDep, services: ServicesDep) -> GroupView:
     return _view(await services.model_groups.put(principal.workspace_id, name, body.members,
                                                  actor=principal.actor))
 
 
 @router.delete("/{name}", status_code=204)
-async def delete_group(name: str, principal: AdminDep, services: ServicesDep) -> Response:
+async def delete_group(name: GroupName, principal: AdminDep, services: ServicesDep) -> Response:
     await services.model_groups.delete(principal.workspace_id, name, actor=principal.actor)
     return Response(status_code=204)

@@ -25,7 +25,7 @@ class UsageView(BaseModel):
 async def usage(
     principal: AdminDep,
     services: ServicesDep,
-    group_by: Literal["model", "provider", "key", "day"] = "model",
+    group_by: Literal["model", "provider", "key", "day", "session"] = "model",
     start: IsoDateTime | None = Query(default=None, alias="from"),
     end: IsoDateTime | None = Query(default=None, alias="to"),
 ) -> UsageView:

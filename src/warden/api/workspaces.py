@@ -7,13 +7,14 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from warden.tenancy.accounts import NAME_PATTERN
 from warden.api.deps import RootAdminDep, ServicesDep
 
 router = APIRouter(prefix="/api/workspaces", tags=["workspaces"])
 
 
 class WorkspaceCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=64, json_schema_extra={"pattern": NAME_PATTERN})
 
 
 class WorkspaceView(BaseModel):

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from warden.cli.common import fail, out, run_with_services, settings_or_exit
+from warden.cli.common import direct, fail, out, run_with_services, settings_or_exit
 from warden.services import Services
 from warden.store.audit import VerifyResult
 
@@ -45,6 +45,7 @@ def audit_verify(
     if export is None:
         if public_key is not None:
             fail("--public-key goes with --export (the database is checked with this server's own key)", 2)
+        direct(settings_or_exit(), "verifying the database directly")
         result = run_with_services(lambda s: s.audit_log.verify(), bootstrap=False)
         _report(result, "audit chain")
         return
@@ -91,6 +92,7 @@ def audit_export(
                 sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
         sys.stdout.flush()
 
+    direct(settings_or_exit(), "exporting from the database directly")
     run_with_services(fn, bootstrap=False)
 
 

@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 # --- request models (shape only; meaning is checked while converting) --------
 
 
+_EFFORT_NAMES = ("minimal", "low", "medium", "high", "xhigh", "max", "none")  # the keys of EFFORTS
+
+
 class _Function(BaseModel):
     name: str
     arguments: str = ""
@@ -142,9 +145,9 @@ class ChatCompletionBody(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=_INT64)
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=-_INT64 - 1, le=_INT64)
-    reasoning_effort: str | None = None
+    reasoning_effort: str | None = Field(default=None, json_schema_extra={"enum": [*_EFFORT_NAMES, None]})
     user: str | None = None
-    n: int | None = Field(default=None, ge=1, le=128)
+    n: int | None = Field(default=None, ge=1, le=128, json_schema_extra={"maximum": 1})  # only 1 served (see below)
     # Checked, not forwarded: token ids -> a bias OpenAI bounds to [-100, 100].
     logit_bias: dict[Annotated[str, Field(pattern=r"^\d{1,10}$")],
                      Annotated[float, Field(ge=-100, le=100)]] | None = None
@@ -163,8 +166,9 @@ class ChatCompletionBody(BaseModel):
 
 # --- wire -> internal ----------------------------------------------------------
 
-_EFFORTS = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high",
+EFFORTS = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high",
             "xhigh": "high", "max": "high", "none": None}
+assert tuple(EFFORTS) == _EFFORT_NAMES
 
 
 def _parts(content: str | list[_Part] | None, path: str) -> list[ContentPart]:
@@ -265,8 +269,8 @@ def to_chat_request(body: ChatCompletionBody) -> ChatRequest:
         raise invalid("messages", "at least one message is required")
     if body.n not in (None, 1):
         raise invalid("n", "only n=1 is supported")
-    if body.reasoning_effort is not None and body.reasoning_effort not in _EFFORTS:
-        raise invalid("reasoning_effort", f"must be one of {', '.join(_EFFORTS)}")
+    if body.reasoning_effort is not None and body.reasoning_effort not in EFFORTS:
+        raise invalid("reasoning_effort", f"must be one of {', '.join(EFFORTS)}")
     choice_raw, choice_path = body.tool_choice, "tool_choice"
     if body.legacy_functions and body.function_call is not None:
         choice_raw, choice_path = body.function_call, "function_call"
@@ -283,7 +287,7 @@ def to_chat_request(body: ChatCompletionBody) -> ChatRequest:
         max_tokens=body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens,
         stop=stop,
         seed=body.seed,
-        reasoning_effort=_EFFORTS.get(body.reasoning_effort or "none"),  # type: ignore[arg-type]
+        reasoning_effort=EFFORTS.get(body.reasoning_effort or "none"),  # type: ignore[arg-type]
         user=body.user,
         stream=body.stream,
     )
@@ -429,6 +433,10 @@ class ChunkRenderer:
         return out + sse.DONE
 
 
+def render_model(model: dict[str, Any]) -> dict[str, Any]:
+    """One model as OpenAI's ``Model`` (id, object, created, owned_by; Warden's fields after)."""
+    return {"id": model["id"], "object": "model", "created": 0, "owned_by": "warden", **model}
+
+
 def render_models(models: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"object": "list",
-            "data": [{"object": "model", "created": 0, "owned_by": "warden", **m} for m in models]}
+    return {"object": "list", "data": [render_model(m) for m in models]}

@@ -56,7 +56,7 @@ from warden.gateway.pricing import (
 from warden.gateway.providers.registry import PROVIDERS, ProviderInfo
 from warden.gateway.types import Usage
 
-Capability = Literal["tools", "vision", "json_schema", "reasoning"]
+Capability = Literal["tools", "vision", "json_schema", "reasoning", "embeddings"]
 CAPABILITIES: frozenset[str] = frozenset(get_args(Capability))
 
 _MTOK = Decimal(1_000_000)
@@ -113,7 +113,7 @@ class ModelSpec(BaseModel):
     cache_write_price: Price | None = None
     context_window: TokenCount | None = None
     max_output: TokenCount | None = None
-    capabilities: tuple[Capability, ...] | None = Field(default=None, max_length=4)
+    capabilities: tuple[Capability, ...] | None = Field(default=None, max_length=5)
     quality: Quality | None = None
     free: StrictBool | None = None
 
@@ -255,7 +255,7 @@ class Catalog:
         return (input_tokens * info.input_price + output_tokens * info.output_price) / _MTOK
 
     def known_models(self, provider: str) -> list[str]:
-        """Chat models ``models.json`` describes for this provider, sorted."""
+        """Models ``models.json`` describes for this provider (chat and embedding), sorted."""
         return list(self._names.get(provider, ()))
 
     # --- building -----------------------------------------------------------

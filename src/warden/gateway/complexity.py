@@ -25,7 +25,7 @@ from typing import Literal
 
 import orjson
 
-from warden.gateway.types import ChatRequest, ImagePart, TextPart
+from warden.gateway.types import ChatRequest, EmbeddingInput, ImagePart, TextPart
 
 Level = Literal["simple", "moderate", "complex", "advanced"]
 
@@ -58,6 +58,11 @@ def estimate_tokens(req: ChatRequest) -> int:
     if req.response_format is not None and req.response_format.schema is not None:
         chars += len(orjson.dumps(req.response_format.schema))
     return tokens + math.ceil(chars / CHARS_PER_TOKEN)
+
+
+def estimate_input_tokens(inputs: list[EmbeddingInput]) -> list[int]:
+    """Each embedding input's size: its token ids counted exactly, a text as above."""
+    return [math.ceil(len(i) / CHARS_PER_TOKEN) if isinstance(i, str) else len(i) for i in inputs]
 
 
 # --- vocabulary ----------------------------------------------------------------

@@ -3,6 +3,7 @@ its request routed (``RouteOptions``, from the ``{"warden": {...}}`` extra body)
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ class RouteOptions:
     prefer: Prefer = "value"
     fallbacks: list[str] = field(default_factory=list)
     max_cost_usd: Decimal | None = None
+    # Failover's cost guard for this request: the most a fallback step may cost,
+    # as a multiple of the first choice (inf: no guard); None: the gateway's default.
+    max_fallback_cost_factor: float | None = None
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> RouteOptions:
@@ -45,7 +49,24 @@ class RouteOptions:
                 raise InvalidRequest(
                     "warden.max_cost_usd must be a non-negative number", param="warden.max_cost_usd"
                 )
-        return cls(prefer=prefer, fallbacks=list(fallbacks), max_cost_usd=max_cost)
+        return cls(prefer=prefer, fallbacks=list(fallbacks), max_cost_usd=max_cost,
+                   max_fallback_cost_factor=_cost_factor(raw))
+
+
+def _cost_factor(raw: Mapping[str, Any]) -> float | None:
+    """``max_fallback_cost_factor`` (a number >= 1) or ``allow_pricier_fallback: true``."""
+    allow = raw.get("allow_pricier_fallback", False)
+    if not isinstance(allow, bool):
+        raise InvalidRequest("warden.allow_pricier_fallback must be a boolean",
+                             param="warden.allow_pricier_fallback")
+    factor = raw.get("max_fallback_cost_factor")
+    if factor is not None and (isinstance(factor, bool) or not isinstance(factor, int | float)
+                               or math.isnan(factor) or factor < 1):
+        raise InvalidRequest("warden.max_fallback_cost_factor must be a number >= 1",
+                             param="warden.max_fallback_cost_factor")
+    if allow:
+        return math.inf
+    return None if factor is None else float(factor)
 
 
 @dataclass(slots=True)
@@ -59,3 +80,9 @@ class CallContext:
     # The calling API key's own rate limits (from its principal); None: unlimited.
     key_rpm_limit: int | None = None
     key_tpm_limit: int | None = None
+    # Filled in by the gateway as the call goes, for the access log: upstream
+    # attempts so far, and the call's ``CallInfo`` once a deployment answered.
+    attempts: int = 0
+    served: Any = None
+    # The client's own session id (Claude Code's X-Claude-Code-Session-Id), on the spend row.
+    session_id: str | None = None

@@ -3,9 +3,14 @@
 Each class says whether it is worth retrying on the same deployment
 (``retryable``), worth moving to the next deployment (``failover``), or final.
 Adapters classify from status codes and structured error bodies only.
+``endpoint_level`` marks the failures that say the *host* cannot be reached at
+all (refused, DNS, TLS, connect timeout): the gateway then takes the whole
+endpoint (host + credential) out, not just the one model.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from warden.errors import WardenError
 from warden.logs import redact
@@ -19,6 +24,7 @@ class ProviderError(WardenError):
     code = "upstream_error"
     retryable = False
     failover = True
+    endpoint_level = False
 
     def __init__(
         self,
@@ -35,6 +41,13 @@ class ProviderError(WardenError):
         self.provider = provider
         self.upstream_status = upstream_status
         self.retry_after = retry_after
+        self.attempts: int | None = None  # upstream attempts the request made (set by the gateway)
+
+    def envelope(self, request_id: str | None = None) -> dict[str, Any]:
+        body = super().envelope(request_id)
+        if self.attempts is not None:
+            body["error"]["attempts"] = self.attempts
+        return body
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.provider!r}, {self.upstream_status!r}, {self.message!r})"
@@ -70,6 +83,19 @@ class ConnectFailed(ProviderError):
     code = "upstream_unreachable"
     retryable = True
     failover = True
+
+
+class Unreachable(ConnectFailed):
+    """No connection could be made to the host (refused, DNS, TLS)."""
+
+    endpoint_level = True
+
+
+class ConnectTimeout(Timeout):
+    """The connection was not established within the connect timeout."""
+
+    code = "upstream_connect_timeout"
+    endpoint_level = True
 
 
 class AuthFailed(ProviderError):
@@ -143,6 +169,8 @@ ALL_PROVIDER_ERRORS: tuple[type[ProviderError], ...] = (
     Overloaded,
     Timeout,
     ConnectFailed,
+    Unreachable,
+    ConnectTimeout,
     AuthFailed,
     BadRequest,
     ContextTooLong,

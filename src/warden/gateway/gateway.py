@@ -4,34 +4,40 @@ meter every request in exact dollars.
 It knows nothing of HTTP frameworks, agents or governance: the API layer and
 the agent runtime both call :meth:`Gateway.complete` / :meth:`Gateway.open_stream`.
 Credentials and model groups come from injected sources, so this module only
-depends on the layers below it.
+depends on the layers below it. :meth:`Gateway.embed` takes the same path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from warden.errors import ServiceUnavailable
+from warden.errors import InvalidRequest, NotFound, ServiceUnavailable
 from warden.gateway.catalog import Catalog, ModelOverride
-from warden.gateway.errors import BadRequest, ContentFiltered, ContextTooLong, ProviderError, Timeout
+from warden.gateway.complexity import estimate_tokens
+from warden.gateway.errors import ProviderError
+from warden.gateway.failover import Attempt, Failover, endpoint_key
 from warden.gateway.health import HealthTracker
 from warden.gateway.context import CallContext
 from warden.gateway.limits import Admission, Limiter
 from warden.gateway.metering import CallInfo, failure_row, spend_row
+from warden.gateway.complexity import estimate_tokens
 from warden.gateway.providers.adapters import get_adapter
+from warden.gateway.providers.registry import PROVIDERS
 from warden.gateway.routing import RoutePlan, plan_route
 from warden.gateway.deployment import Deployment
+from warden.gateway.embeddings import auto_model
 from warden.gateway.stream import GatewayStream, aclose_events, shielded
 from warden.gateway.types import (
     ChatRequest,
     ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     Endpoint,
     FinishEvent,
     ReasoningDelta,
@@ -44,11 +50,14 @@ from warden.gateway.types import (
 from warden.state.base import StateStore, StateUnavailable
 
 log = logging.getLogger("warden.gateway")
+_R = TypeVar("_R", ChatResponse, EmbeddingResponse)
+_T = TypeVar("_T")
 
-# Errors that say nothing about the deployment's health: the request was at fault.
-_REQUEST_FAULTS = (BadRequest, ContentFiltered, ContextTooLong)
 _CONTENT_EVENTS = (TextDelta, ReasoningDelta, ToolCallDelta, FinishEvent)
 _NAMED_LIMIT = 1_000  # cached deployments for uncatalogued names, per workspace
+# What an unserved ``claude-*`` name with no alias gets (Claude Code's hard-coded
+# defaults): the workspace's best Anthropic deployment, else ``auto``.
+CLAUDE_DEFAULT = ("anthropic/*", "auto")
 
 
 class ModelEntry(Protocol):
@@ -68,7 +77,10 @@ class CredentialLike(Protocol):
 
 CredentialSource = Callable[[str], Awaitable[Sequence[CredentialLike]]]
 GroupSource = Callable[[str], Awaitable[Mapping[str, list[str]]]]
-SpendSink = Callable[[dict[str, Any]], None]
+AliasSource = Callable[[str, str], Awaitable[str | None]]  # (workspace, model) -> target
+# Queues a ledger row; may return what resolves once it is committed (awaited, bounded,
+# before a completed response leaves: store/spend.py).
+SpendSink = Callable[[dict[str, Any]], Awaitable[Any] | None]
 UsedSink = Callable[[str], None]
 
 
@@ -80,6 +92,10 @@ class GatewayConfig:
     retry_after_cap_s: float = 5.0  # a longer retry-after moves on to the next deployment
     deadline_s: float = 300.0  # whole request, all attempts included
     timeouts: Timeouts = field(default_factory=Timeouts)
+    max_attempts: int = 6  # one request, over its whole plan, retries included
+    endpoint_max_attempts: int = 3  # one request, on one host + credential
+    endpoint_cooldown_s: float = 5.0  # an unreachable endpoint is skipped, then probed
+    fallback_cost_factor: float | None = 4.0  # cost guard; None: off (see cost_guard.py)
 
 
 @dataclass(slots=True)
@@ -94,33 +110,33 @@ class _Workspace:
     # ``provider/model`` names the catalog does not list: both asked for per request.
     known: set[tuple[str, str]] = field(default_factory=set)
     named: dict[str, list[Deployment]] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Attempt:
-    """Bookkeeping of one request's walk over its plan."""
-
-    ctx: CallContext
-    attempts: int = 0
-    upstream_s: float = 0.0
-    last_error: ProviderError | None = None
-    deadline: float = 0.0
+    endpoint_keys: dict[str, str] = field(default_factory=dict)  # deployment id -> its endpoint's
 
 
 class Gateway:
     def __init__(self, *, credentials: CredentialSource, groups: GroupSource, state: StateStore,
                  catalog: Catalog, spend: SpendSink, config: GatewayConfig | None = None,
-                 on_credential_used: UsedSink | None = None, limiter: Limiter | None = None) -> None:
+                 on_credential_used: UsedSink | None = None, limiter: Limiter | None = None,
+                 aliases: AliasSource | None = None, health: HealthTracker | None = None) -> None:
         self._credentials = credentials
+        self._aliases = aliases
         self.limiter = limiter  # budgets and rate limits; None: unmetered (tests, embedders)
         self._on_used = on_credential_used
         self._groups = groups
-        self.state = state
         self.catalog = catalog
         self._spend = spend
         self.config = config or GatewayConfig()
-        self.health = HealthTracker()
+        self.health = health or HealthTracker()
+        self.failover = Failover(state, self.health, self.config)
         self._workspaces: dict[str, _Workspace] = {}
+
+    @property
+    def state(self) -> StateStore:
+        return self.failover.state
+
+    @state.setter
+    def state(self, store: StateStore) -> None:
+        self.failover.state = store
 
     # --- planning -------------------------------------------------------------
 
@@ -174,95 +190,47 @@ class Gateway:
     async def _plan(self, req: ChatRequest, ctx: CallContext) -> tuple[RoutePlan, _Workspace]:
         ws = await self._workspace(ctx.workspace_id)
         groups = await self._groups(ctx.workspace_id)
-        deployments = self._with_named(ws, [req.model, *ctx.options.fallbacks])
-        open_ids = await self._open_breakers(deployments)
-        health = self.health.snapshot((d.id for d in deployments), open_ids)
-        plan = plan_route(req, deployments, groups=groups, health=health, options=ctx.options,
-                          catalog=self.catalog)
-        return plan, ws
-
-    async def _open_breakers(self, deployments: Sequence[Deployment]) -> dict[str, bool]:
-        try:
-            states = await self.state.breaker_states(d.id for d in deployments)
-        except StateUnavailable:
-            return {}  # ranking without breaker hints beats refusing the request
-        return {dep_id: s != "closed" for dep_id, s in states.items() if s != "closed"}
+        target = None if self._aliases is None else await self._aliases(ctx.workspace_id, req.model)
+        names = [target or req.model]
+        if target is None and req.model.lower().startswith("claude-"):
+            names += CLAUDE_DEFAULT  # tried only if the name itself is not served
+        deployments = _native_only(self._with_named(ws, [names[0], *ctx.options.fallbacks]), req)
+        breakers = await self.failover.breakers(deployments, lambda d: self._endpoint_key(ws, d))
+        health = self.health.snapshot((d.id for d in deployments), breakers)
+        first: NotFound | None = None
+        for name in names:
+            try:
+                plan = plan_route(replace(req, model=name), deployments, groups=groups, health=health,
+                                  options=ctx.options, catalog=self.catalog,
+                                  max_fallback_cost_factor=self.config.fallback_cost_factor)
+                return plan, ws
+            except NotFound as exc:
+                first = first or exc
+            except InvalidRequest as exc:  # nothing left to serve it: name the fields that narrowed it
+                raise (_unsupported(req) or exc) from None
+        assert first is not None  # names is never empty
+        raise _unsupported(req) or first
 
     # --- calling --------------------------------------------------------------
 
     def _endpoint(self, ws: _Workspace, dep: Deployment) -> Endpoint:
         return ws.credentials[dep.credential_id or ""].endpoint(dep.model, self.config.timeouts)
 
-    async def _may_try(self, dep: Deployment) -> bool:
-        try:
-            return await self.state.breaker_allow(dep.id)
-        except StateUnavailable:
-            return True
+    def _endpoint_key(self, ws: _Workspace, dep: Deployment) -> str:
+        key = ws.endpoint_keys.get(dep.id)
+        if key is None:
+            key = ws.endpoint_keys[dep.id] = endpoint_key(dep, self._endpoint(ws, dep))
+        return key
 
     async def _record(self, dep: Deployment, error: ProviderError | None, latency_ms: float) -> None:
-        healthy = error is None or isinstance(error, _REQUEST_FAULTS)
-        self.health.record(dep.id, healthy, latency_ms if error is None else None)
-        try:
-            await self.state.breaker_record(dep.id, healthy)
-        except StateUnavailable:
-            pass
+        await self.failover.record(dep, error, latency_ms)
 
-    def _backoff(self, retry: int, error: ProviderError) -> float | None:
-        """Seconds to wait before retrying on the same deployment, or None to move on."""
-        if not error.retryable or retry >= self.config.max_retries:
-            return None
-        if error.retry_after is not None:
-            return error.retry_after if error.retry_after <= self.config.retry_after_cap_s else None
-        ceiling = min(self.config.backoff_cap_s, self.config.backoff_base_s * 2**retry)
-        return random.uniform(ceiling / 2, ceiling)  # "equal jitter"
-
-    async def _walk(self, plan: RoutePlan, ws: _Workspace, run: _Attempt,
-                    call: Callable[[Endpoint], Awaitable[Any]]) -> tuple[Any, Deployment]:
-        """Try each step of the plan (with bounded retries) until ``call`` succeeds."""
-        for step in plan.steps:
-            dep = step.deployment
-            if not await self._may_try(dep):
-                continue
-            ep = self._endpoint(ws, dep)
-            retry = 0
-            while True:
-                remaining = run.deadline - time.perf_counter()
-                if remaining <= 0:
-                    raise run.last_error or Timeout("the request's deadline passed",
-                                                    code="deadline_exceeded")
-                run.attempts += 1
-                t0 = time.perf_counter()
-                try:
-                    # A timeout scope, not wait_for: no extra task per attempt.
-                    async with asyncio.timeout(remaining):
-                        result = await call(ep)
-                except TimeoutError:
-                    error: ProviderError = Timeout("the request's deadline passed",
-                                                   provider=dep.provider)
-                except ProviderError as exc:
-                    error = exc
-                else:
-                    elapsed = time.perf_counter() - t0
-                    run.upstream_s += elapsed
-                    return result, dep
-                run.upstream_s += time.perf_counter() - t0
-                run.last_error = error
-                await self._record(dep, error, 0.0)
-                log.info("attempt %d on %s failed: %s %s", run.attempts, dep.id,
-                         type(error).__name__, error.code)
-                if not error.failover and not error.retryable:
-                    raise error
-                wait = self._backoff(retry, error)
-                if wait is None or time.perf_counter() + wait >= run.deadline:
-                    break
-                retry += 1
-                await asyncio.sleep(wait)
-        if run.last_error is not None:
-            raise run.last_error
-        raise ServiceUnavailable(
-            "every deployment for this request is unavailable (circuit breakers open)",
-            code="no_available_deployment",
-        )
+    async def _walk(self, plan: RoutePlan, ws: _Workspace, run: Attempt,
+                    call: Callable[[Endpoint], Awaitable[_T]]) -> tuple[_T, Deployment]:
+        result = await self.failover.walk(plan, run, lambda d: self._endpoint(ws, d),
+                                          lambda d: self._endpoint_key(ws, d), call)
+        assert run.step is not None  # set by a walk that returned
+        return result, run.step.deployment
 
     async def _admit(self, req: ChatRequest, ctx: CallContext,
                      plan: RoutePlan) -> tuple[Admission, RoutePlan]:
@@ -272,14 +240,28 @@ class Gateway:
         return await self.limiter.admit(req, ctx, plan)
 
     async def complete(self, req: ChatRequest, ctx: CallContext) -> tuple[ChatResponse, CallInfo]:
+        req = replace(req, stream=False)
+        return await self._call(req, ctx, lambda ep: get_adapter(ep.wire).complete(
+            ep, replace(req, model=ep.model)))
+
+    async def embed(self, req: EmbeddingRequest,
+                    ctx: CallContext) -> tuple[EmbeddingResponse, CallInfo]:
+        """Vectors, admitted, failed over and metered as :meth:`complete`; ``auto`` is one
+        model (``gateway/embeddings.py``)."""
+        if req.model == "auto":
+            ws = await self._workspace(ctx.workspace_id)
+            req = replace(req, model=auto_model(ws.deployments) or "auto")
+        return await self._call(req, ctx, lambda ep: get_adapter(ep.wire).embed(
+            ep, replace(req, model=ep.model)))
+
+    async def _call(self, req: ChatRequest | EmbeddingRequest, ctx: CallContext,
+                    call: Callable[[Endpoint], Awaitable[_R]]) -> tuple[_R, CallInfo]:
+        """One non-stream call: plan, admit, walk the plan, settle and meter."""
         plan, ws = await self._plan(req, ctx)
         admission, plan = await self._admit(req, ctx, plan)
-        run = _Attempt(ctx, deadline=time.perf_counter() + self.config.deadline_s)
-        req = replace(req, stream=False)
+        run = Attempt(ctx, deadline=time.perf_counter() + self.config.deadline_s)
         try:
-            resp, dep = await self._walk(
-                plan, ws, run, lambda ep: get_adapter(ep.wire).complete(ep, replace(req, model=ep.model))
-            )
+            resp, dep = await self._walk(plan, ws, run, call)
         except BaseException as exc:
             if isinstance(exc, ProviderError):
                 self._spend(failure_row(ctx, run.attempts, exc))
@@ -292,13 +274,16 @@ class Gateway:
         info = self._info(dep, run, resp.usage, ws)
         await admission.settle(info.cost_usd, resp.usage, dep)
         info.rate = admission.rate
-        self._spend(spend_row(ctx, info, "ok", latency_ms=(time.perf_counter() - ctx.started) * 1000))
+        committed = self._spend(spend_row(ctx, info, "ok",
+                                          latency_ms=(time.perf_counter() - ctx.started) * 1000))
+        if committed is not None:
+            await asyncio.shield(committed)
         return resp, info
 
     async def open_stream(self, req: ChatRequest, ctx: CallContext) -> GatewayStream:
         plan, ws = await self._plan(req, ctx)
         admission, plan = await self._admit(req, ctx, plan)
-        run = _Attempt(ctx, deadline=time.perf_counter() + self.config.deadline_s)
+        run = Attempt(ctx, deadline=time.perf_counter() + self.config.deadline_s)
         req = replace(req, stream=True)
 
         async def start(ep: Endpoint) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent]]:
@@ -330,9 +315,26 @@ class Gateway:
         return GatewayStream(
             dep, info, events, head, record=self._record, admission=admission,
             price=lambda usage: self.cost(dep, usage, ws),
+            prompt_tokens=lambda: admission.prompt_tokens or estimate_tokens(req),
             meter=lambda info, status: self._spend(spend_row(
                 ctx, info, status, latency_ms=(time.perf_counter() - ctx.started) * 1000)),
         )
+
+    async def count_tokens(self, req: ChatRequest, ctx: CallContext) -> tuple[int, bool, Deployment]:
+        """Input tokens of ``req`` at the deployment it would go to first:
+        ``(count, exact, deployment)``; exact from an upstream that counts (Anthropic's
+        ``count_tokens``), else Warden's estimate. Nothing is billed or metered."""
+        plan, ws = await self._plan(req, ctx)
+        dep = plan.steps[0].deployment  # plan_route raises rather than plan nothing
+        ep = self._endpoint(ws, dep)
+        try:
+            counted = await get_adapter(ep.wire).count_tokens(ep, replace(req, model=ep.model))
+        except ProviderError as exc:  # counting is advisory: an estimate beats an error
+            log.info("count_tokens on %s failed (%s): estimating", dep.id, exc.code)
+            counted = None
+        if counted is not None:
+            return counted, True, dep
+        return estimate_tokens(req), False, dep
 
     def _used(self, dep: Deployment) -> None:
         if self._on_used is not None and dep.credential_id is not None:
@@ -340,13 +342,15 @@ class Gateway:
 
     # --- metering -------------------------------------------------------------
 
-    def _info(self, dep: Deployment, run: _Attempt, usage: Usage, ws: _Workspace, *,
+    def _info(self, dep: Deployment, run: Attempt, usage: Usage, ws: _Workspace, *,
               cost: bool = True) -> CallInfo:
         overhead = (time.perf_counter() - run.ctx.started - run.upstream_s) * 1000
         info = CallInfo(dep.provider, dep.model, dep.id, dep.credential_id, run.attempts, None,
                         round(max(overhead, 0.0), 3), usage)
         if cost:
             info.cost_usd = self.cost(dep, usage, ws)
+        info.fallback, info.cost_factor = run.fallback, run.cost_factor
+        run.ctx.served = info  # for the access log
         return info
 
     def cost(self, dep: Deployment, usage: Usage, ws: _Workspace) -> Decimal | None:
@@ -368,6 +372,25 @@ class Gateway:
             out.append({"id": dep.name, "owned_by": dep.provider, "kind": "model",
                         **dep.info.to_dict()})
         return out
+
+
+def _native_only(deployments: list[Deployment], req: ChatRequest) -> list[Deployment]:
+    """Without the deployments that cannot honour the fields only the client's own
+    wire format serves (``Native.required``)."""
+    native = req.native
+    if native is None or not native.required:
+        return deployments
+    return [d for d in deployments if getattr(PROVIDERS.get(d.provider), "wire", None) == native.wire]
+
+
+def _unsupported(req: ChatRequest) -> InvalidRequest | None:
+    """The 400 for a request whose model reaches no deployment of the format its fields need."""
+    native = req.native
+    if native is None or not native.required:
+        return None
+    return InvalidRequest(f"{', '.join(native.required)}: only an {native.wire} deployment can serve "
+                          f"this, and model '{req.model}' reaches none", param=native.required[0],
+                          code="unsupported_field")
 
 
 def _same_objects(a: Sequence[Any], b: Sequence[Any]) -> bool:

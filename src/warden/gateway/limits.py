@@ -15,6 +15,8 @@ Rules (the behaviour users rely on; README can quote it):
   ``max_output``) at the *most expensive* step of the plan, since failover may
   end there. After the call the reservation becomes the real cost; a failed call
   releases it. A refused request is never charged anything, rate units included.
+- **Embeddings** reserve their inputs' estimate at the input price and no output
+  (tpm likewise), then settle the upstream's count (Gemini's: the estimate).
 - **Unknown prices.** When a budget applies, plan steps whose price is unknown
   are dropped (they could not be charged); if none is left the request is
   refused with 403 ``price_unknown``. Without a budget nothing changes.
@@ -41,11 +43,11 @@ from decimal import Decimal
 from typing import Literal
 
 from warden.errors import BudgetExceeded, Forbidden, RateLimitExceeded
-from warden.gateway.complexity import estimate_tokens
+from warden.gateway.complexity import estimate_input_tokens, estimate_tokens
 from warden.gateway.context import CallContext
 from warden.gateway.routing import WORST_CASE_OUTPUT, RoutePlan
 from warden.gateway.deployment import Deployment
-from warden.gateway.types import ChatRequest, Usage
+from warden.gateway.types import ChatRequest, EmbeddingRequest, Usage
 from warden.state.base import (
     BudgetScope,
     RateLimit,
@@ -217,6 +219,17 @@ class Admission:
             return None
 
 
+def _prompt_tokens(req: ChatRequest | EmbeddingRequest) -> int:
+    if isinstance(req, EmbeddingRequest):
+        return sum(estimate_input_tokens(req.inputs))
+    return estimate_tokens(req)
+
+
+def _max_tokens(req: ChatRequest | EmbeddingRequest) -> int | None:
+    """The output the request may produce: none for embeddings."""
+    return 0 if isinstance(req, EmbeddingRequest) else req.max_tokens
+
+
 def _consumed_estimate(dep: Deployment, prompt: int, output: int, cap: int) -> int:
     info = dep.info
     if info.input_price is None or info.output_price is None:
@@ -234,7 +247,7 @@ class Limiter:
         self.fail_open = fail_open
         self._now = now
 
-    async def admit(self, req: ChatRequest, ctx: CallContext,
+    async def admit(self, req: ChatRequest | EmbeddingRequest, ctx: CallContext,
                     plan: RoutePlan) -> tuple[Admission, RoutePlan]:
         """Take rate units and reserve the worst case, or raise before any upstream call.
 
@@ -251,7 +264,7 @@ class Limiter:
         rates = self._rates(req, ctx, limits)
         if not budgets and not rates:
             return Admission(None), plan
-        prompt = estimate_tokens(req)
+        prompt = _prompt_tokens(req)
         admission = Admission(self.state, prompt_tokens=prompt)
         amount = 0
         if budgets:
@@ -273,7 +286,7 @@ class Limiter:
 
     # --- rate limits -------------------------------------------------------------
 
-    def _rates(self, req: ChatRequest, ctx: CallContext, limits: WorkspaceLimits) -> list[_Rate]:
+    def _rates(self, req: ChatRequest | EmbeddingRequest, ctx: CallContext, limits: WorkspaceLimits) -> list[_Rate]:
         rates: list[_Rate] = []
         tokens: int | None = None
         for owner, owner_id, rpm, tpm in (
@@ -286,7 +299,7 @@ class Limiter:
                 rates.append(_Rate(RateLimit(f"{owner}:{owner_id}:rpm", rpm, _MINUTE), False, owner))
             if tpm:
                 if tokens is None:
-                    tokens = estimate_tokens(req) + (req.max_tokens or 0)
+                    tokens = _prompt_tokens(req) + (_max_tokens(req) or 0)
                 rates.append(_Rate(RateLimit(f"{owner}:{owner_id}:tpm", tpm, _MINUTE, tokens),
                                    True, owner))
         return rates
@@ -313,9 +326,10 @@ class Limiter:
 
     # --- budgets -------------------------------------------------------------------
 
-    def _worst_cost(self, req: ChatRequest, dep: Deployment, prompt: int) -> Decimal:
+    def _worst_cost(self, req: ChatRequest | EmbeddingRequest, dep: Deployment,
+                    prompt: int) -> Decimal:
         info = dep.info
-        output = req.max_tokens
+        output = _max_tokens(req)
         if output is None:
             output = min(self.default_output_tokens, info.max_output or self.default_output_tokens)
         return (prompt * info.input_price + output * info.output_price) / _MTOK  # type: ignore[operator]

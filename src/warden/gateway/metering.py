@@ -26,6 +26,8 @@ class CallInfo:
     usage: Usage = field(default_factory=Usage)
     ttft_ms: float | None = None
     rate: RateSnapshot | None = None  # rate limits after this call (x-ratelimit-* headers)
+    fallback: bool = False  # served by a step other than the plan's first choice
+    cost_factor: float | None = None  # a pricier fallback: its estimate / the first choice's
 
 
 def spend_row(ctx: CallContext, info: CallInfo, status: str, *, latency_ms: float) -> dict[str, Any]:
@@ -40,7 +42,7 @@ def spend_row(ctx: CallContext, info: CallInfo, status: str, *, latency_ms: floa
         "reasoning_tokens": u.reasoning_tokens, "cost_usd": info.cost_usd,
         "latency_ms": round(latency_ms, 3),
         "ttft_ms": None if info.ttft_ms is None else round(info.ttft_ms, 3),
-        "attempts": info.attempts, "status": status,
+        "attempts": info.attempts, "status": status, "session_id": ctx.session_id,
     }
 
 
@@ -53,4 +55,5 @@ def failure_row(ctx: CallContext, attempts: int, error: ProviderError) -> dict[s
         "cache_read_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0,
         "cost_usd": Decimal(0), "latency_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
         "ttft_ms": None, "attempts": attempts, "status": f"error:{error.code}"[:32],
+        "session_id": ctx.session_id,
     }

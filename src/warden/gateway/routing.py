@@ -8,6 +8,7 @@ groups and a snapshot of live health; nothing here does I/O.
 - ``auto``: every deployment, ranked by value for the request's complexity;
 - a workspace group name: its members in the group's order;
 - ``provider/model``: that model at that provider (every credential serving it);
+  ``provider/*``: all of that provider's deployments, highest quality first;
 - a bare model id: every provider serving it (exact id, or the last path
   segment, so ``gpt-oss-120b`` finds ``openai/gpt-oss-120b`` at Groq), ranked.
 
@@ -16,10 +17,20 @@ Then deployments that cannot serve the request are dropped (each with a reason i
 whose circuit breaker is open go last. Explicit models and groups keep their
 given order; ``auto`` and bare ids are ranked.
 
+With ``max_fallback_cost_factor`` set, ``cost_guard.py`` drops the steps that
+would cost more than that factor times the first choice (the primary's best step
+before breakers reorder it), except fallbacks the request named as ``provider/model``.
+
 How strictly the catalog is trusted depends on how the model was chosen: ``auto``
 only considers models whose capabilities, quality and price are known; a model
 asked for by name is given the benefit of the doubt where the catalog does not
 describe it, and is excluded only for a known lack.
+
+An :class:`EmbeddingRequest` is planned alike over the ``embeddings`` models (which
+chat never gets), its largest input checked against the context window.
+
+Long on purpose: one pure planner (resolve, filter, score, order, explain) whose
+steps share per-plan constants; apart, each piece would be a fragment.
 """
 
 from __future__ import annotations
@@ -31,12 +42,15 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from warden.errors import InvalidRequest, NotFound
-from warden.gateway.catalog import Catalog, ModelInfo
+from warden.gateway.catalog import Catalog
 from warden.gateway.context import Prefer, RouteOptions
+from warden.gateway.cost_guard import CostGuard, apply_cost_guard
+from warden.gateway.cost_guard import estimate as _estimate
 from warden.gateway.deployment import Deployment
 from warden.gateway.health import Health
-from warden.gateway.complexity import Complexity, Level, estimate_tokens, score_complexity
-from warden.gateway.types import ChatRequest
+from warden.gateway.complexity import (Complexity, Level, estimate_input_tokens, estimate_tokens,
+                                       score_complexity)
+from warden.gateway.types import ChatRequest, EmbeddingRequest
 
 Kind = Literal["auto", "group", "explicit", "bare"]
 
@@ -95,6 +109,12 @@ class PlanStep:
     # The reason sentence is composed on first read: most plans are walked, not shown.
     _why: tuple[_Scored, _Context, int] | None = field(default=None, repr=False, compare=False)
     _reason: str | None = field(default=None, repr=False, compare=False)
+    cost_factor: float | None = None  # estimated cost / the first choice's (cost guard on)
+
+    @property
+    def health(self) -> Health:
+        """The deployment's live health when the plan was made."""
+        return self._why[0].health if self._why is not None else _HEALTHY
 
     @property
     def reason(self) -> str:
@@ -115,6 +135,7 @@ class PlanStep:
             "quality": d.info.quality,
             "capabilities": sorted(d.info.capabilities),
             "context_window": d.info.context_window,
+            "cost_factor": None if self.cost_factor is None else round(self.cost_factor, 3),
         }
 
 
@@ -127,6 +148,7 @@ class RoutePlan:
     steps: list[PlanStep]
     rejected: list[tuple[str, str]]  # (deployment id or model name, why excluded)
     prefer: Prefer = "value"
+    cost_guard: CostGuard | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,10 +159,14 @@ class RoutePlan:
             "needs": self.needs.to_dict(),
             "steps": [s.to_dict() for s in self.steps],
             "rejected": [{"deployment": who, "reason": why} for who, why in self.rejected],
+            "cost_guard": None if self.cost_guard is None else self.cost_guard.to_dict(),
         }
 
 
 # --- planning --------------------------------------------------------------
+
+NO_PROVIDER_KEYS = ("no provider keys are configured: add one with `warden byok add PROVIDER --key -` "
+                    "(or POST /api/byok)")
 
 
 def needs_for(req: ChatRequest, input_tokens: int) -> Needs:
@@ -183,6 +209,10 @@ def _resolve(
 def _resolve_named(name: str, deployments: Sequence[Deployment]) -> tuple[Kind, list[Deployment]] | None:
     lowered = name.lower()
     provider, sep, model = lowered.partition("/")
+    if sep and model == "*":  # "anthropic/*": that provider's deployments, best quality first
+        best = sorted((d for d in deployments if d.provider == provider),
+                      key=lambda d: (-(d.info.quality or 0.0), d.model))
+        return ("group", best) if best else None
     if sep:
         explicit = [d for d in deployments if d.provider == provider and d.model.lower() == model]
         if explicit:
@@ -196,6 +226,8 @@ def _exclusion(
 ) -> str | None:
     """Why ``d`` cannot serve the request, or None if it can."""
     info = d.info
+    if "embeddings" in info.capabilities and "embeddings" not in needs.capabilities:
+        return "an embedding model: it serves /v1/embeddings only"
     if info.described or strict:
         missing = needs.capabilities - info.capabilities
         if missing:
@@ -306,32 +338,44 @@ def _describe(s: _Scored, ctx: _Context, index: int) -> str:
         parts.append(f"recent latency {h.latency_ms:.0f} ms")
     if h.breaker_open:
         parts.append("circuit breaker open, so tried last")
+    elif h.probe:
+        parts.append("recovering: its breaker's cooldown is over, one request probes it")
     return "; ".join(parts) + "."
 
 
 def plan_route(
-    req: ChatRequest,
+    req: ChatRequest | EmbeddingRequest,
     deployments: Sequence[Deployment],
     *,
     groups: Mapping[str, list[str]] | None = None,
     health: Mapping[str, Health] | None = None,
     options: RouteOptions | None = None,
     catalog: Catalog | None = None,
+    max_fallback_cost_factor: float | None = None,
 ) -> RoutePlan:
     """Order the deployments to try for ``req``; raise if none can serve it.
 
     ``catalog`` is accepted for interface symmetry but not consulted: each
     deployment already carries its :class:`ModelInfo` (prices, limits, quality
     precomputed), which is what keeps a plan over hundreds of deployments cheap.
+    ``max_fallback_cost_factor`` turns the cost guard on (the request's own
+    ``options.max_fallback_cost_factor`` wins over it).
     """
     groups = groups or {}
     health = health or {}
     options = options or RouteOptions()
-    input_tokens = estimate_tokens(req)
-    complexity = score_complexity(req, estimated_tokens=input_tokens)
-    needs = needs_for(req, input_tokens)
+    if embedding := isinstance(req, EmbeddingRequest):
+        sizes = estimate_input_tokens(req.inputs)
+        input_tokens, ranking_output = sum(sizes), 0
+        complexity = Complexity("simple", 0.0, ["an embedding request"])
+        needs = Needs(frozenset({"embeddings"}), max(sizes, default=0), None)
+    else:
+        input_tokens = estimate_tokens(req)
+        complexity = score_complexity(req, estimated_tokens=input_tokens)
+        needs = needs_for(req, input_tokens)
+        typical = TYPICAL_OUTPUT[complexity.level]
+        ranking_output = min(typical, req.max_tokens or typical)
     level = complexity.level
-    ranking_output = min(TYPICAL_OUTPUT[level], req.max_tokens or TYPICAL_OUTPUT[level])
     mix = max(input_tokens + ranking_output, 1)
     weights = _Weights(
         options.prefer, _QUALITY_WEIGHT[level], _QUALITY_FLOOR[level], input_tokens / mix, ranking_output / mix
@@ -349,6 +393,8 @@ def plan_route(
     kind, _ = primary
 
     steps: list[PlanStep] = []
+    first_choice: _Scored | None = None
+    named: set[str] = set()  # deployments the request named as fallbacks: the guard lets them be
     seen: set[str] = set()
     chosen = [(primary, req.model, False)]
     for fallback in options.fallbacks:
@@ -366,7 +412,8 @@ def plan_route(
                 continue
             worst = None
             if options.max_cost_usd is not None:
-                out = req.max_tokens or min(d.info.max_output or WORST_CASE_OUTPUT, WORST_CASE_OUTPUT)
+                out = 0 if embedding else req.max_tokens or min(  # type: ignore[union-attr]
+                    d.info.max_output or WORST_CASE_OUTPUT, WORST_CASE_OUTPUT)
                 worst = _estimate(d.info, input_tokens, out)
             why = _exclusion(d, needs, strict, options.max_cost_usd, worst)
             if why is not None:
@@ -376,6 +423,11 @@ def plan_route(
             s = _score(d, weights, health.get(d.id, _HEALTHY))
             s.worst_cost = worst
             scored.append(s)
+        if is_fallback and sub_kind == "explicit":
+            named.update(d.id for d in candidates)
+        if first_choice is None and scored:  # what the request gets when all is healthy
+            ranked = sub_kind in ("auto", "bare")
+            first_choice = min(scored, key=_score_key) if ranked else scored[0]
         if sub_kind in ("auto", "bare"):
             scored.sort(key=_rank_key)
         else:
@@ -391,12 +443,22 @@ def plan_route(
         more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
         raise InvalidRequest(
             f"no deployment can serve this request for model '{req.model}'"
-            + (f": {detail}{more}" if detail else ": no provider keys are configured"),
+            + (f": {detail}{more}" if detail else ": " + NO_PROVIDER_KEYS),
             code="no_eligible_deployment",
             param="model",
         )
+    guard = None
+    factor = options.max_fallback_cost_factor
+    factor = max_fallback_cost_factor if factor is None else factor
+    if factor is not None and first_choice is not None:
+        steps, guard = apply_cost_guard(steps, first_choice.deployment, factor, input_tokens,
+                                        ranking_output, rejected, exempt=named)
     rejected = list(dict.fromkeys(rejected))  # a deployment seen again as a fallback
-    return RoutePlan(req.model, kind, complexity, needs, steps, rejected, options.prefer)
+    return RoutePlan(req.model, kind, complexity, needs, steps, rejected, options.prefer, guard)
+
+
+def _score_key(s: _Scored) -> tuple[float, str]:
+    return -s.score, s.deployment.id
 
 
 def _rank_key(s: _Scored) -> tuple[bool, float, str]:
@@ -415,9 +477,3 @@ def _position(kind: Kind, label: str, index: int, total: int, prefer: Prefer, is
     else:
         position = "requested by name"
     return f"fallback '{label}', {position}" if is_fallback else position
-
-
-def _estimate(info: ModelInfo, input_tokens: int, output_tokens: int) -> Decimal | None:
-    if info.input_price is None or info.output_price is None:
-        return None
-    return (input_tokens * info.input_price + output_tokens * info.output_price) / Decimal(1_000_000)

@@ -1,4 +1,14 @@
-"""An open stream, committed to one deployment once its first token arrived."""
+"""An open stream, committed to one deployment once its first token arrived.
+
+Its ledger row is what was streamed: the provider's usage when it arrived. A
+stream that failed or was cancelled mid-way (or a provider that sends no usage)
+is recorded with the provider's input count, else the prompt estimate, and the
+output tokens counted from the streamed text (or the provider's count if larger),
+priced like any call. The budget is settled
+with that same cost, so ``/api/usage`` and the budgets agree. A stream that ends
+normally has its row committed (see ``store/spend.py``) before its last event
+leaves, so the client's closing frame comes after the row is durable.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,9 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal
+from typing import Any
 
 from warden.gateway.errors import ProviderError
 from warden.gateway.limits import Admission
@@ -28,7 +40,7 @@ log = logging.getLogger("warden.gateway")
 # What the gateway does for a stream: record health, price usage, write the ledger row.
 RecordHealth = Callable[[Deployment, ProviderError | None, float], Awaitable[None]]
 Price = Callable[[Usage], Decimal | None]
-Meter = Callable[[CallInfo, str], None]
+Meter = Callable[[CallInfo, str], Awaitable[Any] | None]  # returns what commits the row, if any
 
 
 class GatewayStream:
@@ -41,8 +53,10 @@ class GatewayStream:
 
     def __init__(self, dep: Deployment, info: CallInfo, events: AsyncIterator[StreamEvent],
                  head: list[StreamEvent], *, record: RecordHealth, price: Price, meter: Meter,
-                 admission: Admission | None = None) -> None:
+                 admission: Admission | None = None,
+                 prompt_tokens: Callable[[], int] = lambda: 0) -> None:
         self._record = record
+        self._prompt_tokens = prompt_tokens  # the request's estimate, for a row without usage
         self._price = price
         self._meter = meter
         self._admission = admission or Admission(None)
@@ -94,13 +108,23 @@ class GatewayStream:
         self._done = True
         await aclose_events(self._events)
         usage = self.info.usage
-        has_usage = usage.input_tokens or usage.output_tokens
-        # Without the provider's usage (cancelled early) the cost is unknown, not zero.
-        self.info.cost_usd = self._price(usage) if has_usage else None
-        self._meter(self.info, status)
-        if self._admission.active:  # last: under cancellation this await may be interrupted
+        if status != "ok" or not (usage.input_tokens or usage.output_tokens):
+            usage = self.info.usage = self._consumed(usage)
+        self.info.cost_usd = self._price(usage)
+        committed = self._meter(self.info, status)
+        if self._admission.active:
             await shielded(self._admission.settle(self.info.cost_usd, usage, self._dep,
                                                    output_seen=self._output_seen))
+        if committed is not None and status != "cancelled":
+            # Under cancellation the client is gone: the row is queued, nobody waits for it.
+            await asyncio.shield(committed)
+
+    def _consumed(self, usage: Usage) -> Usage:
+        """What a stream cut short (or one without usage) consumed: the provider's input
+        count, else the prompt estimate; at least the output counted from what was streamed
+        (a provider's count so far, as in Anthropic's ``message_start``, may lag it)."""
+        return replace(usage, input_tokens=usage.input_tokens or self._prompt_tokens(),
+                       output_tokens=max(usage.output_tokens, self._output_seen))
 
     async def aclose(self) -> None:
         """Stop early (client went away): closes the upstream connection and meters."""

@@ -11,7 +11,7 @@ Conventions (every adapter normalises to these):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 from warden.gateway.errors import ProviderError
 from warden.netpolicy import AddressPolicy
@@ -24,6 +24,9 @@ WireFormat = Literal["openai", "anthropic", "gemini"]
 @dataclass(slots=True)
 class TextPart:
     text: str
+    # Anthropic's prompt-cache marker on this block ({"type": "ephemeral", ...}):
+    # sent on to Anthropic upstreams; other formats cache on their own.
+    cache_control: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -54,6 +57,7 @@ class Message:
     tool_call_id: str | None = None  # role == "tool": the call this answers
     name: str | None = None  # role == "tool": the tool's name (Gemini needs it)
     reasoning: str | None = None
+    cache_control: dict[str, Any] | None = None  # on the turn's last block (see TextPart)
 
     @classmethod
     def text(cls, role: Role, text: str) -> Message:
@@ -73,6 +77,7 @@ class ToolSpec:
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    cache_control: dict[str, Any] | None = None  # see TextPart
 
 
 @dataclass(slots=True)
@@ -92,6 +97,19 @@ class ResponseFormat:
 
 
 @dataclass(slots=True)
+class Native:
+    """What only an upstream of the client's own wire format can honour, passed on
+    verbatim to one: top-level body fields and headers (Anthropic's ``anthropic-beta``,
+    ``top_k``, ``container`` ...). ``required`` names the fields no other format can
+    serve: deployments of other formats are then not tried."""
+
+    wire: WireFormat
+    body: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
 class ChatRequest:
     model: str
     messages: list[Message]
@@ -107,6 +125,7 @@ class ChatRequest:
     reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
     user: str | None = None
     stream: bool = False
+    native: Native | None = None
 
     @property
     def has_images(self) -> bool:
@@ -138,6 +157,34 @@ class ChatResponse:
     tool_calls: list[ToolCall] = field(default_factory=list)
     reasoning: str | None = None
     finish_reason: FinishReason = "stop"
+    usage: Usage = field(default_factory=Usage)
+
+
+# --- embeddings --------------------------------------------------------------
+
+# One input: a text, or token ids in the model's own tokenizer (OpenAI-format upstreams only).
+EmbeddingInput = Union[str, list[int]]
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    model: str
+    inputs: list[EmbeddingInput]
+    dimensions: int | None = None  # shorten the vectors (models that support it)
+    user: str | None = None
+    native: ClassVar[None] = None  # no field of it needs one wire format (cf. ChatRequest)
+
+    @property
+    def has_token_arrays(self) -> bool:
+        return any(not isinstance(i, str) for i in self.inputs)
+
+
+@dataclass(slots=True)
+class EmbeddingResponse:
+    """One vector per input, in input order; ``usage.input_tokens`` is all there is."""
+
+    model: str
+    vectors: list[list[float]]
     usage: Usage = field(default_factory=Usage)
 
 

@@ -5,8 +5,11 @@ number of instances exactly one decision wins; the same decision again returns
 the same result (idempotent), a different one gets 409. The winner then resumes
 the run (the tool runs, or the model reads the refusal). An approval nobody
 decides expires after the TTL and counts as a rejection; expiries are swept
-periodically and whenever approvals are read. A decision whose instance died
-before it reached the run is applied by the next sweep (``applied`` flag).
+periodically and whenever approvals are read. Only a serving instance carries a
+decision out, with its own settings: a process that is not one (a management
+command on the database) records the decision and announces it through the
+state store; every serving instance's sweep also applies any decision left
+unapplied (``applied`` flag: a dead instance, a run that was busy, no message).
 With the workspace policy's ``approvals.require_second_person``, the key that
 started a run may not approve its actions (403, audited); rejecting stays open.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -25,7 +29,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.agents.hooks import Action
-from warden.agents.runs import RunHandle, Runs
+from warden.agents.runs import DECIDED_TOPIC, RunBusy, RunHandle, Runs
+from warden.agents.runs.paused import lease_alive
 from warden.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from warden.governance.maturity import Maturity
 from warden.governance.policy_store import PolicyStore
@@ -38,7 +43,7 @@ from warden.tenancy.accounts import Principal
 
 log = logging.getLogger("warden.governance")
 
-STATUSES = ("pending", "approved", "rejected", "expired")
+STATUSES = ("pending", "approved", "rejected", "expired", "cancelled")  # cancelled: its run ended first
 Decision = Literal["approve", "reject"]
 _STATUS_OF = {"approve": "approved", "reject": "rejected"}
 
@@ -89,16 +94,18 @@ async def request_approvals(s: AsyncSession, run: Run, agent: Agent, pending: li
 
 class Approvals:
     def __init__(self, db: Database, runs: Runs, maturity: Maturity, policies: PolicyStore, *,
-                 ttl_s: float = 86400.0, sweep_s: float = 30.0) -> None:
+                 ttl_s: float = 86400.0, sweep_s: float = 30.0, serving: bool = True,
+                 publish: Callable[[str, str], Awaitable[None]] | None = None) -> None:
         self.db = db
         self.runs = runs
         self.maturity = maturity
         self.policies = policies
         self.ttl_s = ttl_s
         self.sweep_s = sweep_s
+        self.serving = serving  # only a serving instance carries decisions out
+        self.publish = publish
         self._sweeper: asyncio.Task[None] | None = None
-        # Actions of one run are resumed one at a time in this process.
-        self._run_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- reading -------------------------------------------------------------------------
 
@@ -146,7 +153,9 @@ class Approvals:
         current = await self.get(principal, approval_id)  # 404s, and sweeps expiries first
         wanted = _STATUS_OF[decision]
         if current.status != "pending":
-            return _same_or_conflict(current, wanted)
+            same = _same_or_conflict(current, wanted)
+            await self._apply(approval_id)  # the same decision again carries it out if nobody did yet
+            return same
         if decision == "approve":
             await self._check_second_person(principal, approval_id)
         won = await self._settle(approval_id, wanted, actor=principal.actor, note=note)
@@ -197,11 +206,18 @@ class Approvals:
 
         return await self.db.run_tx(tx)
 
-    async def _apply(self, approval_id: str) -> RunHandle | None:
+    async def _apply(self, approval_id: str, *, retry: bool = True) -> RunHandle | None:
         """Bring a decided approval to its run: the tool runs, or the model reads the refusal.
 
         Claimed first (``applied`` False -> True, conditionally), so the action is
-        applied at most once even when an instance's sweep races the decider."""
+        applied at most once even when an instance's sweep races the decider. A process
+        that is not serving leaves it to the servers, and tells them."""
+        if not self.serving:
+            async with self.db.session() as s:
+                a = await s.get(Approval, approval_id)
+            if a is not None and self.publish is not None:
+                await self.publish(DECIDED_TOPIC, a.run_id)
+            return None
         async with self.db.transaction() as s:
             claimed = await s.execute(update(Approval).where(
                 Approval.id == approval_id, Approval.status != "pending", Approval.applied.is_(False)
@@ -210,24 +226,34 @@ class Approvals:
                 return None
             a = await s.get(Approval, approval_id)
         assert a is not None
-        lock = self._run_locks.setdefault(a.run_id, asyncio.Lock())
         try:
-            async with lock:
-                return await self.runs.resume_run(
-                    a.run_id, "approve" if a.status == "approved" else "reject", tool_call_id=a.tool_call_id,
-                    note=a.note, actor=a.decided_by or "system", refusal=self._refusal(a))
+            return await self.runs.resume_run(
+                a.run_id, "approve" if a.status == "approved" else "reject", tool_call_id=a.tool_call_id,
+                note=a.note, actor=a.decided_by or "system", refusal=self._refusal(a))
+        except RunBusy:
+            # Another decision of the run is being carried out: this one waits for it to let go
+            # (it announces that; the sweep is the safety net).
+            await self._give_back(a.id)
+            if retry and not await self._run_held(a.run_id):  # it let go before we gave this back
+                return await self._apply(approval_id, retry=False)
+            return None
         except (Conflict, NotFound) as exc:
             # The run no longer waits for this action (it ended, was deleted, or was settled).
             log.info("approval %s not applied: %s", a.id, exc.message)
             return None
         except BaseException:
             # Give it back to the sweep: the run still waits for this decision.
-            async with self.db.transaction() as s:
-                await s.execute(update(Approval).where(Approval.id == a.id).values(applied=False))
+            await self._give_back(a.id)
             raise
-        finally:
-            if len(self._run_locks) > 10_000 and not lock.locked():
-                self._run_locks.clear()
+
+    async def _run_held(self, run_id: str) -> bool:
+        async with self.db.session() as s:
+            run = await s.get(Run, run_id)
+        return run is not None and lease_alive(run, utcnow())
+
+    async def _give_back(self, approval_id: str) -> None:
+        async with self.db.transaction() as s:
+            await s.execute(update(Approval).where(Approval.id == approval_id).values(applied=False))
 
     def _refusal(self, a: Approval) -> str | None:
         if a.status != "expired":
@@ -262,6 +288,31 @@ class Approvals:
             await self._apply(approval_id)
         return len(ids)
 
+    async def apply_for_run(self, run_id: str) -> int:
+        """The decisions of one run nobody has carried out yet (announced by another process)."""
+        async with self.db.session() as s:
+            ids = list((await s.execute(select(Approval.id).where(
+                Approval.run_id == run_id, Approval.status != "pending", Approval.applied.is_(False))
+                .order_by(Approval.decided_at))).scalars())
+        for approval_id in ids:
+            await self._apply(approval_id)
+        return len(ids)
+
+    def on_message(self, topic: str, key: str) -> None:
+        """State-store subscriber: a run has decisions to carry out (decided elsewhere, or
+        a run that was busy let go). Off the delivery path, in its own task."""
+        if topic != DECIDED_TOPIC or not self.serving:
+            return
+        task = asyncio.create_task(self._apply_quietly(key), name=f"warden-apply-{key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _apply_quietly(self, run_id: str) -> None:
+        try:
+            await self.apply_for_run(run_id)
+        except Exception:  # the sweep tries again
+            log.warning("applying the decisions of run %s failed", run_id, exc_info=True)
+
     async def sweep(self) -> None:
         await self.expire_due()
         await self.apply_unapplied()
@@ -270,6 +321,8 @@ class Approvals:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="warden-approvals-sweep")
 
     async def _sweep_forever(self) -> None:
+        # Not at once: a process that starts only to migrate and exits carries nothing out.
+        await asyncio.sleep(min(self.sweep_s, 1.0))
         while True:
             try:
                 await self.sweep()
@@ -278,10 +331,11 @@ class Approvals:
             await asyncio.sleep(self.sweep_s)
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in [self._sweeper, *self._tasks]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def _same_or_conflict(current: ApprovalView, wanted: str) -> ApprovalView:

@@ -4,7 +4,7 @@ run counted toward its agent's maturity."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.agents.hooks import Action, RunHooks
@@ -12,6 +12,7 @@ from warden.governance.approvals import request_approvals
 from warden.governance.maturity import Maturity
 from warden.store import audit
 from warden.store.agent_models import Agent, Run
+from warden.store.base import utcnow
 from warden.store.governance_models import Approval
 
 
@@ -36,3 +37,13 @@ class GovernanceHooks(RunHooks):
         refused = (await s.execute(select(func.count(Approval.id)).where(
             Approval.run_id == run.id, Approval.status.in_(("rejected", "expired"))))).scalar()
         await self.maturity.run_ended(s, run.agent_id, status, clean=not refused)
+        if status == "completed":
+            return
+        # A run that failed or was cancelled waits for nobody: its undecided approvals close with it.
+        await s.execute(update(Approval).where(Approval.run_id == run.id, Approval.status == "pending").values(
+            status="cancelled", decided_by="system", decided_at=utcnow(), note=f"the run was {status}", applied=True
+        ).execution_options(synchronize_session=False))
+
+    async def cancelled(self, s: AsyncSession, run: Run, actor: str, reason: str) -> None:
+        await audit.append(s, workspace_id=run.workspace_id, actor=actor, action="run.cancelled", target=run.id,
+                           data={"session_id": run.session_id, "agent_id": run.agent_id, "reason": reason})

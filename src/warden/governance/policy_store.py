@@ -39,15 +39,22 @@ class ApprovalRules(BaseModel):
     require_second_person: StrictBool = False
 
 
+# What the validators below check, told to the OpenAPI document too.
+_LEVEL_KEYS = {"propertyNames": {"pattern": "^(" + "|".join(map(str, LEVELS)) + ")$"}}
+_CELL_KEYS = {"propertyNames": {"pattern": f"^({'|'.join(TIERS)}):({'|'.join(map(str, LEVELS))})$"}}
+
+
 class PolicyBody(BaseModel):
     """The wire and storage shape of a workspace policy."""
 
     model_config = ConfigDict(extra="forbid")
 
-    levels: dict[int, Tightening] = Field(default_factory=dict)  # {"4": "approve"}
+    levels: dict[int, Tightening] = Field(default_factory=dict, json_schema_extra=_LEVEL_KEYS)  # {"4": "approve"}
     tools: dict[str, Tightening] = Field(default_factory=dict)  # {"http_request": "deny"}
-    cells: dict[str, Tightening] = Field(default_factory=dict)  # {"intern:2": "approve"}
-    agents: dict[str, dict[int, Tightening]] = Field(default_factory=dict)  # {"agt_…": {"3": "deny"}}
+    cells: dict[str, Tightening] = Field(default_factory=dict, json_schema_extra=_CELL_KEYS)  # {"intern:2": …}
+    agents: dict[str, dict[int, Tightening]] = Field(  # {"agt_…": {"3": "deny"}}
+        default_factory=dict, json_schema_extra={"additionalProperties": {
+            "type": "object", **_LEVEL_KEYS, "additionalProperties": {"enum": ["approve", "deny"]}}})
     auto_promote: StrictBool = False  # promote on evidence without an admin's confirmation
     approvals: ApprovalRules = Field(default_factory=ApprovalRules)
 

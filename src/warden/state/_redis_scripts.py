@@ -178,7 +178,8 @@ return out
 """
 )
 
-# Breaker hash: 's' = 'open' | 'half_open', 'at' = when opened / probe claimed.
+# Breaker hash: 's' = 'open' | 'half_open', 'at' = when opened / probe claimed,
+# 'cd' = its own cooldown (set by BREAKER_TRIP; absent: the store's, ARGV).
 # No hash means closed. Every transition is PUBLISHed so instances drop their
 # local view at once.
 
@@ -188,9 +189,9 @@ BREAKER_ALLOW = (
     _PRELUDE
     + r"""
 local now = now_us(ARGV[1])
-local cooldown = tonumber(ARGV[2])
-local v = redis.call('HMGET', KEYS[1], 's', 'at')
+local v = redis.call('HMGET', KEYS[1], 's', 'at', 'cd')
 if not v[1] then return {1, 'closed', '0'} end
+local cooldown = tonumber(v[3]) or tonumber(ARGV[2])
 local at = tonumber(v[2])
 -- Open past its cooldown, or a claimed probe that never reported: claim it.
 if now >= at + cooldown then
@@ -212,8 +213,8 @@ BREAKER_RECORD = (
     + r"""
 local now = now_us(ARGV[1])
 local ok = ARGV[2] == '1'
-local cooldown = tonumber(ARGV[5])
-local v = redis.call('HMGET', KEYS[1], 's', 'at')
+local v = redis.call('HMGET', KEYS[1], 's', 'at', 'cd')
+local cooldown = tonumber(v[3]) or tonumber(ARGV[5])
 local state = v[1] or 'closed'
 local function trip()
   redis.call('HSET', KEYS[1], 's', 'open', 'at', istr(now))
@@ -248,18 +249,31 @@ BREAKER_READ = (
     _PRELUDE
     + r"""
 local now = now_us(ARGV[1])
-local cooldown = tonumber(ARGV[2])
 local out = {}
 for i = 1, #KEYS do
-  local v = redis.call('HMGET', KEYS[i], 's', 'at')
+  local v = redis.call('HMGET', KEYS[i], 's', 'at', 'cd')
   if v[1] then
     out[2 * i - 1] = v[1]
-    out[2 * i] = istr(tonumber(v[2]) + cooldown - now)
+    out[2 * i] = istr(tonumber(v[2]) + (tonumber(v[3]) or tonumber(ARGV[2])) - now)
   else
     out[2 * i - 1] = 'closed'
     out[2 * i] = '0'
   end
 end
 return out
+"""
+)
+
+# KEYS: breaker hash, failures zset. ARGV: now, cooldown_us, channel, deployment id, keep_ms.
+# Opens the breaker now, whatever its state, with its own cooldown.
+BREAKER_TRIP = (
+    _PRELUDE
+    + r"""
+local now = now_us(ARGV[1])
+redis.call('HSET', KEYS[1], 's', 'open', 'at', istr(now), 'cd', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
 """
 )

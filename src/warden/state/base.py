@@ -326,6 +326,12 @@ class StateStore(ABC):
         """Report a call's outcome; returns the breaker's state afterwards."""
 
     @abstractmethod
+    async def breaker_trip(self, deployment_id: str, cooldown_s: float) -> None:
+        """Open the breaker now, whatever its state, for ``cooldown_s`` (kept
+        when a later probe fails); a successful probe closes it as usual. For
+        failures that need no counting, such as a host that refuses connections."""
+
+    @abstractmethod
     async def breaker_states(self, deployment_ids: Iterable[str]) -> dict[str, BreakerState]:
         """``open`` whose cooldown is over reads ``half_open`` (a probe may go)."""
 

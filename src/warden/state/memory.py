@@ -71,6 +71,7 @@ class _Breaker:
     state: BreakerState = "closed"
     since: float = 0.0  # when it opened, or when the half-open probe was claimed
     failures: deque[float] = field(default_factory=deque)
+    cooldown_s: float | None = None  # set by a trip; None: the store's cooldown
 
 
 class MemoryState(StateStore):
@@ -237,7 +238,7 @@ class MemoryState(StateStore):
         if b is None or b.state == "closed":
             return True
         # Open past its cooldown, or a half-open probe that never reported.
-        if now >= b.since + self._breaker_cfg.cooldown_s:
+        if now >= b.since + self._cooldown(b):
             b.state, b.since = "half_open", now
             return True
         return False
@@ -262,8 +263,16 @@ class MemoryState(StateStore):
         if ok:  # the half-open probe succeeded
             del self._breakers[deployment_id]
             return "closed"
-        self._breakers[deployment_id] = _Breaker("open", now)
+        self._breakers[deployment_id] = _Breaker("open", now, cooldown_s=b.cooldown_s)
         return "open"
+
+    async def breaker_trip(self, deployment_id: str, cooldown_s: float) -> None:
+        if cooldown_s <= 0:
+            raise ValueError("cooldown_s must be positive")
+        self._breakers[deployment_id] = _Breaker("open", self._tick(), cooldown_s=cooldown_s)
+
+    def _cooldown(self, b: _Breaker) -> float:
+        return self._breaker_cfg.cooldown_s if b.cooldown_s is None else b.cooldown_s
 
     async def breaker_states(self, deployment_ids: Iterable[str]) -> dict[str, BreakerState]:
         now = self._tick()
@@ -272,7 +281,7 @@ class MemoryState(StateStore):
             b = self._breakers.get(dep)
             if b is None or b.state == "closed":
                 out[dep] = "closed"
-            elif b.state == "open" and now < b.since + self._breaker_cfg.cooldown_s:
+            elif b.state == "open" and now < b.since + self._cooldown(b):
                 out[dep] = "open"
             else:
                 out[dep] = "half_open"

@@ -141,6 +141,7 @@ class RedisState(StateStore):
                 "BREAKER_ALLOW",
                 "BREAKER_RECORD",
                 "BREAKER_READ",
+                "BREAKER_TRIP",
             )
         }
         self._views: dict[str, _View] = {}
@@ -326,6 +327,18 @@ class RedisState(StateStore):
         )
         self._set_view(deployment_id, state, int(until_us))
         return cast(BreakerState, state)
+
+    async def breaker_trip(self, deployment_id: str, cooldown_s: float) -> None:
+        if cooldown_s <= 0:
+            raise ValueError("cooldown_s must be positive")
+        self._ensure_listener()
+        cooldown_us = int(cooldown_s * 1_000_000)
+        await self._run(
+            "BREAKER_TRIP",
+            [self._key("cb", deployment_id), self._key("cbf", deployment_id)],
+            [self._now_arg(), str(cooldown_us), self._breaker_channel, deployment_id, _BREAKER_KEEP_MS],
+        )
+        self._set_view(deployment_id, "open", cooldown_us)
 
     async def breaker_states(self, deployment_ids: Iterable[str]) -> dict[str, BreakerState]:
         self._ensure_listener()

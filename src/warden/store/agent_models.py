@@ -102,6 +102,8 @@ class Run(Base):
         Index("ix_runs_ws_agent_started", "workspace_id", "agent_id", "started_at"),
         # The start-up watchdog looks for stale running runs.
         Index("ix_runs_status_heartbeat", "status", "heartbeat_at"),
+        # The sweep looks for active runs whose owner's lease ran out.
+        Index("ix_runs_status_lease", "status", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -123,6 +125,13 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The serving instance executing the run (or carrying out its decided actions) and
+    # until when; renewed while it works, cleared when the run pauses or ends. Taken
+    # over by compare-and-set once expired (agents/runs/recovery.py); ``takeovers``
+    # counts that, so a run that kills every server it lands on ends failed.
+    owner: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    takeovers: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class RunEvent(Base):

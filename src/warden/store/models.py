@@ -83,6 +83,20 @@ class ModelGroup(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class ModelAlias(Base):
+    """A model name (``pattern``: exact, or with ``*`` wildcards) a workspace serves as
+    ``target`` (a group, ``auto``, ``provider/model``, ``provider/*`` or a model id)."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (UniqueConstraint("workspace_id", "pattern"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    pattern: Mapped[str] = mapped_column(String(128))
+    target: Mapped[str] = mapped_column(String(160))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class SpendRow(Base):
     """One row per gateway request; written in batches off the request path."""
 
@@ -90,6 +104,7 @@ class SpendRow(Base):
     __table_args__ = (
         Index("ix_spend_ws_ts", "workspace_id", "ts"),
         Index("ix_spend_ws_key_ts", "workspace_id", "api_key_id", "ts"),
+        Index("ix_spend_ws_session", "workspace_id", "session_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
@@ -111,6 +126,8 @@ class SpendRow(Base):
     ttft_ms: Mapped[float | None] = mapped_column(Numeric(12, 3), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(32))
+    # The client's coding session (X-Claude-Code-Session-Id), migration 0008.
+    session_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class AuditEvent(Base):

@@ -1,9 +1,18 @@
-"""Spend rows, written in batches off the request path.
+"""Spend rows, group-committed before the response that incurred them ends.
 
 The gateway hands each finished request's row to :meth:`SpendWriter.record`
-(no I/O, no await); a background task inserts whatever has queued up every
-``interval`` seconds or as soon as ``batch_size`` rows wait. ``close`` flushes
-what is left, so a clean shutdown loses nothing.
+(no I/O, no await). With ``commit_wait`` > 0 (the default, setting
+``WARDEN_SPEND_COMMIT_WAIT``) ``record`` wakes the writer task at once and
+returns an awaitable that resolves when the row's batch has been committed:
+the gateway awaits it before a completed response (or a stream's last frame)
+leaves, so a response the client received whole has its row in the database
+and a ``kill -9`` loses none. Rows that arrive while a batch is being written
+form the next batch (group commit: under load one transaction carries many
+rows). The wait is bounded by ``commit_wait``: with the database down the
+response still ends and the rows stay queued, as below. With ``commit_wait``
+= 0 the writer inserts every ``interval`` seconds or as soon as ``batch_size``
+rows wait (the old batched writer: a kill -9 loses what was queued).
+``close`` flushes what is left, so a clean shutdown loses nothing.
 
 One bad row must never hold the others back: ``record`` cuts string fields to
 their column widths (PostgreSQL refuses longer ones), and when a batch insert
@@ -62,29 +71,44 @@ def _refused_for_its_data(exc: Exception) -> bool:
 
 class SpendWriter:
     def __init__(self, db: Database, *, batch_size: int = 500, interval: float = 1.0,
-                 max_pending: int = 100_000) -> None:
+                 max_pending: int = 100_000, commit_wait: float = 0.0) -> None:
         self.db = db
         self.batch_size = batch_size
         self.interval = interval
         self.max_pending = max_pending
+        self.commit_wait = commit_wait
         self._pending: list[dict[str, Any]] = []
+        self._committed: asyncio.Future[bool] | None = None  # of the rows in _pending
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._down = False  # the last flush found the database unavailable
         self.dropped = 0
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="spend-writer")
 
-    def record(self, row: dict[str, Any]) -> None:
+    def record(self, row: dict[str, Any]) -> asyncio.Future[bool] | None:
+        """Queue ``row``. With ``commit_wait``, returns a future that turns True once the
+        row is committed, False when its batch could not be written or ``commit_wait``
+        passed first (the row stays queued); it never raises, so nobody has to await
+        it. Without ``commit_wait``: ``None``."""
         if len(self._pending) >= self.max_pending:
             # The database has been down for a long time: keep memory bounded.
             self.dropped += 1
-            return
+            return None
         self._pending.append(_fit(row))
-        if len(self._pending) >= self.batch_size:
-            self._wake.set()
+        if not self.commit_wait:
+            if len(self._pending) >= self.batch_size:
+                self._wake.set()
+            return None
+        self._wake.set()
+        if self._committed is None:
+            loop = asyncio.get_running_loop()
+            self._committed = committed = loop.create_future()
+            loop.call_later(self.commit_wait, _resolve, committed, False)
+        return self._committed
 
     async def flush(self) -> int:
         """Write everything queued now; returns how many rows were written. Rows stay queued
@@ -92,11 +116,17 @@ class SpendWriter:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, []
+        committed, self._committed = self._committed, None
         try:
             await self._insert(batch)
         except Exception:  # noqa: BLE001 - any failure: find the bad rows, or keep all if the database is down
-            return await self._insert_one_by_one(batch)
-        return len(batch)
+            written = await self._insert_one_by_one(batch)
+        else:
+            written = len(batch)
+            self._down = False
+        if committed is not None:
+            _resolve(committed, written == len(batch))
+        return written
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
         async with self.db.transaction() as s:
@@ -122,6 +152,7 @@ class SpendWriter:
             log.warning("spend flush failed; %d rows kept for the next try", len(kept))
         self.dropped += len(refused)
         self._pending[:0] = kept
+        self._down = bool(kept)
         return written
 
     async def _run(self) -> None:
@@ -132,6 +163,8 @@ class SpendWriter:
                 pass
             self._wake.clear()
             await self.flush()
+            if self._down:  # do not spin on the wake-ups of new rows while the database is down
+                await asyncio.sleep(self.interval)
 
     async def close(self) -> None:
         self._closing = True
@@ -140,6 +173,11 @@ class SpendWriter:
             await self._task
             self._task = None
         await self.flush()
+
+
+def _resolve(committed: asyncio.Future[bool], ok: bool) -> None:
+    if not committed.done():
+        committed.set_result(ok)
 
 
 LedgerScope = Literal["workspace_id", "api_key_id", "agent_id"]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from warden.store import agent_models, budget_models, governance_models, memory_models, models
+from warden.store import response_models
 from warden.store.base import Base
 
 metadata = Base.metadata
-MODULES = (models, agent_models, budget_models, governance_models, memory_models)
+MODULES = (models, agent_models, budget_models, governance_models, memory_models, response_models)

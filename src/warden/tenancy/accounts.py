@@ -8,6 +8,8 @@ and is broadcast (``state`` invalidation) so other instances drop theirs too.
 
 from __future__ import annotations
 
+import re
+
 import hashlib
 import os
 import secrets
@@ -253,8 +255,12 @@ class Accounts:
             return (await s.execute(select(ApiKey.id).where(ApiKey.key_hash == digest))).first() is not None
 
 
+NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # workspace and API-key names (ASCII: they appear in URLs and logs)
+_NAME = re.compile(NAME_PATTERN)
+
+
 def _check_name(value: str, field: str) -> None:
-    if not value or len(value) > 64 or not value.replace("-", "").replace("_", "").replace(".", "").isalnum():
+    if not _NAME.match(value):
         raise ValidationFailed(
             f"{field} must be 1-64 letters, digits, '-', '_' or '.'", param=field
         )

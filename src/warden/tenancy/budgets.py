@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Annotated
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema, field_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,14 +49,43 @@ _AMOUNT_PERIOD = re.compile(r"^\s*\$?(\d+(?:\.\d+)?)\s*/\s*(day|month|total)\s*$
 _SCOPE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 
+_PICO = Decimal("0.000000000001")  # the ledger's unit
+
+
+def _to_pico(v: Decimal) -> Decimal:
+    """A JSON number is a binary float (0.1 arrives as 0.1000000000000000055…): amounts are
+    kept to the ledger's unit, the picodollar, rounded half-even."""
+    return v.quantize(_PICO, rounding=ROUND_HALF_EVEN)
+
+
+def _at_least_one_pico(v: Decimal) -> Decimal:
+    return max(v, _PICO)  # a positive cap never rounds to "no cap at all"
+
+
+def _usd_schema(positive: bool) -> WithJsonSchema:
+    number = {"type": "number", "exclusiveMaximum": 1e12, **({"exclusiveMinimum": 0} if positive else {"minimum": 0})}
+    nonzero = "(?=.*[1-9])" if positive else ""
+    return WithJsonSchema({"anyOf": [number, {"type": "string", "pattern": f"^{nonzero}[0-9]{{1,12}}(\\.[0-9]{{1,40}})?$"}]})
+
+
+# Below a trillion dollars, as a number or a decimal string; what the schema says is
+# exactly what is accepted (schemathesis checks both ways).
+_TRILLION = Decimal(10) ** 12
+UsdAmount = Annotated[Decimal, Field(ge=0, lt=_TRILLION, allow_inf_nan=False), AfterValidator(_to_pico),
+                      _usd_schema(positive=False)]
+UsdCap = Annotated[Decimal, Field(gt=0, lt=_TRILLION, allow_inf_nan=False), AfterValidator(_to_pico),
+                   AfterValidator(_at_least_one_pico), _usd_schema(positive=True)]
+
+
 class BudgetSpec(BaseModel):
     """``PUT /api/budgets`` body: one budget, upserted by (scope, scope_id, period)."""
 
     scope: Scope
-    scope_id: str | None = Field(default=None, max_length=64)
+    # The validator below words the error; the pattern tells the OpenAPI document the same rule.
+    scope_id: str | None = Field(default=None, max_length=64, json_schema_extra={"pattern": _SCOPE_ID.pattern})
     period: Period = "month"
-    limit_usd: Decimal = Field(ge=0, max_digits=24, decimal_places=12)
-    per_request_cap_usd: Decimal | None = Field(default=None, gt=0, max_digits=24, decimal_places=12)
+    limit_usd: UsdAmount
+    per_request_cap_usd: UsdCap | None = None
 
     @field_validator("scope_id")
     @classmethod
@@ -211,9 +241,9 @@ class Budgets:
 
     async def _scope_id(self, workspace_id: str, spec: BudgetSpec) -> str:
         if spec.scope == "workspace":
-            if spec.scope_id not in (None, workspace_id):
-                raise ValidationFailed("scope_id of a workspace budget is the workspace's own id "
-                                       "(or omitted)", param="scope_id")
+            if spec.scope_id not in (None, workspace_id):  # another workspace: not found, as below
+                raise NotFound(f"no workspace '{spec.scope_id}' here: a workspace budget's scope_id "
+                               "is this workspace's own id (or omitted)", code="workspace_not_found")
             return workspace_id
         if spec.scope_id is None:
             raise ValidationFailed(f"scope_id is required for a {spec.scope} budget", param="scope_id")

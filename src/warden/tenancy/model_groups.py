@@ -22,9 +22,12 @@ from warden.store.db import Database
 from warden.store.models import ModelGroup
 from warden.store.base import new_id
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RESERVED = {"auto"}
 MAX_MEMBERS = 32
+# The same rules as JSON-schema patterns, for the OpenAPI document (ECMA regex syntax).
+NAME_PATTERN = r"^(?![Aa][Uu][Tt][Oo]$)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MEMBER_PATTERN = "^(" + "|".join(sorted(re.escape(p) for p in PROVIDERS)) + ")/.+$"
+_NAME = re.compile(NAME_PATTERN)
 
 
 def validate_group(name: str, members: list[str]) -> None:

@@ -6,15 +6,18 @@ as the providers document them:
 ===========  ===============================================  ==================
 format       routes (under ``base_url``)                      auth
 ===========  ===============================================  ==================
-openai       POST /chat/completions, GET /models              Bearer
+openai       POST /chat/completions, POST /embeddings,        Bearer
+             GET /models
              (base ``/v1``; ``chat.completion`` and
              ``chat.completion.chunk`` + ``data: [DONE]``,
              a usage chunk with empty ``choices`` when
              ``stream_options.include_usage``)
-anthropic    POST /messages, GET /models (base ``/v1``;       x-api-key (or Bearer)
-             ``message`` + the full ``event:`` SSE sequence)  + anthropic-version
+anthropic    POST /messages, POST /messages/count_tokens,     x-api-key (or Bearer)
+             GET /models (base ``/v1``; ``message`` + the     + anthropic-version
+             full ``event:`` SSE sequence)
 gemini       POST /models/{m}:generateContent,                x-goog-api-key
              POST /models/{m}:streamGenerateContent[?alt=sse] or ?key=
+             POST /models/{m}:embedContent|batchEmbedContents,
              GET /models (base ``/v1beta``)
 ===========  ===============================================  ==================
 
@@ -46,6 +49,14 @@ Deterministic usage, so tests can compute expected cost:
 
 Hence after normalisation input = words + cache_read (+ cache_write on Anthropic).
 
+Embeddings: each input's vector is :func:`embedding_vector` (unit length, float32
+values, a hash of the input: the same input always gets the same vector) with
+``dimensions`` / ``outputDimensionality`` entries, else ``EMBEDDING_DIMENSIONS``
+of the model (1536 by default); OpenAI's ``encoding_format: base64`` is
+honoured. OpenAI's usage ``prompt_tokens`` = the words of each text input (at
+least 1) plus the length of each token-id input; Gemini reports no usage, as
+Gemini does.
+
 Scripted behaviour: each request (any route) takes the next queued
 :class:`Behaviour` (FIFO), or the server's default when the queue is empty.
 Every request is recorded in ``requests`` (method, path, query, headers, JSON).
@@ -75,13 +86,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hashlib
 import http
 import itertools
 import re
 import socket
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -209,6 +223,24 @@ def _collect_text(node: Any, out: list[str]) -> None:
                 out.append(value)
 
 
+EMBEDDING_DIMENSIONS: dict[str, int] = {"text-embedding-3-large": 3072, "gemini-embedding-001": 3072}
+
+
+def embedding_vector(value: str | list[int], dimensions: int) -> list[float]:
+    """The simulator's vector of one input: deterministic, unit length, float32 values."""
+    seed = orjson.dumps(value)
+    raw = b"".join(hashlib.sha256(seed + i.to_bytes(4, "little")).digest()
+                   for i in range((dimensions * 4 + 31) // 32))
+    ints = array("I", raw[: dimensions * 4])
+    values = [n / 2**31 - 1.0 for n in ints]
+    norm = sum(v * v for v in values) ** 0.5 or 1.0
+    return array("f", [v / norm for v in values]).tolist()
+
+
+def _embedding_tokens(value: Any) -> int:
+    return max(1, len(_words(value))) if isinstance(value, str) else len(value)
+
+
 def prompt_words(fmt: Format, body: Any) -> int:
     """The deterministic input-token count of a request body (see module docstring)."""
     if not isinstance(body, dict):
@@ -308,6 +340,9 @@ class _Wire:
     def completion(self, plan: _Plan) -> bytes:
         raise NotImplementedError
 
+    def embeddings(self, model: str, body: Any) -> bytes:
+        raise NotImplementedError
+
     def stream_events(self, plan: _Plan, body: Any) -> list[bytes]:
         raise NotImplementedError
 
@@ -339,7 +374,23 @@ class _OpenAI(_Wire):
             return "models", ""
         if method == "POST" and path == "/v1/chat/completions" and isinstance(body, dict):
             return ("stream" if body.get("stream") else "complete"), str(body.get("model", ""))
+        if method == "POST" and path == "/v1/embeddings" and isinstance(body, dict):
+            return "embed", str(body.get("model", ""))
         return None, ""
+
+    def embeddings(self, model: str, body: Any) -> bytes:
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if inputs and isinstance(inputs[0], int):
+            inputs = [inputs]
+        dims = body.get("dimensions") or EMBEDDING_DIMENSIONS.get(model, 1536)
+        as_b64 = body.get("encoding_format") == "base64"  # float32 little-endian, as OpenAI
+        data = [{"object": "embedding", "index": i, "embedding": embedding_vector(v, dims)}
+                for i, v in enumerate(inputs)]
+        for item in data if as_b64 else ():
+            item["embedding"] = base64.b64encode(array("f", item["embedding"]).tobytes()).decode()
+        tokens = sum(_embedding_tokens(v) for v in inputs)
+        return _dumps({"object": "list", "data": data, "model": model,
+                       "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     def auth_error(
         self, headers: dict[str, str], query: dict[str, str], key: str | None
@@ -502,6 +553,8 @@ class _Anthropic(_Wire):
             return "models", ""
         if method == "POST" and path == "/v1/messages" and isinstance(body, dict):
             return ("stream" if body.get("stream") else "complete"), str(body.get("model", ""))
+        if method == "POST" and path == "/v1/messages/count_tokens" and isinstance(body, dict):
+            return "count_tokens", str(body.get("model", ""))
         return None, ""
 
     def auth_error(
@@ -651,7 +704,10 @@ class _Gemini(_Wire):
         name: code for name, (code, _) in _gemini_vocabulary.ERROR_STATUS.items()
     }
     _STATUS: ClassVar[dict[int, str]] = inverse(_CODES, canonical={400: "INVALID_ARGUMENT"})
-    _ROUTE = re.compile(r"^/v1beta/models/([^/:]+):(generateContent|streamGenerateContent)$")
+    _ROUTE = re.compile(r"^/v1beta/models/([^/:]+):(generateContent|streamGenerateContent"
+                        r"|embedContent|batchEmbedContents)$")
+    _KINDS: ClassVar[dict[str, str]] = {"generateContent": "complete", "embedContent": "embed",
+                                        "batchEmbedContents": "embed"}
 
     def route(
         self, method: str, path: str, query: dict[str, str], body: Any
@@ -660,8 +716,18 @@ class _Gemini(_Wire):
             return "models", ""
         match = self._ROUTE.match(path)
         if method == "POST" and match and isinstance(body, dict):
-            return ("complete" if match.group(2) == "generateContent" else "stream"), match.group(1)
+            return self._KINDS.get(match.group(2), "stream"), match.group(1)
         return None, ""
+
+    def embeddings(self, model: str, body: Any) -> bytes:
+        def one(request: Any) -> dict[str, Any]:
+            text = "".join(p.get("text", "") for p in request["content"]["parts"])
+            dims = request.get("outputDimensionality") or EMBEDDING_DIMENSIONS.get(model, 1536)
+            return {"values": embedding_vector(text, dims)}
+
+        if "requests" in body:
+            return _dumps({"embeddings": [one(r) for r in body["requests"]]})
+        return _dumps({"embedding": one(body)})
 
     def auth_error(
         self, headers: dict[str, str], query: dict[str, str], key: str | None
@@ -976,6 +1042,14 @@ class UpstreamServer:
         await self._server.wait_closed()
         self._server = None
 
+    async def go_down(self) -> None:
+        """An outage: stop listening (connections are refused) until :meth:`come_back`."""
+        await self._close()
+
+    async def come_back(self) -> None:
+        """Listen again on the same port after :meth:`go_down`."""
+        await self._open()
+
     async def __aenter__(self) -> Self:
         await self._open()
         return self
@@ -1065,6 +1139,11 @@ class UpstreamServer:
             return w.respond(b.status, {**json_headers, **extra}, body_bytes)
         if kind == "models":
             return w.respond(200, json_headers, b"{not json" if b.malformed else wire.models_body())
+        if kind == "embed":
+            return w.respond(200, json_headers, b'{"data": [' if b.malformed
+                             else wire.embeddings(model, body))
+        if kind == "count_tokens":  # Anthropic's: the prompt words, as the usage of a reply counts them
+            return w.respond(200, json_headers, _dumps({"input_tokens": prompt_words(wire.fmt, body)}))
         plan = _Plan.make(wire.fmt, model, body, b)
         if kind == "complete":
             return w.respond(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.report import kept_sections, merge, table
+from bench.report import kept_sections, merge, replace_section, table
 from bench.stats import drift_per_min, duration_ms, parse_wrk, percentile, summarize
 
 WRK = """Running 10s test @ http://127.0.0.1:8080/v1/chat/completions
@@ -72,6 +72,19 @@ def test_merge_keeps_the_usage_section_written_by_others() -> None:
     assert "new numbers" in merged and "| total | 12 |" in merged
     assert "old numbers" not in merged and "stale" not in merged
     assert merge("# New\n", None) == "# New\n"
+
+
+def test_replace_section_swaps_only_its_own_section(tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "BENCHMARKS.md"
+    replace_section("## Added latency: /v1/embeddings\n\nfirst\n", path)  # no file yet
+    assert path.read_text() == "# Benchmarks\n\n## Added latency: /v1/embeddings\n\nfirst\n"
+    path.write_text(path.read_text() + "\n## Other\n\nkept\n")
+    replace_section("## Added latency: /v1/embeddings\n\nsecond\n", path)
+    assert path.read_text() == ("# Benchmarks\n\n## Added latency: /v1/embeddings\n\nsecond\n"
+                                "## Other\n\nkept\n")
+    replace_section("## New one\n\nx\n", path)
+    assert path.read_text().endswith("kept\n\n## New one\n\nx\n")
+    assert "Added latency: /v1/embeddings" in kept_sections(path.read_text())[0]
 
 
 def test_table_formats_numbers_and_missing_values() -> None:

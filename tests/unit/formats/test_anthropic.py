@@ -17,6 +17,7 @@ from tests.support.gateway_fakes import Capture, FakeStream, make_info, sse_even
 from pydantic import TypeAdapter
 
 from warden.errors import (
+    InvalidRequest,
     BudgetExceeded,
     Forbidden,
     NotFound,
@@ -26,8 +27,8 @@ from warden.errors import (
     ValidationFailed,
     WardenError,
 )
+from warden.formats.anthropic_stream import EventRenderer
 from warden.formats.anthropic import (
-    EventRenderer,
     MessagesBody,
     error_body,
     error_type,
@@ -199,19 +200,13 @@ M = b'"messages":[{"role":"user","content":"x"}]'
     (b'{"model":"m",' + M + b'}', "max_tokens"),
     (b'{"model":"m","max_tokens":0,' + M + b'}', "max_tokens"),
     (b'{"max_tokens":5,' + M + b'}', "model"),
-    (b'{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}', "messages.0.role"),
-    (b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document"}]}]}',
-     "messages.0.content.0.type"),
-    (b'{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"image"}]}]}',
-     "messages.0.content.0.type"),
+    (b'{"model":"m","max_tokens":5,"messages":[{"role":"tool","content":"x"}]}', "messages.0.role"),
     (b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"file"}}]}]}',
      "messages.0.content.0.source"),
     (b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result"}]}]}',
      "messages.0.content.0.tool_use_id"),
     (b'{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"tool_use"}]}]}',
      "messages.0.content.0"),
-    (b'{"model":"m","max_tokens":5,' + M + b',"tools":[{"name":"web","type":"web_search_20250305"}]}',
-     "tools.0.input_schema"),
     (b'{"model":"m","max_tokens":5,' + M + b',"tool_choice":{"type":"tool"}}', "tool_choice.name"),
     (b'{"model":"m","max_tokens":5,' + M + b',"tool_choice":{"type":"maybe"}}', "tool_choice.type"),
 ])
@@ -219,6 +214,33 @@ def test_validation_errors_name_the_field(raw: bytes, param: str) -> None:
     with pytest.raises(ValidationFailed) as err:
         parse(raw)
     assert (err.value.status, err.value.param) == (422, param)
+
+
+@pytest.mark.parametrize(("raw", "param", "code"), [
+    (b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"document"}]}]}',
+     "messages.0.content.0.type", "unsupported_content"),
+    (b'{"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"image"}]}]}',
+     "messages.0.content.0.type", "unsupported_content"),
+    (b'{"model":"m","max_tokens":5,' + M + b',"tools":[{"name":"web","type":"web_search_20250305"}]}',
+     "tools.0.input_schema", "unsupported_tool"),
+])
+def test_what_warden_cannot_serve_is_a_400_naming_it(raw: bytes, param: str, code: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse(raw)
+    assert (err.value.status, err.value.param, err.value.code) == (400, param, code)
+
+
+def test_the_published_block_schema_says_which_fields_a_type_needs() -> None:
+    from jsonschema import Draft202012Validator
+
+    schema = MessagesBody.model_json_schema()
+    block = {**schema["$defs"]["_AnthropicBlock"], "$defs": schema["$defs"]}
+    valid = Draft202012Validator(block).is_valid
+    assert valid({"type": "tool_result", "tool_use_id": "t"}) and not valid({"type": "tool_result"})
+    assert not valid({"type": "tool_use", "id": "", "name": "n"})
+    assert valid({"type": "image", "source": {"type": "base64", "data": "iVBORw0KGgo="}})
+    assert not valid({"type": "image", "source": {"type": "base64", "data": "not base64!"}})
+    assert not valid({"type": "image", "source": {"type": "url", "url": "file:///etc/passwd"}})
 
 
 # --- rendering ----------------------------------------------------------------------

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from genai_prices import Usage as GenaiUsage
+from genai_prices import calc_price
 from genai_prices import types as gp
 from genai_prices.data_snapshot import get_snapshot
 from pydantic import ValidationError
@@ -326,7 +328,11 @@ def test_data_file_is_well_formed() -> None:
         for name, entry in models.items():
             assert set(entry["capabilities"]) <= CAPABILITIES, name
             assert 0 <= entry["quality"] <= 1, name
-            assert entry["context_window"] > 0 and entry["max_output"] > 0, name
+            if "embeddings" in entry["capabilities"]:  # an embedding model: it generates nothing
+                assert entry["capabilities"] == ["embeddings"] and "max_output" not in entry, name
+                assert entry["context_window"] > 0, name
+            else:
+                assert entry["context_window"] > 0 and entry["max_output"] > 0, name
 
 
 def test_input_only_prices_estimate_output_at_zero(catalog: Catalog) -> None:
@@ -335,3 +341,16 @@ def test_input_only_prices_estimate_output_at_zero(catalog: Catalog) -> None:
     assert catalog.estimate_cost("together", "together/Tev1-4B-experimental", 2_000, 500) == (
         2_000 * p.input_mtok / M
     )
+
+
+def test_embedding_models_are_priced_from_genai_prices(catalog: Catalog) -> None:
+    embedding = [(p, m) for p, models in load_model_data()["models"].items()
+                 for m, e in models.items() if "embeddings" in e["capabilities"]]
+    assert ("openai", "text-embedding-3-small") in embedding and ("gemini", "gemini-embedding-001") in embedding
+    for provider, model in embedding:
+        info = catalog.model_info(provider, model)
+        assert info.price_known and info.has("embeddings") and info.max_output is None, model
+        cost = catalog.cost(provider, model, Usage(input_tokens=12_345))
+        expected = calc_price(GenaiUsage(input_tokens=12_345), model_ref=model,
+                              provider_id=PROVIDERS[provider].prices_id).total_price
+        assert cost == expected, model

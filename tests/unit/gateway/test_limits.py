@@ -25,7 +25,7 @@ from warden.gateway.limits import (
 )
 from warden.gateway.routing import PlanStep, RoutePlan
 from warden.gateway.deployment import Deployment
-from warden.gateway.types import ChatRequest, Message, TextPart, Usage
+from warden.gateway.types import ChatRequest, EmbeddingRequest, Message, TextPart, Usage
 from warden.state import MemoryState, StateStore, StateUnavailable, create_state, to_pico
 from warden.state.base import RateResult
 
@@ -217,3 +217,15 @@ def test_duration_text_and_headers() -> None:
     assert RateSnapshot.of([], []) is None
     assert set(rate_headers(RateSnapshot.of([r], []))) == {
         "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"}
+
+
+async def test_embeddings_reserve_their_input_at_the_input_price_and_no_output(
+        store: StateStore) -> None:
+    budget = ws_budget("1")
+    lim = limiter(store, WorkspaceLimits((budget,), tpm_limit=1_000))
+    emb = Deployment.build("openai", "text-embedding-3-small", "cred1", catalog=get_catalog())
+    req = EmbeddingRequest("text-embedding-3-small", ["abcd" * 50, [1, 2, 3]])  # 50 + 3 tokens
+    admission, _ = await lim.admit(req, CTX, plan(emb))
+    assert admission.prompt_tokens == 53
+    assert admission.reserved_pico == to_pico(Decimal(53) * Decimal("0.02") / 10**6)
+    assert admission.rate is not None and admission.rate.remaining_tokens == 1_000 - 53

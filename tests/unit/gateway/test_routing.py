@@ -14,6 +14,7 @@ from warden.gateway.deployment import Deployment
 from warden.gateway.context import RouteOptions
 from warden.gateway.types import (
     ChatRequest,
+    EmbeddingRequest,
     ImagePart,
     Message,
     ResponseFormat,
@@ -225,7 +226,8 @@ def test_nothing_eligible_explains_why(catalog) -> None:
     with pytest.raises(InvalidRequest) as err:
         plan_route(ask(), [], catalog=catalog)
     assert err.value.code == "no_eligible_deployment"
-    assert err.value.message.endswith("no provider keys are configured")
+    assert err.value.message.endswith("no provider keys are configured: add one with "
+                                      "`warden byok add PROVIDER --key -` (or POST /api/byok)")
     deps = [dep(catalog, "deepseek", "deepseek-reasoner", f"k{i}") for i in range(7)]
     with pytest.raises(InvalidRequest) as err:
         plan_route(ask(tools=[ToolSpec("t")]), deps, catalog=catalog)
@@ -344,3 +346,34 @@ def test_route_options_from_dict_rejects(raw, param) -> None:
     with pytest.raises(InvalidRequest) as err:
         RouteOptions.from_dict(raw)
     assert err.value.param == param
+
+
+# --- embeddings -----------------------------------------------------------------------
+
+
+def test_chat_never_gets_an_embedding_model_and_embeddings_only_get_them(catalog, fleet) -> None:
+    small = dep(catalog, "openai", "text-embedding-3-small")
+    plan = plan_route(ask(), [*fleet, small])
+    assert small.id not in ids(plan)
+    assert rejected(plan)[small.id] == "an embedding model: it serves /v1/embeddings only"
+    with pytest.raises(InvalidRequest, match="embedding model"):
+        plan_route(ask(model="openai/text-embedding-3-small"), [*fleet, small])
+    emb = plan_route(EmbeddingRequest("auto", ["hello", "world"]), [*fleet, small])
+    assert ids(emb) == [small.id] and emb.needs.capabilities == frozenset({"embeddings"})
+    assert emb.complexity.level == "simple" and "lacks: needs embeddings" in rejected(emb)[fleet[0].id]
+    # An undescribed model asked for by name gets the benefit of the doubt (a local embedder).
+    local = dep(catalog, "ollama", "nomic-embed-text")
+    named = plan_route(EmbeddingRequest("ollama/nomic-embed-text", ["x"]), [small, local])
+    assert ids(named) == [local.id] and named.kind == "explicit"
+
+
+def test_embedding_context_is_per_input_and_max_cost_counts_no_output(catalog) -> None:
+    small = dep(catalog, "openai", "text-embedding-3-small")
+    many = EmbeddingRequest("text-embedding-3-small", ["word " * 1000] * 50)  # 50 x ~1,250 tokens
+    assert ids(plan_route(many, [small])) == [small.id]
+    huge = EmbeddingRequest("text-embedding-3-small", ["w" * 40_000])  # ~10,000 tokens > 8,191
+    with pytest.raises(InvalidRequest, match="context window 8192"):
+        plan_route(huge, [small])
+    priced = plan_route(EmbeddingRequest("text-embedding-3-small", ["abcd" * 100]), [small],
+                        options=RouteOptions(max_cost_usd=Decimal("0.000002")))
+    assert priced.steps[0].estimated_cost_usd == Decimal(100) * Decimal("0.02") / 1_000_000

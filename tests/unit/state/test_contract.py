@@ -386,6 +386,40 @@ async def test_straggler_result_does_not_close_an_open_breaker(store: StateStore
     assert await store.breaker_allow("d7") is False
 
 
+async def test_trip_opens_at_once_with_its_own_cooldown(store: StateStore, clock: FakeClock) -> None:
+    assert await store.breaker_allow("ep1") is True
+    await store.breaker_trip("ep1", 1.0)  # shorter than the store's cooldown
+
+    assert await store.breaker_allow("ep1") is False
+    assert await store.breaker_states(["ep1"]) == {"ep1": "open"}
+    clock.advance(1.0)
+    assert await store.breaker_states(["ep1"]) == {"ep1": "half_open"}
+    assert await store.breaker_allow("ep1") is True  # the one probe
+    assert await store.breaker_allow("ep1") is False
+    # A failed probe reopens for the trip's cooldown, not the store's.
+    assert await store.breaker_record("ep1", False) == "open"
+    clock.advance(1.0)
+    assert await store.breaker_allow("ep1") is True
+    assert await store.breaker_record("ep1", True) == "closed"
+    assert await store.breaker_states(["ep1"]) == {"ep1": "closed"}
+    # Closed again: the next failures count towards the store's threshold as before.
+    assert await store.breaker_record("ep1", False) == "closed"
+
+
+async def test_trip_overrides_a_half_open_probe_and_refuses_a_bad_cooldown(
+    store: StateStore, clock: FakeClock
+) -> None:
+    await _trip(store, "d8")
+    clock.advance(BREAKER.cooldown_s)
+    assert await store.breaker_allow("d8") is True
+    await store.breaker_trip("d8", 2.0)
+    assert await store.breaker_allow("d8") is False
+    clock.advance(2.0)
+    assert await store.breaker_allow("d8") is True
+    with pytest.raises(ValueError):
+        await store.breaker_trip("d8", 0)
+
+
 # ---------------------------------------------------------------- invalidation
 
 

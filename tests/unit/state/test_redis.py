@@ -89,6 +89,25 @@ async def test_breaker_state_is_shared_between_instances(
     assert await prober.breaker_states(["dep"]) == {"dep": "closed"}
 
 
+async def test_endpoint_trip_reaches_other_instances_with_its_cooldown(
+    redis_factory: RedisFactory, clock: FakeClock
+) -> None:
+    a, b = redis_factory(), redis_factory()
+    assert await b.breaker_allow("ep:c@host") is True  # a "closed" local view on b
+
+    await a.breaker_trip("ep:c@host", 1.0)
+
+    await eventually(lambda: _denied(b, "ep:c@host"))
+    clock.advance(1.0)  # the trip's cooldown, not the store's (5 s)
+    assert await b.breaker_states(["ep:c@host"]) == {"ep:c@host": "half_open"}
+    verdicts = await asyncio.gather(*(s.breaker_allow("ep:c@host") for s in (a, b) for _ in range(4)))
+    assert verdicts.count(True) == 1
+    prober = (a, b)[verdicts.index(True) // 4]
+    assert await prober.breaker_record("ep:c@host", True) == "closed"
+    other = b if prober is a else a
+    await eventually(lambda: other.breaker_allow("ep:c@host"))
+
+
 async def _denied(store: RedisState, dep: str) -> bool:
     return not await store.breaker_allow(dep)
 

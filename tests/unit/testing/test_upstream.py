@@ -6,6 +6,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+from array import array
 from collections.abc import Iterator
 
 import anthropic
@@ -23,6 +24,7 @@ from warden.testing.upstream import (
     Behaviour,
     SimToolCall,
     UpstreamServer,
+    embedding_vector,
     prompt_words,
     split_pieces,
 )
@@ -419,3 +421,31 @@ def test_command_line_server() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# --- embeddings ------------------------------------------------------------------
+
+
+def test_openai_sdk_embeddings_base64_and_float(oa: openai.OpenAI, openai_thread: UpstreamServer) -> None:
+    resp = oa.embeddings.create(model="text-embedding-3-small", input=["two words", "x"], dimensions=5)
+    assert openai_thread.last.body["encoding_format"] == "base64"  # the SDK's default
+    assert [array("f", d.embedding).tolist() for d in resp.data] == [
+        embedding_vector("two words", 5), embedding_vector("x", 5)]
+    assert resp.usage.prompt_tokens == 3
+    floats = oa.embeddings.create(model="text-embedding-3-large", input=[5, 6], encoding_format="float")
+    assert floats.data[0].embedding == embedding_vector([5, 6], 3072) and floats.usage.prompt_tokens == 2
+    vector = embedding_vector("same", 64)
+    assert vector == embedding_vector("same", 64) != embedding_vector("other", 64)
+    assert abs(sum(v * v for v in vector) - 1) < 1e-6 and vector == array("f", vector).tolist()
+
+
+def test_gemini_embed_routes() -> None:
+    with UpstreamServer("gemini") as up:
+        base = f"{up.base_url}/models/gemini-embedding-001"
+        part = {"content": {"parts": [{"text": "hi"}]}}
+        one = httpx.post(f"{base}:embedContent", json={**part, "outputDimensionality": 2}).json()
+        assert one == {"embedding": {"values": embedding_vector("hi", 2)}}
+        batch = httpx.post(f"{base}:batchEmbedContents", json={"requests": [part, part]}).json()
+        assert batch == {"embeddings": [{"values": embedding_vector("hi", 3072)}] * 2}
+        up.enqueue(Behaviour(malformed=True))
+        assert httpx.post(f"{base}:embedContent", json=part).content == b'{"data": ['

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from warden.agents.events import EventLog
 from warden.agents.hooks import Action, RunHooks, ToolboxLike
 from warden.agents.policy import Decision, WorkspacePolicy, decide
-from warden.agents.runs.live import LiveRuns
+from warden.agents.runs.live import LeaseLost, LiveRuns
 from warden.agents.sessions import NewMessage, Sessions
 from warden.agents.tools.base import Tool, ToolContext, ToolResult, cap_text
 from warden.gateway.types import ToolCall
@@ -124,8 +124,12 @@ class ToolActions:
                 "risk_level": c.level, "reason": c.decision.reason, "rule": c.decision.rule})
 
         async def pause(s: AsyncSession) -> None:
-            await s.execute(update(Run).where(Run.id == run.id).values(
-                status="paused", resume_state={"step": step, "pending": [c.record_id for c in pending]}))
+            # A paused run waits for a human, not for an instance: it gives up its lease.
+            moved = await s.execute(update(Run).where(Run.id == run.id, Run.owner == self.live.instance_id).values(
+                status="paused", resume_state={"step": step, "pending": [c.record_id for c in pending]},
+                owner=None, lease_expires_at=None))
+            if moved.rowcount != 1:
+                raise LeaseLost()
             await self.hooks.paused(s, run, agent, [c.action(step) for c in pending])
 
         await self.db.run_tx(pause)

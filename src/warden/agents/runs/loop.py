@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import select, update
@@ -24,7 +25,7 @@ from warden.agents.events import EventLog, RunChannel
 from warden.agents.hooks import PolicySource, RunHooks, ToolboxFactory, ToolboxLike
 from warden.agents.registry import Agents
 from warden.agents.runs.actions import Paused, ToolActions
-from warden.agents.runs.live import LiveRuns, RunHandle
+from warden.agents.runs.live import LeaseLost, LiveRuns, RunHandle
 from warden.agents.runs.outcome import RunOutcome, error_body, sum_steps, usage_dict
 from warden.agents.sessions import (
     NewMessage,
@@ -57,6 +58,9 @@ MAX_MESSAGE_CHARS = 100_000
 UNKNOWN_CONTEXT_TOKENS = 32_768  # a model whose window nobody knows (local models): stay modest
 MAX_OUTPUT_RESERVE = 4_096
 ACTIVE = ("running", "paused")
+# Runs before the loop goes on: settles decided actions (paused.py, recovery.py) with the
+# run's toolbox (None when the run is refused anyway); False when the run still waits.
+Prelude = Callable[[ToolboxLike | None, EventLog], Awaitable[bool]]
 _REQUEST_ID_WIDTH = SpendRow.__table__.c.request_id.type.length  # each model call's id is stored there
 
 
@@ -107,7 +111,8 @@ class RunLoop:
             agent = await self.agents.get(principal.workspace_id, agent_ref or "assistant")
             session = await self.sessions.create(principal, agent.id)
         run = Run(id=new_id("run"), workspace_id=principal.workspace_id, session_id=session.id,
-                  agent_id=agent.id, api_key_id=principal.key_id, status="running", steps=[])
+                  agent_id=agent.id, api_key_id=principal.key_id, status="running", steps=[],
+                  owner=self.live.instance_id, lease_expires_at=self.live.config.lease_until())
 
         async with self.db.transaction() as s:
             busy = (await s.execute(select(Run.id, Run.status).where(
@@ -123,24 +128,33 @@ class RunLoop:
         return self.launch(agent, run, events, principal, request_id, first_step=1)
 
     def launch(self, agent: Agent, run: Run, events: EventLog, principal: Principal, request_id: str, *,
-               first_step: int, refused: WardenError | None = None) -> RunHandle:
-        """Execute ``run`` from ``first_step`` as its own task, known to this process while it runs."""
-        task = asyncio.create_task(self._execute(agent, run, events, principal, request_id,
-                                                 first_step=first_step, refused=refused), name=f"run-{run.id}")
+               first_step: int, refused: WardenError | None = None, prelude: Prelude | None = None) -> RunHandle:
+        """Execute ``run`` from ``first_step`` as its own task, known to this process while it runs.
+        The run's row must name this instance as its owner (a fresh lease)."""
+        task = asyncio.create_task(self._execute(agent, run, events, principal, request_id, first_step=first_step,
+                                                 refused=refused, prelude=prelude), name=f"run-{run.id}")
         return self.live.add(RunHandle(run.id, run.session_id, events.channel, task))
 
     async def _execute(self, agent: Agent, run: Run, events: EventLog, principal: Principal,
-                       request_id: str, *, first_step: int, refused: WardenError | None) -> RunOutcome:
-        """The loop; ``refused`` fails the run before anything runs (e.g. its key was revoked)."""
+                       request_id: str, *, first_step: int, refused: WardenError | None,
+                       prelude: Prelude | None) -> RunOutcome:
+        """The loop; ``refused`` fails the run before anything runs (e.g. its key was revoked).
+        Whatever stops a run before its first model call (its toolbox cannot be built here,
+        e.g. an MCP command this server does not allow) ends it ``failed`` with that error."""
         outcome = RunOutcome(run.id, run.session_id, "running")
         steps: list[dict[str, Any]] = list(run.steps or [])
         partial: list[str] = []
         toolbox: ToolboxLike | None = None
         try:
             await events.flush()
+            if refused is None:
+                toolbox = await self.toolbox_factory(agent)
+            if prelude is not None and not await prelude(toolbox, events):
+                outcome.status = "paused"  # other actions of the run still wait for a human
+                return outcome
             if refused is not None:
                 raise refused
-            toolbox = await self.toolbox_factory(agent)
+            assert toolbox is not None
             policy = await self.policy_source(agent.workspace_id)
             for step in range(first_step, agent.max_steps + 1):
                 partial = []
@@ -156,14 +170,21 @@ class RunLoop:
         except Paused:
             outcome.status = "paused"
             return outcome
+        except LeaseLost:
+            outcome.status = "lost"
+            return outcome
         except asyncio.CancelledError:
+            if self.live.is_lost(run.id):  # cancelled elsewhere, or taken over: not ours to end
+                outcome.status = "lost"
+                return outcome
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._end(run, events, "cancelled", steps, "".join(partial), None, outcome))
             return outcome
         except Exception as exc:
             if not isinstance(exc, WardenError):
                 log.error("run %s failed", run.id, exc_info=exc)
-            await self._end(run, events, "failed", steps, "".join(partial), error_body(exc), outcome)
+            with contextlib.suppress(LeaseLost):
+                await self._end(run, events, "failed", steps, "".join(partial), error_body(exc), outcome)
             return outcome
         finally:
             if toolbox is not None:
@@ -236,12 +257,16 @@ class RunLoop:
 
     async def _save_steps(self, run_id: str, steps: list[dict[str, Any]], info: dict[str, Any]) -> None:
         async with self.db.transaction() as s:
-            await s.execute(update(Run).where(Run.id == run_id).values(
-                steps=list(steps), provider=info["provider"], model=info["model"], heartbeat_at=utcnow()))
+            moved = await s.execute(update(Run).where(Run.id == run_id, Run.owner == self.live.instance_id).values(
+                steps=list(steps), provider=info["provider"], model=info["model"], heartbeat_at=utcnow(),
+                lease_expires_at=self.live.config.lease_until()))
+            if moved.rowcount != 1:
+                raise LeaseLost()
 
     async def _end(self, run: Run, events: EventLog, status: str, steps: list[dict[str, Any]], text: str,
                    error: dict[str, Any] | None, outcome: RunOutcome) -> RunOutcome:
         """Record the run's final status, its last text and totals, and tell the followers."""
+        self.live.mark_ending(run.id)
         usage, cost = sum_steps(steps)
         last = steps[-1] if steps else {}
         outcome.status, outcome.error = status, error
@@ -249,6 +274,13 @@ class RunLoop:
         outcome.provider, outcome.model = last.get("provider"), last.get("model")
 
         async def end(s: AsyncSession) -> None:
+            # Only while the run is still this instance's (not cancelled or taken over meanwhile).
+            moved = await s.execute(update(Run).where(Run.id == run.id, Run.owner == self.live.instance_id).values(
+                status=status, steps=list(steps), error=error, usage=outcome.usage, cost_usd=cost,
+                provider=outcome.provider, model=outcome.model, ended_at=utcnow(), heartbeat_at=utcnow(),
+                resume_state=None, owner=None, lease_expires_at=None))
+            if moved.rowcount != 1:
+                raise LeaseLost()
             if text or status == "completed":
                 rows = await Sessions.append(s, run.session_id, [NewMessage(
                     "assistant", text, run_id=run.id, tokens=(last.get("usage") or {}).get("output_tokens"))])
@@ -257,10 +289,6 @@ class RunLoop:
                 await s.execute(update(ToolCallRecord).where(
                     ToolCallRecord.run_id == run.id, ToolCallRecord.status.in_(("running", "pending_approval"))
                 ).values(status="cancelled", ended_at=utcnow()))
-            await s.execute(update(Run).where(Run.id == run.id).values(
-                status=status, steps=list(steps), error=error, usage=outcome.usage, cost_usd=cost,
-                provider=outcome.provider, model=outcome.model,
-                ended_at=utcnow(), heartbeat_at=utcnow(), resume_state=None))
             await self.hooks.ended(s, run, status)
 
         await self.db.run_tx(end)

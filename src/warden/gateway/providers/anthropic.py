@@ -49,6 +49,7 @@ from warden.gateway.types import (
     ReasoningDelta,
     StreamEvent,
     TextDelta,
+    TextPart,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -136,8 +137,22 @@ def _blocks(msg: Message) -> list[dict[str, Any]]:
         if isinstance(part, ImagePart):
             blocks.append(_image_block(part))
         elif part.text:
-            blocks.append({"type": "text", "text": part.text})
+            block: dict[str, Any] = {"type": "text", "text": part.text}
+            if part.cache_control is not None:
+                block["cache_control"] = part.cache_control
+            blocks.append(block)
     return blocks
+
+
+def _system(req: ChatRequest) -> str | list[dict[str, Any]]:
+    """The system prompt: a string, or text blocks when one carries a cache marker."""
+    parts = [p for m in req.messages if m.role == "system" for p in m.content
+             if isinstance(p, TextPart) and p.text]
+    if not any(p.cache_control is not None for p in parts):
+        return req.system_text
+    return [{"type": "text", "text": p.text,
+             **({"cache_control": p.cache_control} if p.cache_control is not None else {})}
+            for p in parts]
 
 
 def _tool_input(arguments: str) -> Any:
@@ -156,6 +171,8 @@ def _turn(msg: Message) -> tuple[str, list[dict[str, Any]]]:
             "tool_use_id": msg.tool_call_id,
             "content": msg.text_content,
         }
+        if msg.cache_control is not None:
+            block["cache_control"] = msg.cache_control
         return "user", [block]
     blocks = _blocks(msg)
     if msg.role == "assistant":
@@ -163,6 +180,8 @@ def _turn(msg: Message) -> tuple[str, list[dict[str, Any]]]:
             {"type": "tool_use", "id": c.id, "name": c.name, "input": _tool_input(c.arguments)}
             for c in msg.tool_calls
         ]
+    if msg.cache_control is not None and blocks:
+        blocks[-1]["cache_control"] = msg.cache_control
     return msg.role, blocks
 
 
@@ -190,16 +209,20 @@ def build_body(ep: Endpoint, req: ChatRequest, stream: bool) -> dict[str, Any]:
         "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS,
         "messages": _messages(req),
     }
-    system = req.system_text
+    system = _system(req)
     rf = req.response_format
     if rf is not None and rf.type != "text" and req.tools:
-        system = f"{system}\n\n{_JSON_INSTRUCTION}" if system else _JSON_INSTRUCTION
+        if isinstance(system, list):
+            system = [*system, {"type": "text", "text": _JSON_INSTRUCTION}]
+        else:
+            system = f"{system}\n\n{_JSON_INSTRUCTION}" if system else _JSON_INSTRUCTION
     if system:
         body["system"] = system
     if stream:
         body["stream"] = True
     tools = [
-        {"name": t.name, "description": t.description, "input_schema": t.parameters}
+        {"name": t.name, "description": t.description, "input_schema": t.parameters,
+         **({"cache_control": t.cache_control} if t.cache_control is not None else {})}
         for t in req.tools
     ]
     tool_choice: dict[str, Any] | None = None
@@ -239,6 +262,8 @@ def build_body(ep: Endpoint, req: ChatRequest, stream: bool) -> dict[str, Any]:
             body["temperature"] = req.temperature
         if req.top_p is not None:
             body["top_p"] = req.top_p
+    if req.native is not None and req.native.wire == "anthropic":
+        body.update(req.native.body)  # an Anthropic client's own fields, verbatim
     return body
 
 
@@ -302,6 +327,8 @@ class _StreamState:
     def handle(self, provider: str, kind: str, event: dict[str, Any]) -> list[StreamEvent]:
         if kind == "message_start":
             self.usage.update(event["message"].get("usage") or {})
+            # The prompt's figures now, so a client's message_start carries them too.
+            return [UsageEvent(parse_usage(self.usage))] if self.usage else []
         elif kind == "content_block_start":
             return self._block_start(event["index"], event["content_block"])
         elif kind == "content_block_delta":
@@ -350,20 +377,23 @@ class AnthropicAdapter(ProviderAdapter):
     def _url(self, ep: Endpoint, path: str) -> str:
         return http.join_url(ep.base_url or DEFAULT_BASE_URL, path)
 
-    def _headers(self, ep: Endpoint) -> dict[str, str]:
-        return {"anthropic-version": API_VERSION, **http.auth_headers(ep)}
+    def _headers(self, ep: Endpoint, req: ChatRequest | None = None) -> dict[str, str]:
+        # An Anthropic client's anthropic-version / anthropic-beta go on as it sent them.
+        native = req.native.headers if req is not None and req.native is not None \
+            and req.native.wire == "anthropic" else {}
+        return {"anthropic-version": API_VERSION, **native, **http.auth_headers(ep)}
 
     async def complete(self, ep: Endpoint, req: ChatRequest) -> ChatResponse:
         body = orjson.dumps(build_body(ep, req, stream=False))
         data, raw = await http.request_json(
-            ep, "POST", self._url(ep, "/messages"), self._headers(ep), classify, body
+            ep, "POST", self._url(ep, "/messages"), self._headers(ep, req), classify, body
         )
         with http.expect_shape(ep.provider, raw):
             return parse_response(ep, data, _json_tool_mode(req))
 
     async def stream(self, ep: Endpoint, req: ChatRequest) -> AsyncIterator[StreamEvent]:
         body = orjson.dumps(build_body(ep, req, stream=True))
-        headers = {**self._headers(ep), "accept": "text/event-stream"}
+        headers = {**self._headers(ep, req), "accept": "text/event-stream"}
         events = http.stream_sse(ep, self._url(ep, "/messages"), headers, classify, body)
         state = _StreamState(_json_tool_mode(req))
         try:
@@ -381,6 +411,16 @@ class AnthropicAdapter(ProviderAdapter):
         if state.usage:
             yield UsageEvent(parse_usage(state.usage))
         yield FinishEvent(_finish(state.stop_reason, state.json_mode))
+
+    async def count_tokens(self, ep: Endpoint, req: ChatRequest) -> int:
+        """The exact input tokens of ``req``, from ``POST /messages/count_tokens``."""
+        body = build_body(ep, req, stream=False)
+        body.pop("max_tokens", None)  # count_tokens takes no max_tokens
+        data, raw = await http.request_json(
+            ep, "POST", self._url(ep, "/messages/count_tokens"), self._headers(ep, req), classify,
+            orjson.dumps(body))
+        with http.expect_shape(ep.provider, raw):
+            return int(data["input_tokens"])
 
     async def list_models(self, ep: Endpoint) -> list[str]:
         data, raw = await http.request_json(

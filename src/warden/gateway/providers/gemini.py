@@ -2,6 +2,9 @@
 
 Requests go to ``{base}/models/{model}:generateContent`` and
 ``:streamGenerateContent?alt=sse``; keys are listed via ``{base}/models``.
+Embeddings: ``:embedContent`` for one input, ``:batchEmbedContents`` for several;
+Gemini reports no token count for them, so their usage is Warden's estimate
+(``complexity.estimate_input_tokens``), and token-id inputs are refused (400).
 
 Mapping notes:
 - Roles: ``assistant`` -> ``model``; tool results -> ``user`` turns holding
@@ -37,10 +40,13 @@ from warden.gateway.errors import (
     Timeout,
 )
 from warden.gateway.providers import http
-from warden.gateway.providers.base import ProviderAdapter, split_data_url
+from warden.gateway.complexity import estimate_input_tokens
+from warden.gateway.providers.base import ProviderAdapter, split_data_url, vector
 from warden.gateway.types import (
     ChatRequest,
     ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     Endpoint,
     FinishEvent,
     FinishReason,
@@ -352,3 +358,28 @@ class GeminiAdapter(ProviderAdapter):
         data, raw = await http.request_json(ep, "GET", url, http.auth_headers(ep), classify)
         with http.expect_shape(ep.provider, raw):
             return [str(m["name"]).removeprefix("models/") for m in data.get("models") or []]
+
+    async def embed(self, ep: Endpoint, req: EmbeddingRequest) -> EmbeddingResponse:
+        if req.has_token_arrays:
+            raise BadRequest("input: Gemini embeds text only, not token ids", provider=ep.provider,
+                             code="token_input_unsupported")
+        one = len(req.inputs) == 1
+        items = [_embed_item(ep.model, text, req.dimensions) for text in req.inputs]
+        body = items[0] if one else {"requests": items}
+        url = self._url(ep, ":embedContent" if one else ":batchEmbedContents")
+        data, raw = await http.request_json(ep, "POST", url, http.auth_headers(ep), classify,
+                                            orjson.dumps(body))
+        with http.expect_shape(ep.provider, raw):
+            found = [data["embedding"]] if one else data["embeddings"]
+            if len(found) != len(req.inputs):
+                raise ValueError("one embedding per input")
+            vectors = [vector(e["values"]) for e in found]
+        tokens = sum(estimate_input_tokens(req.inputs))
+        return EmbeddingResponse(ep.model, vectors, Usage(input_tokens=tokens))
+
+
+def _embed_item(model: str, text: Any, dimensions: int | None) -> dict[str, Any]:
+    item: dict[str, Any] = {"model": f"models/{model}", "content": {"parts": [{"text": text}]}}
+    if dimensions is not None:
+        item["outputDimensionality"] = dimensions
+    return item

@@ -35,11 +35,13 @@ from warden.gateway.errors import (
     AuthFailed,
     BadRequest,
     ConnectFailed,
+    ConnectTimeout,
     ContextTooLong,
     Overloaded,
     ProviderError,
     RateLimited,
     Timeout,
+    Unreachable,
     UpstreamMalformed,
     UpstreamTooLarge,
 )
@@ -181,14 +183,16 @@ def transport_errors(provider: str) -> Iterator[None]:
     """Map aiohttp / asyncio failures onto the provider taxonomy."""
     try:
         yield
+    except aiohttp.ConnectionTimeoutError:
+        raise ConnectTimeout(f"{provider}: could not connect in time", provider=provider) from None
     except TimeoutError:  # asyncio's and aiohttp's (ServerTimeoutError) alike
         raise Timeout(f"{provider}: upstream timed out", provider=provider) from None
     except aiohttp.ClientConnectorDNSError as exc:
         if isinstance(exc.os_error, Refused):
             raise refused(provider, str(exc.os_error)) from None
-        raise ConnectFailed(f"{provider}: could not connect", provider=provider) from None
-    except aiohttp.ClientConnectorError:
-        raise ConnectFailed(f"{provider}: could not connect", provider=provider) from None
+        raise Unreachable(f"{provider}: could not connect", provider=provider) from None
+    except aiohttp.ClientConnectorError:  # refused, unreachable, TLS handshake or certificate
+        raise Unreachable(f"{provider}: could not connect", provider=provider) from None
     except aiohttp.ClientPayloadError as exc:
         if _undecodable(exc):
             raise malformed(provider, b"", "undecodable body") from None

@@ -1,6 +1,7 @@
 """OpenAI Chat Completions wire format (OpenAI and every compatible server).
 
-Requests go to ``{base}/chat/completions``; keys are listed via ``{base}/models``.
+Requests go to ``{base}/chat/completions`` (embeddings: ``{base}/embeddings``, always
+asked for as floats); keys are listed via ``{base}/models``.
 Streams ask for ``stream_options.include_usage`` so usage is exact; tool-call
 pieces are passed on by index as they come (the first piece of a call carries its
 id and name); ``reasoning_content`` (DeepSeek, vLLM) and ``reasoning``
@@ -23,10 +24,12 @@ from warden.gateway.errors import (
     RateLimited,
 )
 from warden.gateway.providers import http
-from warden.gateway.providers.base import ProviderAdapter, data_url
+from warden.gateway.providers.base import ProviderAdapter, data_url, vector
 from warden.gateway.types import (
     ChatRequest,
     ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     Endpoint,
     FinishEvent,
     FinishReason,
@@ -259,6 +262,23 @@ class OpenAIAdapter(ProviderAdapter):
         )
         with http.expect_shape(ep.provider, raw):
             return [str(m["id"]) for m in data["data"]]
+
+    async def embed(self, ep: Endpoint, req: EmbeddingRequest) -> EmbeddingResponse:
+        body: dict[str, Any] = {"model": ep.model, "input": req.inputs, "encoding_format": "float"}
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        if req.user is not None:
+            body["user"] = req.user
+        data, raw = await http.request_json(ep, "POST", self._url(ep, "/embeddings"),
+                                            http.auth_headers(ep), classify, orjson.dumps(body))
+        with http.expect_shape(ep.provider, raw):
+            items = sorted(data["data"], key=lambda item: int(item.get("index", 0)))
+            if len(items) != len(req.inputs):
+                raise ValueError("one embedding per input")
+            usage = data.get("usage") or {}
+            return EmbeddingResponse(str(data.get("model") or ep.model),
+                                     [vector(item["embedding"]) for item in items],
+                                     Usage(input_tokens=int(usage.get("prompt_tokens") or 0)))
 
 
 def _deltas(delta: dict[str, Any], started_calls: set[int]) -> list[StreamEvent]:

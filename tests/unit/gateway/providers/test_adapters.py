@@ -24,6 +24,7 @@ from warden.gateway.errors import (
 )
 from warden.gateway.providers.adapters import get_adapter
 from warden.gateway.types import (
+    EmbeddingRequest,
     FinishEvent,
     ReasoningDelta,
     TextDelta,
@@ -51,7 +52,11 @@ async def test_stream_emits_deltas_then_one_usage_then_finish(up: UpstreamServer
     events = await collect(up, chat(*PROMPT))
     assert text_of(events) == "alpha beta gamma"
     assert [type(e) for e in events[-2:]] == [UsageEvent, FinishEvent]
-    assert sum(isinstance(e, UsageEvent) for e in events) == 1
+    usages = [e.usage for e in events if isinstance(e, UsageEvent)]
+    # Anthropic reports the prompt first: an early UsageEvent with the input figures.
+    assert len(usages) == (2 if up.format == "anthropic" else 1)
+    if up.format == "anthropic":
+        assert isinstance(events[0], UsageEvent) and (usages[0].input_tokens, usages[0].output_tokens) == (5, 1)
     assert sum(isinstance(e, FinishEvent) for e in events) == 1
     usage = events[-2].usage  # type: ignore[union-attr]
     assert (usage.input_tokens, usage.output_tokens) == (5, 3)
@@ -332,6 +337,8 @@ async def test_aclose_closes_upstream_connection(up: UpstreamServer) -> None:
     up.enqueue(Behaviour(text="a b c d e f g", token_delay=0.5))
     stream = get_adapter(up.format).stream(endpoint(up), chat("hi"))
     first = await anext(stream)
+    while isinstance(first, UsageEvent):  # Anthropic's early prompt usage
+        first = await anext(stream)
     assert isinstance(first, (TextDelta, ToolCallDelta))
     assert up._connections  # the stream is live
     await stream.aclose()  # type: ignore[attr-defined]
@@ -352,3 +359,10 @@ async def test_cancelled_consumer_closes_upstream_connection(up: UpstreamServer)
     with pytest.raises(asyncio.CancelledError):
         await task
     await _wait_no_connections(up)
+
+
+async def test_a_format_without_embeddings_refuses_them(anthropic_up: UpstreamServer) -> None:
+    with pytest.raises(BadRequest) as exc:
+        await get_adapter("anthropic").embed(endpoint(anthropic_up), EmbeddingRequest("m", ["x"]))
+    assert exc.value.code == "embeddings_unsupported" and exc.value.status == 400
+    assert anthropic_up.requests == []

@@ -305,3 +305,35 @@ async def test_structured_error_bodies(
     with pytest.raises(expected) as info:
         await get_adapter("anthropic").complete(endpoint(anthropic_up), chat("hi"))
     assert info.value.upstream_status == status
+
+
+async def test_cache_markers_native_fields_and_headers_reach_the_upstream(anthropic_up: UpstreamServer) -> None:
+    from warden.gateway.types import Native
+
+    eph = {"type": "ephemeral"}
+    req = ChatRequest(
+        model="m",
+        messages=[Message("system", [TextPart("Be brief.", eph)]), Message.text("system", "Metric."),
+                  Message("user", [TextPart("hi")], cache_control=eph)],
+        tools=[ToolSpec("lookup", "d", {"type": "object"}, eph)],
+        response_format=ResponseFormat("json_schema", schema=SCHEMA),
+        native=Native("anthropic", body={"top_k": 3}, headers={"anthropic-beta": "b-1"}))
+    await get_adapter("anthropic").complete(endpoint(anthropic_up), req)
+    sent = anthropic_up.last
+    assert sent.body["system"][:2] == [{"type": "text", "text": "Be brief.", "cache_control": eph},
+                                       {"type": "text", "text": "Metric."}]
+    assert sent.body["system"][2]["text"].startswith("Reply with a single valid JSON")  # with tools: asked
+    assert sent.body["messages"][0]["content"][-1]["cache_control"] == eph
+    assert sent.body["tools"][0]["cache_control"] == eph and sent.body["top_k"] == 3
+    assert sent.headers["anthropic-beta"] == "b-1"
+    validate_params(mcp.MessageCreateParamsNonStreaming, sent.body)
+    other = ChatRequest(model="m", messages=[Message.text("user", "hi")], native=Native("openai", body={"x": 1}))
+    await get_adapter("anthropic").complete(endpoint(anthropic_up), other)
+    assert "x" not in anthropic_up.last.body  # another format's extras are not ours
+
+
+async def test_count_tokens_is_the_upstreams_count(anthropic_up: UpstreamServer) -> None:
+    req = ChatRequest(model="m", messages=[Message.text("system", "be kind"), Message.text("user", "hi there")])
+    assert await get_adapter("anthropic").count_tokens(endpoint(anthropic_up), req) == 4
+    assert anthropic_up.last.path == "/v1/messages/count_tokens" and "max_tokens" not in anthropic_up.last.body
+    assert await get_adapter("openai").count_tokens(endpoint(anthropic_up), req) is None  # no counter

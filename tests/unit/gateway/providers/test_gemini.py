@@ -6,9 +6,10 @@ import orjson
 import pytest
 from tests.support.providers import assemble_calls, chat, collect, endpoint, text_of
 
-from warden.gateway.errors import AuthFailed, ContentFiltered, RateLimited, UpstreamMalformed
+from warden.gateway.errors import AuthFailed, BadRequest, ContentFiltered, RateLimited, UpstreamMalformed
 from warden.gateway.providers.adapters import get_adapter
 from warden.gateway.types import (
+    EmbeddingRequest,
     ChatRequest,
     FinishEvent,
     ImagePart,
@@ -22,7 +23,7 @@ from warden.gateway.types import (
     Usage,
     UsageEvent,
 )
-from warden.testing.upstream import Behaviour, UpstreamServer
+from warden.testing.upstream import Behaviour, UpstreamServer, embedding_vector
 
 SCHEMA = {
     "type": "object",
@@ -289,3 +290,31 @@ async def test_missing_key_is_auth_failed(gemini_up: UpstreamServer) -> None:
     with pytest.raises(AuthFailed) as info:
         await get_adapter("gemini").list_models(endpoint(gemini_up, key=None))
     assert info.value.upstream_status == 403
+
+
+# --- embeddings -----------------------------------------------------------------
+
+
+async def test_embeddings_one_input_is_embed_content_several_batch(gemini_up: UpstreamServer) -> None:
+    ep = endpoint(gemini_up, model="gemini-embedding-001")
+    resp = await get_adapter("gemini").embed(ep, EmbeddingRequest("x", ["four chars"], dimensions=3))
+    assert gemini_up.last.path == "/v1beta/models/gemini-embedding-001:embedContent"
+    assert gemini_up.last.body == {"model": "models/gemini-embedding-001",
+                                   "content": {"parts": [{"text": "four chars"}]},
+                                   "outputDimensionality": 3}
+    assert resp.vectors == [embedding_vector("four chars", 3)]
+    assert resp.usage.input_tokens == 3  # no count from Gemini: ceil(10 characters / 4)
+    resp = await get_adapter("gemini").embed(ep, EmbeddingRequest("x", ["a", "b"]))
+    assert gemini_up.last.path.endswith(":batchEmbedContents")
+    assert [r["content"]["parts"][0]["text"] for r in gemini_up.last.body["requests"]] == ["a", "b"]
+    assert "outputDimensionality" not in gemini_up.last.body["requests"][0]
+    assert resp.vectors == [embedding_vector("a", 3072), embedding_vector("b", 3072)]
+
+
+async def test_embeddings_refuse_token_ids_and_read_replies_strictly(gemini_up: UpstreamServer) -> None:
+    with pytest.raises(BadRequest) as exc:
+        await get_adapter("gemini").embed(endpoint(gemini_up), EmbeddingRequest("x", [[1, 2]]))
+    assert exc.value.code == "token_input_unsupported" and gemini_up.requests == []
+    gemini_up.enqueue(Behaviour(raw=orjson.dumps({"embeddings": [{"values": [0.5]}]})))
+    with pytest.raises(UpstreamMalformed):  # two inputs, one vector
+        await get_adapter("gemini").embed(endpoint(gemini_up), EmbeddingRequest("x", ["a", "b"]))

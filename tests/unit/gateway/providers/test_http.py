@@ -10,6 +10,7 @@ import email.utils
 import time
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,10 +21,12 @@ from warden.gateway.errors import (
     AuthFailed,
     BadRequest,
     ConnectFailed,
+    ConnectTimeout,
     ContextTooLong,
     Overloaded,
     RateLimited,
     Timeout,
+    Unreachable,
     UpstreamMalformed,
     UpstreamTooLarge,
 )
@@ -146,6 +149,27 @@ async def test_unsupported_scheme_is_connect_failed() -> None:
     ep = dataclasses.replace(endpoint(up), base_url="ftp://127.0.0.1:1/v1")
     with pytest.raises(ConnectFailed):
         await get_adapter("openai").complete(ep, chat("hi"))
+
+
+async def test_refused_connection_is_endpoint_level() -> None:
+    async with UpstreamServer("openai") as up:
+        ep = endpoint(up)
+        await up.go_down()
+        with pytest.raises(Unreachable) as exc:
+            await get_adapter("openai").complete(ep, chat("hi"))
+    assert exc.value.endpoint_level and exc.value.code == "upstream_unreachable"
+
+
+def test_connect_timeout_is_endpoint_level_but_a_read_timeout_is_not() -> None:
+    with pytest.raises(ConnectTimeout) as exc, http.transport_errors("openai"):
+        raise aiohttp.ConnectionTimeoutError("connect timed out")
+    assert exc.value.endpoint_level and exc.value.code == "upstream_connect_timeout"
+    with pytest.raises(Timeout) as exc, http.transport_errors("openai"):
+        raise aiohttp.SocketTimeoutError("read timed out")
+    assert not exc.value.endpoint_level
+    with pytest.raises(ConnectFailed) as exc, http.transport_errors("openai"):
+        raise aiohttp.ServerDisconnectedError()
+    assert not exc.value.endpoint_level  # a dropped reply says nothing of the host
 
 
 async def test_undecodable_body_is_malformed(openai_up: UpstreamServer) -> None:

@@ -7,13 +7,21 @@ import dataclasses
 
 import orjson
 import pytest
+from openai.types import embedding_create_params as ecp
 from openai.types.chat import completion_create_params as ccp
 from tests.support.providers import assemble_calls, chat, collect, endpoint, text_of, validate_params
 
-from warden.gateway.errors import ContentFiltered, ContextTooLong, Overloaded, RateLimited
+from warden.gateway.errors import (
+    ContentFiltered,
+    ContextTooLong,
+    Overloaded,
+    RateLimited,
+    UpstreamMalformed,
+)
 from warden.gateway.providers.adapters import get_adapter
 from warden.gateway.types import (
     ChatRequest,
+    EmbeddingRequest,
     FinishEvent,
     ImagePart,
     Message,
@@ -26,7 +34,7 @@ from warden.gateway.types import (
     Usage,
     UsageEvent,
 )
-from warden.testing.upstream import Behaviour, UpstreamServer
+from warden.testing.upstream import Behaviour, UpstreamServer, embedding_vector
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
@@ -295,3 +303,41 @@ async def test_structured_error_bodies(
     # `raw` with an error status replays the body as the error reply.
     with pytest.raises(expected):
         await get_adapter("openai").complete(endpoint(openai_up), chat("hi"))
+
+
+# --- embeddings -----------------------------------------------------------------
+
+
+async def test_embeddings_request_is_the_sdks_and_reply_is_read_in_index_order(
+        openai_up: UpstreamServer) -> None:
+    req = EmbeddingRequest("ignored", ["a b", "c"], dimensions=4, user="u-1")
+    resp = await get_adapter("openai").embed(endpoint(openai_up, model="text-embedding-3-small"), req)
+    sent = openai_up.last
+    assert sent.path == "/v1/embeddings"
+    assert validate_params(ecp.EmbeddingCreateParams, sent.body) == {
+        "model": "text-embedding-3-small", "input": ["a b", "c"], "dimensions": 4,
+        "user": "u-1", "encoding_format": "float"}
+    assert resp.vectors == [embedding_vector("a b", 4), embedding_vector("c", 4)]
+    assert resp.usage == Usage(input_tokens=3) and resp.model == "text-embedding-3-small"
+    tokens = await get_adapter("openai").embed(endpoint(openai_up), EmbeddingRequest("m", [[1, 2, 3]]))
+    assert openai_up.last.body["input"] == [[1, 2, 3]]  # one input of token ids, as the SDK sends it
+    assert tokens.vectors == [embedding_vector([1, 2, 3], 1536)] and tokens.usage.input_tokens == 3
+    # The documented reply shape, items out of order: put back by index.
+    doc = {"object": "list", "model": "text-embedding-3-small", "usage": {"prompt_tokens": 2},
+           "data": [{"object": "embedding", "index": 1, "embedding": [0.5, -1]},
+                    {"object": "embedding", "index": 0, "embedding": [0.25, 0]}]}
+    openai_up.enqueue(Behaviour(raw=orjson.dumps(doc)))
+    resp = await get_adapter("openai").embed(endpoint(openai_up), EmbeddingRequest("m", ["x", "y"]))
+    assert resp.vectors == [[0.25, 0], [0.5, -1]] and resp.usage.input_tokens == 2
+
+
+@pytest.mark.parametrize("reply", [
+    {"data": [{"index": 0, "embedding": "AAAA"}]},  # base64 although floats were asked for
+    {"data": [{"index": 0, "embedding": ["x"]}]},
+    {"data": []},  # one input, no vector
+    {"data": [{"index": 0, "embedding": []}]},
+])
+async def test_embeddings_malformed_replies_are_typed(openai_up: UpstreamServer, reply: dict) -> None:
+    openai_up.enqueue(Behaviour(raw=orjson.dumps(reply)))
+    with pytest.raises(UpstreamMalformed):
+        await get_adapter("openai").embed(endpoint(openai_up), EmbeddingRequest("m", ["x"]))
