@@ -186,3 +186,25 @@ async def test_a_lost_probe_is_retried_after_another_cooldown(
     _, info = await gw.complete(hi(), ctx(ws))
     assert info.model == "gpt-5-nano"
     await asyncio.sleep(0)
+
+
+async def test_a_workspace_may_allow_pricier_failover(services: Services, ws: str) -> None:
+    """The operator's per-workspace factor (PUT /api/workspaces/{id}/limits) replaces the
+    server's setting for that workspace's plans; null gives the setting back."""
+    from tests.support.app import client_for
+
+    async with client_for(services) as admin:
+        r = await admin.put(f"/api/workspaces/{ws}/limits", json={"max_fallback_cost_factor": 10_000})
+        assert r.status_code == 200 and r.json()["max_fallback_cost_factor"] == 10_000
+        plan = await services.gateway.plan(hi(), ctx(ws))
+        assert plan.cost_guard is not None and plan.cost_guard.max_factor == 10_000
+        assert "o3-pro" in {s.deployment.model for s in plan.steps}
+
+        r = await admin.put(f"/api/workspaces/{ws}/limits", json={"max_fallback_cost_factor": 0.5})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "max_fallback_cost_factor"
+
+        r = await admin.put(f"/api/workspaces/{ws}/limits", json={})
+        assert r.status_code == 200 and r.json()["max_fallback_cost_factor"] is None
+        plan = await services.gateway.plan(hi(), ctx(ws))
+        assert plan.cost_guard is not None and plan.cost_guard.max_factor == 4.0
+        assert "o3-pro" not in {s.deployment.model for s in plan.steps}

@@ -187,6 +187,18 @@ class Gateway:
         """The route a request would take now (``route explain``, the agent runtime's probe)."""
         return (await self._plan(req, ctx))[0]
 
+    async def _cost_factor(self, workspace_id: str) -> float | None:
+        """The cost guard's factor: the workspace's own (its operator may allow pricier
+        failover), else the server's setting."""
+        if self.limiter is not None:
+            try:
+                own = (await self.limiter.limits(workspace_id)).fallback_cost_factor
+            except Exception:  # admission reports an unavailable database; planning keeps the setting
+                own = None
+            if own is not None:
+                return own
+        return self.config.fallback_cost_factor
+
     async def _plan(self, req: ChatRequest, ctx: CallContext) -> tuple[RoutePlan, _Workspace]:
         ws = await self._workspace(ctx.workspace_id)
         groups = await self._groups(ctx.workspace_id)
@@ -198,11 +210,12 @@ class Gateway:
         breakers = await self.failover.breakers(deployments, lambda d: self._endpoint_key(ws, d))
         health = self.health.snapshot((d.id for d in deployments), breakers)
         first: NotFound | None = None
+        factor = await self._cost_factor(ctx.workspace_id)
         for name in names:
             try:
                 plan = plan_route(replace(req, model=name), deployments, groups=groups, health=health,
                                   options=ctx.options, catalog=self.catalog,
-                                  max_fallback_cost_factor=self.config.fallback_cost_factor)
+                                  max_fallback_cost_factor=factor)
                 return plan, ws
             except NotFound as exc:
                 first = first or exc

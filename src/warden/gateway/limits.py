@@ -104,6 +104,7 @@ class WorkspaceLimits:
     budgets: tuple[Budget, ...] = ()
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    fallback_cost_factor: float | None = None  # the workspace's cost guard; None: the server's
 
 
 LimitsSource = Callable[[str], Awaitable[WorkspaceLimits]]
@@ -246,6 +247,10 @@ class Limiter:
         self.default_output_tokens = default_output_tokens
         self.fail_open = fail_open
         self._now = now
+
+    async def limits(self, workspace_id: str) -> WorkspaceLimits:
+        """What the source says of a workspace now (cached by the source)."""
+        return await self._source(workspace_id)
 
     async def admit(self, req: ChatRequest | EmbeddingRequest, ctx: CallContext,
                     plan: RoutePlan) -> tuple[Admission, RoutePlan]:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -31,6 +32,8 @@ class Workspace(Base):
     # Workspace-wide rate limits (migration 0004); None: unlimited.
     rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # How much pricier than a plan's first choice a failover may go (migration 0009); None: the setting.
+    fallback_cost_factor: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ApiKey(Base):

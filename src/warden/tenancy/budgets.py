@@ -100,6 +100,9 @@ class RateLimitsSpec(BaseModel):
 
     rpm_limit: PositiveInt32 | None = None
     tpm_limit: PositiveInt32 | None = None
+    # The failover cost guard of this workspace (WARDEN_FALLBACK_COST_FACTOR when null): a
+    # fallback may cost at most this many times the plan's first choice.
+    max_fallback_cost_factor: float | None = Field(default=None, ge=1, le=1e6, allow_inf_nan=False)
 
 
 @dataclass(slots=True)
@@ -176,10 +179,12 @@ class Budgets:
         async with self.db.session() as s:
             rows = (await s.execute(select(BudgetRow).where(BudgetRow.workspace_id == workspace_id)
                                     )).scalars().all()
-            ws = (await s.execute(select(Workspace.rpm_limit, Workspace.tpm_limit)
+            ws = (await s.execute(select(Workspace.rpm_limit, Workspace.tpm_limit, Workspace.fallback_cost_factor)
                                   .where(Workspace.id == workspace_id))).first()
-        rpm, tpm = (ws.rpm_limit, ws.tpm_limit) if ws is not None else (None, None)
-        return WorkspaceLimits(tuple(to_budget(r) for r in rows), rpm, tpm)
+        if ws is None:
+            return WorkspaceLimits(tuple(to_budget(r) for r in rows))
+        return WorkspaceLimits(tuple(to_budget(r) for r in rows), ws.rpm_limit, ws.tpm_limit,
+                               ws.fallback_cost_factor)
 
     def invalidate(self, workspace_id: str | None = None) -> None:
         self._generation += 1
@@ -303,7 +308,8 @@ class Budgets:
             ws = (await s.execute(select(Workspace).where(Workspace.id == workspace_id))).scalar_one_or_none()
         if ws is None:
             raise NotFound(f"no workspace '{workspace_id}'", code="workspace_not_found")
-        return RateLimitsSpec(rpm_limit=ws.rpm_limit, tpm_limit=ws.tpm_limit)
+        return RateLimitsSpec(rpm_limit=ws.rpm_limit, tpm_limit=ws.tpm_limit,
+                              max_fallback_cost_factor=ws.fallback_cost_factor)
 
     async def set_rate_limits(self, workspace_id: str, spec: RateLimitsSpec, *,
                               actor: str = "cli") -> RateLimitsSpec:
@@ -312,6 +318,7 @@ class Budgets:
             if ws is None:
                 raise NotFound(f"no workspace '{workspace_id}'", code="workspace_not_found")
             ws.rpm_limit, ws.tpm_limit = spec.rpm_limit, spec.tpm_limit
+            ws.fallback_cost_factor = spec.max_fallback_cost_factor
             await audit.append(s, workspace_id=workspace_id, actor=actor, action="workspace.limits",
                                target=workspace_id, data=spec.model_dump())
 
