@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -131,12 +131,20 @@ class ServiceUnavailable(WardenError):
 # The range of each integer column type on every database we support: PostgreSQL's
 # INTEGER is 32-bit, BIGINT (and every SQLite INTEGER) 64-bit. A number past its
 # column's range is the client's mistake (422 naming the field), not the driver's
-# OverflowError (500). Strict: JSON ``true`` is not 1, and ``5.0`` or ``"5"`` is not a count.
+# OverflowError (500). Strict: JSON ``true`` is not 1, and ``5.5`` or ``"5"`` is not a count;
+# ``5.0`` is 5, as JSON Schema's ``integer`` says (the OpenAPI document publishes that type).
 # Each type carries both bounds: a field's own ``Field(ge=…)`` would be overridden by them.
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
-NonNegativeInt32 = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
-PositiveInt32 = Annotated[int, Field(strict=True, ge=1, le=INT32_MAX)]
+
+
+def _whole_float_as_int(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+WholeNumber = BeforeValidator(_whole_float_as_int)  # after ``Field(strict=True, …)``, which it wraps
+NonNegativeInt32 = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX), WholeNumber]
+PositiveInt32 = Annotated[int, Field(strict=True, ge=1, le=INT32_MAX), WholeNumber]
 
 
 class ConfigError(Exception):

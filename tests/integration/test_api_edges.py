@@ -109,3 +109,34 @@ async def test_the_schema_states_the_rules_the_server_applies(client: httpx.Asyn
     r = await client.put("/api/budgets", json={"scope": "workspace", "scope_id": "ws_someone_else",
                                               "limit_usd": 1})
     assert_envelope(r, 404, "workspace_not_found")
+
+    # A key's or an agent's budget names it: the schema requires scope_id for those scopes.
+    budget = schema["BudgetSpec"]
+    assert budget["if"]["properties"]["scope"]["enum"] == ["key", "agent"]
+    assert budget["then"]["required"] == ["scope_id"]
+    r = await client.put("/api/budgets", json={"scope": "key", "limit_usd": "0"})
+    assert assert_envelope(r, 422, "validation_error")["param"] == "scope_id"
+
+    # A tool result names its call, a legacy function result its function.
+    rules = {rule["if"]["properties"]["role"]["const"]: rule["then"] for rule in schema["_MessageIn"]["allOf"]}
+    assert rules["tool"]["required"] == ["tool_call_id"] and rules["function"]["required"] == ["name"]
+    assert rules["tool"]["properties"]["tool_call_id"]["minLength"] == 1
+    r = await client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "tool"}]})
+    assert assert_envelope(r, 422, "validation_error")["param"] == "messages.0.tool_call_id"
+
+    effort = schema["_Reasoning"]["properties"]["effort"]["enum"]
+    assert "xhigh" in effort and None in effort and "" not in effort
+    r = await client.post("/v1/responses", json={"model": "auto", "input": "hi", "reasoning": {"effort": ""}})
+    assert assert_envelope(r, 422, "validation_error")["param"] == "reasoning.effort"
+
+    # JSON Schema's integer includes 662.0: the server takes a whole float as that integer
+    # (true, "5" and 5.5 stay refused; see tests/integration/test_api_number_ranges.py).
+    token_ids = schema["EmbeddingsBody"]["properties"]["input"]["anyOf"][2]["items"]
+    assert token_ids == {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+    r = await client.post("/v1/embeddings", json={"model": "auto", "input": [59055, 662.0]})
+    assert assert_envelope(r, 400, "no_eligible_deployment")["param"] == "model"
+    ws = (await client.get("/api/budgets")).json()["workspace_id"]
+    r = await client.put(f"/api/workspaces/{ws}/limits", json={"tpm_limit": 50841.0, "rpm_limit": None})
+    assert r.status_code == 200 and r.json()["tpm_limit"] == 50841
+    r = await client.post("/api/route/explain", json={"prompt": "x", "max_tokens": 16.0})
+    assert assert_envelope(r, 400, "no_eligible_deployment")["param"] == "model"  # planned, not refused

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.tenancy.accounts import Principal
 from warden.agents.secrets_mask import keep_masked_secrets, redacted_servers
-from warden.errors import Conflict, Forbidden, NotFound, PositiveInt32, parse_input
+from warden.errors import Conflict, Forbidden, NotFound, PositiveInt32, WholeNumber, parse_input
 from warden.agents.policy import Tier
 from warden.store import audit
 from warden.store.agent_models import Agent
@@ -83,7 +83,7 @@ class _AgentFields(BaseModel):
     mcp_servers: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_MCP_SERVERS)
     # Strict numbers: JSON true is not level 1, nor one step.
     tool_levels: dict[str, PositiveInt32] | None = None
-    max_steps: int | None = Field(default=None, ge=1, le=100, strict=True)
+    max_steps: Annotated[int, Field(ge=1, le=100, strict=True), WholeNumber] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
     tier: Tier | None = None
     tier_reason: str | None = Field(default=None, max_length=500)

@@ -81,8 +81,11 @@ _EVENT_STREAMS = ("/api/chat/stream", "/api/runs/{run_id}/events")
 
 def _body_schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
-    components.update(schema.pop("$defs", {}))
-    components[model.__name__] = schema
+    for name, sub in {**schema.pop("$defs", {}), model.__name__: schema}.items():
+        # One name, one shape: two formats' models of the same class name would otherwise
+        # overwrite each other here, and one wire format would be documented with another's rules.
+        if components.setdefault(name, sub) != sub:
+            raise RuntimeError(f"two request models publish the schema name {name!r}: rename one")
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 

@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from warden.errors import WardenError
 from warden.formats import sse
@@ -89,6 +89,13 @@ class _Part(BaseModel):
 
 
 class _MessageIn(BaseModel):
+    # A tool result names the call it answers, a legacy function result its function
+    # (checked while converting; stated here for the OpenAPI document).
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        {"if": {"properties": {"role": {"const": role}}, "required": ["role"]},
+         "then": {"required": [field], "properties": {field: {"type": "string", "minLength": 1}}}}
+        for role, field in (("tool", "tool_call_id"), ("function", "name"))]})
+
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[_Part] | None = None
     name: str | None = None

@@ -21,18 +21,18 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     Field,
-    StrictInt,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
 )
 
+from warden.errors import NonNegativeInt32
 from warden.formats.common import cost_text, served_model
 from warden.gateway.metering import CallInfo
 from warden.gateway.types import EmbeddingInput, EmbeddingRequest, EmbeddingResponse
 
 MAX_INPUTS = 2048  # OpenAI's limit of inputs per request
-_TokenId = Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
+_TokenId = NonNegativeInt32  # 662.0 is 662, as JSON Schema's integer says; true is not 1
 _Text = Annotated[str, Field(min_length=1)]
 _Tokens = Annotated[list[_TokenId], Field(min_length=1)]
 

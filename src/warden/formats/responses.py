@@ -64,7 +64,7 @@ HOSTED_TOOLS = frozenset({"web_search", "web_search_preview", "web_search_previe
 # --- request models (shape only; meaning is checked while converting) --------
 
 
-class _Part(BaseModel):
+class _ResponsesPart(BaseModel):
     type: str
     text: str | None = None
     refusal: str | None = None
@@ -76,7 +76,7 @@ class _Part(BaseModel):
 class MessageItem(BaseModel):
     type: Literal["message"] = "message"
     role: Literal["user", "system", "developer", "assistant"]
-    content: str | list[_Part]
+    content: str | list[_ResponsesPart]
     id: str | None = None
     status: str | None = None
 
@@ -94,7 +94,7 @@ class FunctionCallItem(BaseModel):
 class FunctionCallOutputItem(BaseModel):
     type: Literal["function_call_output"]
     call_id: str = Field(min_length=1)
-    output: str | list[_Part]
+    output: str | list[_ResponsesPart]
     id: str | None = None
     status: str | None = None
 
@@ -102,8 +102,8 @@ class FunctionCallOutputItem(BaseModel):
 class ReasoningItem(BaseModel):
     type: Literal["reasoning"]
     id: str | None = None
-    summary: list[_Part] = Field(default_factory=list)
-    content: list[_Part] | None = None
+    summary: list[_ResponsesPart] = Field(default_factory=list)
+    content: list[_ResponsesPart] | None = None
     encrypted_content: str | None = None
     status: str | None = None
 
@@ -126,13 +126,13 @@ InputItem = Annotated[
 ITEMS = TypeAdapter(list[InputItem])  # stored items, read back
 
 
-class _ToolIn(BaseModel):
+class _ResponsesTool(BaseModel):
     type: str
     name: ToolName | None = None
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
-    tools: list[_ToolIn] | None = None  # a namespace's functions
+    tools: list[_ResponsesTool] | None = None  # a namespace's functions
 
 
 class _Format(BaseModel):
@@ -149,7 +149,7 @@ class _Text(BaseModel):
 
 
 class _Reasoning(BaseModel):
-    effort: str | None = None
+    effort: str | None = Field(default=None, json_schema_extra={"enum": [*EFFORTS, None]})
     summary: str | None = None
 
 
@@ -158,7 +158,7 @@ class ResponsesBody(BaseModel):
     input: Annotated[Annotated[str, Tag("str")] | Annotated[list[InputItem], Tag("list")],
                      Discriminator(lambda v: "str" if isinstance(v, str) else "list")] = Field(default_factory=list)
     instructions: str | None = None
-    tools: list[_ToolIn] | None = None
+    tools: list[_ResponsesTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     text: _Text | None = None
@@ -194,7 +194,7 @@ class ResponsesCall:
     created_at: int = field(default_factory=lambda: int(time.time()))
 
 
-def _parts(content: str | list[_Part], path: str) -> list[ContentPart]:
+def _parts(content: str | list[_ResponsesPart], path: str) -> list[ContentPart]:
     if isinstance(content, str):
         return [TextPart(content)]
     parts: list[ContentPart] = []
@@ -260,7 +260,7 @@ def _tools(body: ResponsesBody) -> tuple[list[ToolSpec], dict[str, tuple[str, st
     specs: list[ToolSpec] = []
     namespaced: dict[str, tuple[str, str]] = {}
 
-    def function(tool: _ToolIn, path: str, namespace: str | None = None) -> None:
+    def function(tool: _ResponsesTool, path: str, namespace: str | None = None) -> None:
         if tool.name is None:
             raise invalid(f"{path}.name", "a function tool needs a name")
         name = _flat(namespace, tool.name)

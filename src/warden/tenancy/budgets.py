@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,6 +79,11 @@ UsdCap = Annotated[Decimal, Field(gt=0, lt=_TRILLION, allow_inf_nan=False), Afte
 
 class BudgetSpec(BaseModel):
     """``PUT /api/budgets`` body: one budget, upserted by (scope, scope_id, period)."""
+
+    # A key's or an agent's budget names it (``_scope_id`` below); the schema says so too.
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"scope": {"enum": ["key", "agent"]}}, "required": ["scope"]},
+        "then": {"required": ["scope_id"], "properties": {"scope_id": {"type": "string"}}}})
 
     scope: Scope
     # The validator below words the error; the pattern tells the OpenAPI document the same rule.
