@@ -2,6 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 COV_MIN ?= 96
+JOBS ?= auto  # pytest-xdist workers: one per core (the suite's slowest tests wait on subprocesses)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 # `make serve` needs only Warden itself, not the test extras (half the install time).
 SERVE_STAMP := $(VENV)/.serves-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
@@ -24,7 +25,7 @@ serve: $(SERVE_STAMP)
 
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest --cov=warden --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=$(COV_MIN) $(ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --cov=warden --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=$(COV_MIN) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -140,3 +140,18 @@ async def test_the_schema_states_the_rules_the_server_applies(client: httpx.Asyn
     assert r.status_code == 200 and r.json()["tpm_limit"] == 50841
     r = await client.post("/api/route/explain", json={"prompt": "x", "max_tokens": 16.0})
     assert assert_envelope(r, 400, "no_eligible_deployment")["param"] == "model"  # planned, not refused
+
+    # A json_schema response format carries its schema, on both OpenAI APIs.
+    chat_format, responses_format = schema["_ResponseFormatIn"], schema["_Format"]
+    assert chat_format["if"]["properties"]["type"]["const"] == "json_schema"
+    assert chat_format["then"]["properties"]["json_schema"]["required"] == ["schema"]
+    assert responses_format["then"]["required"] == ["schema"]
+    r = await client.post("/v1/responses", json={"model": "auto", "input": "hi",
+                                                 "text": {"format": {"type": "json_schema"}}})
+    assert assert_envelope(r, 422, "validation_error")["param"] == "text.format.schema"
+
+    # Feedback is about exactly one message or one run.
+    targets = schema["FeedbackBody"]["oneOf"]
+    assert [t["required"] for t in targets] == [["message_id"], ["run_id"]]
+    r = await client.post("/api/feedback", json={"rating": "up"})
+    assert assert_envelope(r, 422, "validation_error")["param"] == "body"

@@ -91,7 +91,8 @@ async def test_usage_grouping_and_time_filters(any_services: Services) -> None:
 
 async def test_usage_api_shape(client: httpx.AsyncClient, services: Services) -> None:
     ws = (await services.accounts.workspace_by_name("default")).id
-    services.spend.record(_row(ws, "openai", "gpt-4o", "0.5", datetime.now(UTC)))
+    committed = services.spend.record(_row(ws, "openai", "gpt-4o", "0.5", datetime.now(UTC)))
+    assert committed is not None and await committed  # as the gateway does before a reply ends
     body = (await client.get("/api/usage", params={"group_by": "provider"})).json()
     assert body["total_requests"] == 1 and Decimal(body["total_cost_usd"]) == Decimal("0.5")
     r = await client.get("/api/usage", params={"group_by": "week"})

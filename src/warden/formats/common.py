@@ -8,10 +8,10 @@ import binascii
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Collection, Hashable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from warden.errors import InvalidRequest, ValidationFailed, WardenError
 from warden.gateway.providers.base import split_data_url
@@ -43,6 +43,13 @@ def parse_body(model: type[Body], raw: bytes) -> Body:
 def invalid(path: str, message: str) -> ValidationFailed:
     """A 422 for a field the models accept in shape but we cannot serve."""
     return ValidationFailed(f"{path}: {message}", param=path)
+
+
+def when(prop: str, value: str, then: dict[str, Any]) -> ConfigDict:
+    """A model's config publishing a rule its conversion checks: while ``prop`` is
+    ``value``, the JSON Schema ``then`` applies too (so /openapi.json does not lie)."""
+    return ConfigDict(json_schema_extra={"if": {"properties": {prop: {"const": value}}, "required": [prop]},
+                                         "then": then})
 
 
 def image_part(url: str, detail: str | None = None, *, path: str = "image_url.url") -> ImagePart:

@@ -34,6 +34,7 @@ from warden.formats.common import (
     invalid,
     inverse,
     served_model,
+    when,
 )
 from warden.gateway.providers.openai import FINISH
 from warden.gateway.types import (
@@ -89,9 +90,7 @@ class _Part(BaseModel):
 
 
 class _MessageIn(BaseModel):
-    # A tool result names the call it answers, a legacy function result its function
-    # (checked while converting; stated here for the OpenAPI document).
-    model_config = ConfigDict(json_schema_extra={"allOf": [
+    model_config = ConfigDict(json_schema_extra={"allOf": [  # the rules _messages checks
         {"if": {"properties": {"role": {"const": role}}, "required": ["role"]},
          "then": {"required": [field], "properties": {field: {"type": "string", "minLength": 1}}}}
         for role, field in (("tool", "tool_call_id"), ("function", "name"))]})
@@ -129,6 +128,8 @@ class _JsonSchema(BaseModel):
 
 
 class _ResponseFormatIn(BaseModel):
+    model_config = when("type", "json_schema", {"required": ["json_schema"], "properties": {"json_schema": {
+        "type": "object", "required": ["schema"], "properties": {"schema": {"type": "object"}}}}})
     type: Literal["text", "json_object", "json_schema"]
     json_schema: _JsonSchema | None = None
 

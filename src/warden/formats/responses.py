@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, Discriminator, Field, StrictBool, Tag, TypeAdapter
 
 from warden.errors import InvalidRequest
-from warden.formats.common import cost_text, image_part, invalid, served_model
+from warden.formats.common import cost_text, image_part, invalid, served_model, when
 from warden.formats.openai import EFFORTS, ToolName
 from warden.gateway.types import (
     ChatRequest,
@@ -136,6 +136,7 @@ class _ResponsesTool(BaseModel):
 
 
 class _Format(BaseModel):
+    model_config = when("type", "json_schema", {"required": ["schema"], "properties": {"schema": {"type": "object"}}})
     type: Literal["text", "json_object", "json_schema"]
     name: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
@@ -361,8 +362,7 @@ def to_responses_call(body: ResponsesBody, history: list[dict[str, Any]] | None 
         parallel_tool_calls=body.parallel_tool_calls, response_format=_response_format(body.text),
         temperature=body.temperature, top_p=body.top_p, max_tokens=body.max_output_tokens,
         reasoning_effort=EFFORTS.get(effort or "none"),  # type: ignore[arg-type]
-        user=body.user or body.safety_identifier, stream=body.stream,
-    )
+        user=body.user or body.safety_identifier, stream=body.stream)
     return ResponsesCall(chat=chat, body=body, input_items=normalized_items(body), namespaced=namespaced)
 
 

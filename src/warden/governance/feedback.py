@@ -30,8 +30,14 @@ from warden.tenancy.accounts import Principal
 Rating = Literal["up", "down", 1, 2, 3, 4, 5]
 
 
+def _only(target: str, other: str) -> dict[str, Any]:
+    return {"required": [target], "properties": {target: {"type": "string"}, other: {"type": "null"}}}
+
+
 class FeedbackBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Exactly one target (``_one_target`` below), stated for the OpenAPI document too.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [_only("message_id", "run_id"), _only("run_id", "message_id")]})
 
     message_id: str | None = Field(default=None, max_length=40)
     run_id: str | None = Field(default=None, max_length=40)

@@ -30,6 +30,7 @@ def body(raw: bytes) -> EmbeddingsBody:
     (b'["a", "b"]', ["a", "b"]),
     (b"[1, 2, 3]", [[1, 2, 3]]),  # one input as token ids
     (b"[[1, 2], [3]]", [[1, 2], [3]]),
+    (b"[59055, 662.0]", [[59055, 662]]),  # a whole float is that token id, as JSON Schema's integer
 ])
 def test_every_input_shape(given: bytes, inputs: list) -> None:
     req = to_embedding_request(body(b'{"model": "auto", "dimensions": 8, "user": "u", "input": '
@@ -39,7 +40,8 @@ def test_every_input_shape(given: bytes, inputs: list) -> None:
 
 
 @pytest.mark.parametrize("given", [b'""', b"[]", b'[""]', b"[[]]", b'["a", [1]]', b"[true]",
-                                   b"[-1]", b"[2147483648]", b'{"a": 1}', b"null",
+                                   b"[-1]", b"[1.5]", b"[1, 1.5]",
+                                   b"[2147483648.0]", b"[2147483648]", b'{"a": 1}', b"null",
                                    b"[" + b'"x",' * 2048 + b'"x"]'])
 def test_bad_inputs_are_one_422_naming_input(given: bytes) -> None:
     with pytest.raises(ValidationFailed) as exc:
