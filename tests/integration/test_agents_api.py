@@ -155,3 +155,13 @@ async def test_mcp_secrets_are_masked_in_views_and_kept_when_sent_back(services:
                        "trusted": True}]
     updates = [d for a, d in await audit_actions(services) if a == "agent.update"]
     assert len(updates) == 1 and token not in str(updates)
+
+
+async def test_a_patch_sending_null_restores_defaults_never_a_500(services: Services) -> None:
+    """Found by schemathesis: {"max_steps": null} used to fail the NOT NULL column (500)."""
+    async with client_for(services) as c:
+        r = await c.post("/api/agents", json={"name": "nulls", "max_steps": 3, "instructions": "be brief"})
+        assert r.status_code == 201, r.text
+        r = await c.patch("/api/agents/nulls", json={"max_steps": None, "instructions": None, "name": None})
+        assert r.status_code == 200, r.text
+        assert (r.json()["max_steps"], r.json()["instructions"], r.json()["name"]) == (8, "", "nulls")

@@ -155,3 +155,21 @@ async def test_the_schema_states_the_rules_the_server_applies(client: httpx.Asyn
     assert [t["required"] for t in targets] == [["message_id"], ["run_id"]]
     r = await client.post("/api/feedback", json={"rating": "up"})
     assert assert_envelope(r, 422, "validation_error")["param"] == "body"
+
+    assert "openai" in schema["CredentialCreate"]["properties"]["provider"]["enum"]  # what /api/providers lists
+    r = await client.post("/api/byok", json={"provider": "nosuch", "api_key": "sk-x"})
+    assert assert_envelope(r, 422, "validation_error")["param"] == "provider"
+
+
+async def test_tool_choice_and_base_url_are_published_as_checked(client: httpx.AsyncClient) -> None:
+    import re
+
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    chat = schema["ChatCompletionBody"]["properties"]["tool_choice"]["anyOf"]
+    assert {"enum": ["auto", "none", "required"]} in chat
+    r = await client.post("/v1/chat/completions", json={"model": "auto", "tool_choice": {},
+                                                        "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "tool_choice.function.name"
+    url = next(v for k, v in schema.items() if k.startswith("CredentialCreate"))["properties"]["base_url"]
+    pattern = next(b["pattern"] for b in url.get("anyOf", [url]) if "pattern" in b)
+    assert re.match(pattern, "http://127.0.0.1:11434/v1") and not re.match(pattern, "")

@@ -84,7 +84,8 @@ async def test_the_largest_value_of_each_column_is_stored_and_read_back(targets:
     assert key.status_code == 201 and (key.json()["rpm_limit"], key.json()["tpm_limit"]) == (INT32_MAX, INT32_MAX)
     listed = next(k for k in (await c.get("/api/keys")).json() if k["id"] == key.json()["id"])
     assert listed["rpm_limit"] == listed["tpm_limit"] == INT32_MAX
-    assert limits.status_code == 200 and limits.json() == {"rpm_limit": INT32_MAX, "tpm_limit": INT32_MAX}
+    assert limits.status_code == 200 and limits.json() == {"rpm_limit": INT32_MAX, "tpm_limit": INT32_MAX,
+                                                                  "max_fallback_cost_factor": None}
     assert audit.status_code == 200 and audit.json() == {"events": [], "next_cursor": None}  # nothing after it
     assert sessions.status_code == 200 and sessions.json() == []
     assert messages.status_code == 200 and messages.json()["messages"] == []
@@ -124,7 +125,8 @@ async def test_true_is_not_one_nor_is_5_5_or_a_string(targets: Targets) -> None:
         r = await c.request(method, path, json=body)
         assert assert_envelope(r, 422, "validation_error")["param"] == field, (path, body)
     assert [k["name"] for k in (await c.get("/api/keys")).json()] == ["bootstrap-admin"]  # none was created
-    assert (await c.get(f"/api/workspaces/{ws}/limits")).json() == {"rpm_limit": None, "tpm_limit": None}
+    assert (await c.get(f"/api/workspaces/{ws}/limits")).json() == {"rpm_limit": None, "tpm_limit": None,
+                                                                   "max_fallback_cost_factor": None}
     assert [a["name"] for a in (await c.get("/api/agents")).json()] == ["assistant", "counter"]
 
 

@@ -105,6 +105,10 @@ class AgentCreate(_AgentFields):
     _name = field_validator("name")(_check_name)
 
 
+# What a field sent as null in a PATCH goes back to (the create defaults).
+_PATCH_DEFAULTS: dict[str, Any] = {"instructions": "", "max_steps": 8}
+
+
 class AgentPatch(_AgentFields):
     """Only the fields sent change."""
 
@@ -371,8 +375,10 @@ class Agents:
                     Agent.workspace_id == workspace_id, Agent.name == sent["name"]))).first() is not None:
                 raise Conflict(f"an agent named '{sent['name']}' already exists", code="agent_exists")
             for key in ("name", "description", "instructions", "max_steps", "temperature"):
-                if key in sent:
-                    setattr(agent, key, sent[key] if key != "instructions" else (sent[key] or ""))
+                if key in sent:  # null: back to the field's default (a name has none: it stays)
+                    value = sent[key] if sent[key] is not None else _PATCH_DEFAULTS.get(key, None)
+                    if value is not None or key in ("description", "temperature"):
+                        setattr(agent, key, value)
             if sent.get("mcp_servers"):
                 # Checked on the row being changed, so a concurrent admin edit is not undone.
                 stored = list(agent.mcp_servers or [])

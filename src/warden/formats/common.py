@@ -52,6 +52,22 @@ def when(prop: str, value: str, then: dict[str, Any]) -> ConfigDict:
                                          "then": then})
 
 
+_MODES = {"enum": ["auto", "none", "required"]}
+_NAME = {"type": "string", "minLength": 1}
+# ``tool_choice`` as each format's conversion reads it (a string mode, or a named function).
+CHAT_TOOL_CHOICE = {"anyOf": [
+    _MODES, {"type": "null"},
+    {"type": "object", "required": ["function"],  # {"type": "function", "function": {"name"}}
+     "properties": {"function": {"type": "object", "required": ["name"], "properties": {"name": _NAME}}}},
+    {"type": "object", "required": ["name"], "properties": {"name": _NAME},  # legacy {"name"}
+     "not": {"required": ["function"], "properties": {"function": {"type": "object"}}}},
+]}
+RESPONSES_TOOL_CHOICE = {"anyOf": [
+    _MODES, {"type": "null"},
+    {"type": "object", "required": ["type", "name"], "properties": {"type": {"const": "function"}, "name": _NAME}},
+]}
+
+
 def image_part(url: str, detail: str | None = None, *, path: str = "image_url.url") -> ImagePart:
     """An image URL as a part: ``data:`` URLs become inline base64 (checked to decode),
     other URLs must be http(s): a ``file:`` or other scheme never reaches a provider."""

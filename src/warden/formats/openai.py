@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from warden.errors import WardenError
 from warden.formats import sse
 from warden.formats.common import (
-    cost_text,
+    CHAT_TOOL_CHOICE, cost_text,
     image_part,
     incomplete_stream,
     invalid,
@@ -142,7 +142,7 @@ class ChatCompletionBody(BaseModel):
     model: str
     messages: list[_MessageIn] = Field(min_length=1)
     tools: list[_ToolIn] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: str | dict[str, Any] | None = Field(default=None, json_schema_extra=CHAT_TOOL_CHOICE)
     functions: list[_FunctionDef] | None = None
     function_call: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, Discriminator, Field, StrictBool, Tag, TypeAdapter
 
 from warden.errors import InvalidRequest
-from warden.formats.common import cost_text, image_part, invalid, served_model, when
+from warden.formats.common import RESPONSES_TOOL_CHOICE, cost_text, image_part, invalid, served_model, when
 from warden.formats.openai import EFFORTS, ToolName
 from warden.gateway.types import (
     ChatRequest,
@@ -160,7 +160,7 @@ class ResponsesBody(BaseModel):
                      Discriminator(lambda v: "str" if isinstance(v, str) else "list")] = Field(default_factory=list)
     instructions: str | None = None
     tools: list[_ResponsesTool] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: str | dict[str, Any] | None = Field(default=None, json_schema_extra=RESPONSES_TOOL_CHOICE)
     parallel_tool_calls: bool | None = None
     text: _Text | None = None
     reasoning: _Reasoning | None = None

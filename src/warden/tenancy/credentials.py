@@ -101,7 +101,11 @@ def _check_base_url(v: str) -> str:
 
 
 Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS), AfterValidator(_check_label)]
-BaseUrl = Annotated[str, Field(max_length=MAX_URL_CHARS), AfterValidator(_check_base_url)]
+# The pattern tells /openapi.json what _check_base_url accepts (a subset: no IPv6 literal).
+_PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+_URL_PATTERN = rf"^https?://[A-Za-z0-9][A-Za-z0-9.-]*(:{_PORT})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
+BaseUrl = Annotated[str, Field(max_length=MAX_URL_CHARS, json_schema_extra={"pattern": _URL_PATTERN}),
+                    AfterValidator(_check_base_url)]
 ApiKey = Annotated[str, Field(max_length=MAX_KEY_CHARS), AfterValidator(_check_api_key)]
 
 
@@ -121,7 +125,7 @@ ModelList = Annotated[list[ModelSpec], Field(max_length=MAX_MODELS)]
 class CredentialCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(min_length=1, max_length=40)
+    provider: str = Field(min_length=1, max_length=40, json_schema_extra={"enum": sorted(PROVIDERS)})
     api_key: ApiKey | None = None
     label: Label = "default"
     base_url: BaseUrl | None = None
