@@ -68,6 +68,14 @@ RESPONSES_TOOL_CHOICE = {"anyOf": [
 ]}
 
 
+def chat_part_schema(schema: dict[str, Any]) -> None:
+    """A chat content part as formats/openai._parts reads it: a known type, and its field."""
+    schema["properties"]["type"]["enum"] = ["text", "refusal", "image_url"]
+    schema["allOf"] = [{"if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+                        "then": {"required": [kind], "properties": {kind: {"not": {"type": "null"}}}}}
+                       for kind in ("text", "refusal", "image_url")]
+
+
 def image_part(url: str, detail: str | None = None, *, path: str = "image_url.url") -> ImagePart:
     """An image URL as a part: ``data:`` URLs become inline base64 (checked to decode),
     other URLs must be http(s): a ``file:`` or other scheme never reaches a provider."""

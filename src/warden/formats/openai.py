@@ -28,13 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from warden.errors import WardenError
 from warden.formats import sse
 from warden.formats.common import (
-    CHAT_TOOL_CHOICE, cost_text,
-    image_part,
-    incomplete_stream,
-    invalid,
-    inverse,
-    served_model,
-    when,
+    CHAT_TOOL_CHOICE, chat_part_schema, cost_text, image_part, incomplete_stream, invalid, inverse,
+    served_model, when,
 )
 from warden.gateway.providers.openai import FINISH
 from warden.gateway.types import (
@@ -83,6 +78,7 @@ class _ImageUrl(BaseModel):
 
 
 class _Part(BaseModel):
+    model_config = ConfigDict(json_schema_extra=chat_part_schema)
     type: str
     text: str | None = None
     refusal: str | None = None

@@ -355,7 +355,7 @@ def to_responses_call(body: ResponsesBody, history: list[dict[str, Any]] | None 
     items = [MessageItem(role="user", content=body.input)] if isinstance(body.input, str) else body.input
     _messages(items, "input", messages, names)
     if not any(m.role != "system" for m in messages):
-        raise invalid("input", "at least one input item is required")
+        raise InvalidRequest("input: nothing to answer (no input item, no stored conversation)", code="empty_input", param="input")
     chat = ChatRequest(
         model=body.model, messages=messages, tools=tools,
         tool_choice=_tool_choice(body.tool_choice, namespaced),

@@ -123,7 +123,11 @@ ModelList = Annotated[list[ModelSpec], Field(max_length=MAX_MODELS)]
 
 
 class CredentialCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # _require() below, told to the schema: these providers need a key.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "if": {"properties": {"provider": {"enum": sorted(p for p, i in PROVIDERS.items() if i.key_required)}},
+               "required": ["provider"]},
+        "then": {"required": ["api_key"], "properties": {"api_key": {"type": "string"}}}})
 
     provider: str = Field(min_length=1, max_length=40, json_schema_extra={"enum": sorted(PROVIDERS)})
     api_key: ApiKey | None = None
@@ -141,15 +145,20 @@ class CredentialCreate(BaseModel):
         return v
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """Publish a field that may be left out but not sent as null (update() refuses null)."""
+    schema["anyOf"] = [s for s in schema.get("anyOf", []) if s.get("type") != "null"]
+
+
 class CredentialPatch(BaseModel):
     """Only the fields sent change; ``base_url``/``models`` set to null clear the override."""
 
     model_config = ConfigDict(extra="forbid")
 
-    label: Label | None = None
+    label: Label | None = Field(default=None, json_schema_extra=_not_null)
     base_url: BaseUrl | None = None
     models: ModelList | None = None
-    status: Status | None = None
+    status: Status | None = Field(default=None, json_schema_extra=_not_null)
     api_key: ApiKey | None = None
 
     _models = field_validator("models")(_unique_models)

@@ -119,8 +119,6 @@ def test_hosted_tools_are_refused_by_name(tool: str) -> None:
 
 
 @pytest.mark.parametrize(("body", "param"), [
-    ({"input": []}, "input"),
-    ({"input": [{"role": "system", "content": "only rules"}]}, "input"),
     ({"input": "x", "reasoning": {"effort": "huge"}}, "reasoning.effort"),
     ({"input": "x", "tool_choice": "sometimes"}, "tool_choice"),
     ({"input": "x", "tool_choice": {"type": "function"}}, "tool_choice.name"),
@@ -137,6 +135,14 @@ def test_hosted_tools_are_refused_by_name(tool: str) -> None:
 ])
 def test_what_cannot_be_served_is_named(body: dict[str, Any], param: str) -> None:
     assert refused(**body).param == param
+
+
+@pytest.mark.parametrize("given", [[], [{"role": "system", "content": "only rules"}]])
+def test_nothing_to_answer_is_a_400_not_a_malformed_body(given: list) -> None:
+    """Whether there is enough to answer depends on the stored conversation too, so it is
+    refused as a request this server cannot serve (400), not as a malformed one (422)."""
+    err = refused(InvalidRequest, input=given)
+    assert (err.code, err.param) == ("empty_input", "input")
 
 
 def test_unsupported_items_and_parameters_are_named() -> None:
