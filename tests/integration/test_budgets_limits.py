@@ -243,7 +243,7 @@ async def test_agent_budget_applies_to_the_agent_runtime(api: httpx.AsyncClient,
 async def test_workspace_tpm_headers_and_retry_after(api: httpx.AsyncClient, svc: Services) -> None:
     ws = (await svc.accounts.workspace_by_name("default")).id
     r = await api.put(f"/api/workspaces/{ws}/limits", json={"rpm_limit": 100, "tpm_limit": 20})
-    assert r.json() == {"rpm_limit": 100, "tpm_limit": 20}
+    assert r.json() == {"rpm_limit": 100, "tpm_limit": 20, "max_fallback_cost_factor": None}
     assert (await api.get(f"/api/workspaces/{ws}/limits")).json()["tpm_limit"] == 20
     assert (await api.get("/api/budgets")).json()["rate_limits"]["tpm_limit"] == 20
     r = await api.post("/v1/chat/completions", json=BODY)
