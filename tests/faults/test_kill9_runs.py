@@ -88,7 +88,6 @@ def test_sigkill_during_a_tool_then_restart_takes_the_run_over(
     server = WardenProcess(tmp_path / "data", {
         "WARDEN_EGRESS_ALLOW": "127.0.0.1", "WARDEN_RUN_LEASE": "2", "WARDEN_RUN_SWEEP_INTERVAL": "0.3"})
     server.start()
-    chat_errors: list[BaseException] = []
     try:
         with server.client() as admin:
             r = admin.post("/api/byok", json={"provider": "openai", "label": "main", "api_key": UPSTREAM_KEY,
@@ -104,8 +103,8 @@ def test_sigkill_during_a_tool_then_restart_takes_the_run_over(
                 try:
                     with server.client() as c:
                         c.post("/api/chat", json={"agent_id": "fetcher", "message": "fetch it"})
-                except httpx.HTTPError as exc:  # the server dies under it
-                    chat_errors.append(exc)
+                except httpx.HTTPError:  # the server may die under it: what matters is the run after
+                    pass
 
             talker = threading.Thread(target=chat, daemon=True)
             talker.start()
@@ -140,4 +139,3 @@ def test_sigkill_during_a_tool_then_restart_takes_the_run_over(
     assert "event: run.recovered" in events and "event: run.completed" in events
     assert stuck == []
     assert nxt.status_code == 200 and nxt.json()["message"]["content"] == "free again"
-    assert chat_errors or True  # the first client saw its server die (or its reply was cut)
