@@ -32,11 +32,16 @@ from warden.api import chat as chat_api
 from warden.api import chat_ws
 from warden.api import runs as runs_api
 from warden.api import governance as governance_api
+from warden.api import decisions as decisions_api
+from warden.api import webhooks as webhooks_api
 from warden.api.docs import install_docs
 from warden.api.errors import install_error_handlers
 from warden.api.metrics import metrics_endpoint
+from warden.api.mcp import McpEndpoint
+from warden.api import mcp_servers as mcp_servers_api
 from warden.api.root import root as root_page
 from warden.api.middleware import RequestContextMiddleware
+from warden.console import install_console
 from warden.config import Settings, load_settings
 from warden.services import Services
 
@@ -61,6 +66,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         try:
             yield
         finally:
+            await mcp_endpoint.close()
             if owned:
                 await app.state.services.close()
 
@@ -99,7 +105,14 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(chat_ws.router)
     app.include_router(runs_api.router)
     app.include_router(governance_api.router)
+    app.include_router(decisions_api.router)
+    app.include_router(mcp_servers_api.router)
+    app.include_router(webhooks_api.router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    mcp_endpoint = McpEndpoint()  # the MCP gateway (api/mcp.py): raw ASGI, streamable HTTP
+    app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    if settings.console:
+        install_console(app)
     app.add_route("/", root_page, methods=["GET"], include_in_schema=False)
     install_docs(app)
     return app

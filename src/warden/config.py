@@ -93,6 +93,24 @@ class Settings(BaseSettings):
     # many seconds; expiries are swept this often (and whenever approvals are read).
     approval_ttl: float = Field(default=86400.0, gt=0)
     approval_sweep_interval: float = Field(default=30.0, gt=0)
+    # An external agent's call that needs approval is held this many seconds
+    # (0: answer ``pending`` at once); its holders are re-checked this often.
+    approval_hold: float = Field(default=120.0, ge=0)
+    approval_hold_poll: float = Field(default=3.0, gt=0)
+    # The MCP gateway (/mcp, mcpgate/): an upstream MCP server connection unused this many
+    # seconds is closed (a stdio server's process ends); the next call starts it again.
+    mcp_idle_close: float = Field(default=300.0, gt=0)
+    # Outbound webhooks (tenancy/webhooks.py): attempts per delivery before it is given
+    # up, seconds per attempt, and how often a serving instance looks for due deliveries
+    # and crossed budget thresholds.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_timeout: float = Field(default=10.0, gt=0, le=300)
+    webhook_poll_interval: float = Field(default=2.0, gt=0, le=300)
+    webhook_backoff: float = Field(default=5.0, gt=0, le=3600)  # the first retry's delay, doubled each time
+    # The web console at /ui (console/): on by default; a console sign-in lasts this many
+    # seconds (and ends sooner when its key is revoked or the user signs out).
+    console: bool = True
+    console_session_ttl: float = Field(default=12 * 3600.0, gt=0)
     # Seconds a Responses API response kept with `store: true` can be read and continued
     # (`previous_response_id`); 30 days, as OpenAI keeps them.
     responses_ttl: float = Field(default=30 * 86400.0, gt=0)

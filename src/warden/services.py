@@ -7,6 +7,7 @@ the server ever starts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -33,16 +34,25 @@ from warden.gateway.limits import Limiter
 from warden.gateway.types import Timeouts
 from warden.netpolicy import AddressPolicy
 from warden.governance.approvals import Approvals
+from warden.governance.gate import Gate
+from warden.governance.holds import Holds
 from warden.governance.audit_log import AuditLog
 from warden.governance.feedback import FeedbackService
 from warden.governance.hooks import GovernanceHooks
 from warden.governance.maturity import Maturity, MaturityConfig
 from warden.governance.policy_store import PolicyStore
+from warden.mcpgate.gateway import McpGateway
+from warden.mcpgate.pool import UpstreamPool
+from warden.mcpgate.servers import WorkspaceServers
 from warden.gateway.providers.http import aclose_client
 from warden.tenancy.model_aliases import ModelAliases
 from warden.tenancy.model_groups import ModelGroups
 from warden.tenancy.responses import StoredResponses
+from warden.tenancy.budget_alerts import BudgetAlerts
+from warden.tenancy.webhook_delivery import DeliveryConfig, WebhookWorker
+from warden.tenancy.webhooks import Webhooks
 from warden.logs import register_secret
+from warden import tracing
 from warden.state import StateStore, create_state
 from warden.state.base import BreakerConfig, InvalidationCallback, StateUnavailable
 from warden.state.memory import MemoryState
@@ -50,6 +60,7 @@ from warden.store.checkpoints import Checkpointer
 from warden.store.spend import SpendWriter
 from warden.store.db import Database, private_dir
 from warden.store.models import Credential
+from warden.store.webhook_models import Webhook
 from warden.vault.keyring import Keyring, load_audit_signing_key
 
 if TYPE_CHECKING:
@@ -80,9 +91,13 @@ class Services:
     maturity: Maturity
     runs: Runs
     approvals: Approvals
+    gate: Gate  # the decision point for external agents' tool calls (governance/gate.py)
+    mcp_servers: WorkspaceServers  # workspace MCP servers for /mcp (mcpgate/servers.py)
+    mcp_gateway: McpGateway  # what /mcp serves (mcpgate/gateway.py)
     feedback: FeedbackService
     audit_log: AuditLog
     responses: StoredResponses
+    webhooks: Webhooks
     admin_key_path: Path | None
     _exit: contextlib.AsyncExitStack = field(repr=False)
 
@@ -109,6 +124,8 @@ class Services:
                      run_migrations: bool, bootstrap: bool, serving: bool = True) -> Services:
         st = settings
         on_close = exit_stack.push_async_callback
+        if serving and tracing.configure():  # OTEL_EXPORTER_OTLP_ENDPOINT is set
+            on_close(asyncio.to_thread, tracing.release)  # early, so it flushes last
         if run_migrations:
             # Imported here: alembic (~8 MB resident) stays out of a server
             # process whose database ``warden serve`` migrated before it started.
@@ -178,7 +195,8 @@ class Services:
 
         # Agents, and the governance their runs are built with (policy source and hooks).
         tools = ToolboxLoader(lambda: _tool_deps(st, db), mcp_stdio_allow=st.mcp_stdio_allow_list)
-        agents = Agents(db, check_tools=tools.validate, check_servers=tools.check_servers)
+        agents = Agents(db, check_tools=tools.validate, check_servers=tools.check_servers,
+                        forget_keys=accounts.forget_everywhere)
         sessions = Sessions(db, agents)
         maturity = Maturity(db, policies, MaturityConfig.from_settings(
             st.promotion_min_runs, st.promotion_max_intervention, st.promotion_min_feedback, st.demotion_streak))
@@ -197,7 +215,26 @@ class Services:
             await _subscribe(state, on_close, approvals.on_message)
         on_close(runs.close)
         on_close(approvals.close)
+        holds = Holds(db, poll_s=st.approval_hold_poll, publish=notify)
+        gate = Gate(db, policies, maturity, approvals, holds, hold_s=st.approval_hold, approval_ttl_s=st.approval_ttl)
+        await _subscribe(state, on_close, holds.on_message)  # a decision on another instance releases holders
+        on_close(holds.close)
         feedback = FeedbackService(db, runs, maturity)
+        mcp_servers = WorkspaceServers(db, tools.check_servers)
+        # The MCP gateway: its upstream connections are shared by requests, closed when idle and here.
+        mcp_gateway = McpGateway(gate, UpstreamPool(lambda: tools.deps, idle_s=st.mcp_idle_close), db,
+                                 lambda: tools.deps, policies.policy_for, servers=mcp_servers)
+        on_close(mcp_gateway.pool.close)
+        egress = AddressPolicy.from_entries(st.egress_allow_list)
+        webhooks = Webhooks(db, vault, egress=egress)
+        if serving:  # sends due deliveries and looks for crossed budget thresholds
+            worker = WebhookWorker(db, vault, egress=egress, also=BudgetAlerts(db, budgets, state).check,
+                                   config=DeliveryConfig(max_attempts=st.webhook_max_attempts,
+                                                         timeout_s=st.webhook_timeout,
+                                                         poll_s=st.webhook_poll_interval,
+                                                         backoff_s=st.webhook_backoff))
+            worker.start()
+            on_close(worker.close)
 
         admin_key_path = None
         if bootstrap:
@@ -209,8 +246,9 @@ class Services:
                    model_groups=model_groups, model_aliases=model_aliases, budgets=budgets,
                    spend=spend, gateway=gateway, tools=tools,
                    agents=agents, sessions=sessions, policies=policies, maturity=maturity, runs=runs,
-                   approvals=approvals, feedback=feedback, audit_log=AuditLog(db, checkpointer),
-                   responses=StoredResponses(db, ttl_s=st.responses_ttl),
+                   approvals=approvals, gate=gate, mcp_servers=mcp_servers, mcp_gateway=mcp_gateway, feedback=feedback,
+                   audit_log=AuditLog(db, checkpointer),
+                   responses=StoredResponses(db, ttl_s=st.responses_ttl), webhooks=webhooks,
                    admin_key_path=admin_key_path, _exit=exit_stack)
 
     async def readiness(self) -> dict[str, str]:
@@ -285,6 +323,7 @@ async def _open_vault(db: Database, settings: Settings) -> Keyring:
     """Load the master key(s), refusing to start if they cannot open existing secrets."""
     async with db.session() as s:
         key_ids = {k for k in (await s.execute(select(Credential.key_id).distinct())).scalars() if k}
+        key_ids |= set((await s.execute(select(Webhook.secret_key_id).distinct())).scalars())
     keyring = Keyring.load(settings.master_key, settings.data_dir, has_encrypted_data=bool(key_ids))
     keyring.check_opens(key_ids)
     return keyring

@@ -19,7 +19,8 @@ def live_settings(tmp_path: Path):
         data_dir=tmp_path / "data", admin_key=ADMIN_KEY, access_log=False,
         upstream_connect_timeout=1.0, upstream_first_byte_timeout=1.0,
         upstream_stream_gap_timeout=1.0, request_deadline=20.0, max_retries=1,
-        breaker_failures=3, breaker_window=30.0, breaker_cooldown=0.5,
+        breaker_failures=3, breaker_window=30.0, breaker_cooldown=3.0,  # outlasts a loaded machine's calls
+        approval_hold=1.0,  # a fuzzed decide that needs approval answers 'pending' soon
     )
 
 

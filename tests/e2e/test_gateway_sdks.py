@@ -1,23 +1,26 @@
-"""The gateway end to end: official SDK clients -> live Warden -> loopback providers."""
+"""The gateway end to end: official SDK clients -> live Warden -> loopback providers.
+The SDKs run in ``offline-run`` (``tests/e2e/clients/``), one process per test."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from decimal import Decimal
 
-import anthropic
 import genai_prices
 import httpx
-import openai
 import pytest
 
 from tests.support.app import ADMIN_KEY
+from tests.support.offline import Client, warden_client
 from tests.support.upstreams import add_credential
 from warden.testing.upstream import DEFAULT_TEXT, Behaviour, SimToolCall
 
-
-def oai(live) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{live.url}/v1", api_key=ADMIN_KEY, max_retries=0)
+@pytest.fixture
+def sdk(live) -> Iterator[Client]:
+    with warden_client("openai_sdk", live, ADMIN_KEY) as client:
+        yield client
 
 
 def expected_cost(model: str, provider: str, inp: int, out: int, cache_read: int = 0) -> Decimal:
@@ -25,22 +28,23 @@ def expected_cost(model: str, provider: str, inp: int, out: int, cache_read: int
     return genai_prices.calc_price(usage, model, provider_id=provider).total_price
 
 
-def prompt_words(text: str) -> int:
-    return len(text.split())
+def streamed_text(chunks: list[dict]) -> str:
+    return "".join(c["choices"][0]["delta"]["content"] or "" for c in chunks if c["choices"])
 
 
 OUTPUT_TOKENS = len(DEFAULT_TEXT.split())
+CHAT = "chat.completions.create"
 
 
-def test_openai_sdk_non_stream_with_exact_cost(live, admin, openai_up) -> None:
+def test_openai_sdk_non_stream_with_exact_cost(live, admin, openai_up, sdk) -> None:
     add_credential(admin, "openai", openai_up)
-    raw = oai(live).chat.completions.with_raw_response.create(
-        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "Say hello to Warden"}])
-    resp = raw.parse()
-    assert resp.choices[0].message.content == DEFAULT_TEXT
-    assert resp.choices[0].finish_reason == "stop"
-    assert resp.usage.prompt_tokens == 4 and resp.usage.completion_tokens == OUTPUT_TOKENS
-    h = raw.headers
+    raw = sdk.call("request", path=CHAT, raw=True, model="openai/gpt-4o-mini",
+                   messages=[{"role": "user", "content": "Say hello to Warden"}])
+    resp = raw["body"]
+    assert resp["choices"][0]["message"]["content"] == DEFAULT_TEXT
+    assert resp["choices"][0]["finish_reason"] == "stop"
+    assert resp["usage"]["prompt_tokens"] == 4 and resp["usage"]["completion_tokens"] == OUTPUT_TOKENS
+    h = raw["headers"]
     assert (h["x-warden-provider"], h["x-warden-model"], h["x-warden-attempts"]) == (
         "openai", "gpt-4o-mini", "1")
     cost = expected_cost("gpt-4o-mini", "openai", 4, OUTPUT_TOKENS)
@@ -52,213 +56,188 @@ def test_openai_sdk_non_stream_with_exact_cost(live, admin, openai_up) -> None:
     assert sent.headers["authorization"] == "Bearer sk-up-openai-0123456789"
 
 
-def test_openai_sdk_stream_passes_chunks_and_usage(live, admin, openai_up) -> None:
+def test_openai_sdk_stream_passes_chunks_and_usage(live, admin, openai_up, sdk) -> None:
     add_credential(admin, "openai", openai_up)
-    stream = oai(live).chat.completions.create(
-        model="openai/gpt-4o-mini", stream=True, stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "stream please"}])
-    chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == DEFAULT_TEXT
-    content_chunks = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    out = sdk.call("stream", path=CHAT, model="openai/gpt-4o-mini",
+                   stream_options={"include_usage": True},
+                   messages=[{"role": "user", "content": "stream please"}])
+    chunks = out["chunks"]
+    assert out["error"] is None and streamed_text(chunks) == DEFAULT_TEXT
+    content_chunks = [c for c in chunks if c["choices"] and c["choices"][0]["delta"]["content"]]
     assert len(content_chunks) == OUTPUT_TOKENS  # one for one with the upstream's deltas
     usage_chunk = chunks[-1]
-    assert usage_chunk.choices == [] and usage_chunk.usage.completion_tokens == OUTPUT_TOKENS
-    extra = usage_chunk.usage.model_extra["warden"]
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] == OUTPUT_TOKENS
+    extra = usage_chunk["usage"]["warden"]
     assert Decimal(extra["cost_usd"]) == expected_cost("gpt-4o-mini", "openai", 2, OUTPUT_TOKENS)
     assert openai_up.last.body["stream_options"] == {"include_usage": True}
 
 
-def test_tools_and_json_schema_round_trip(live, admin, openai_up) -> None:
+def test_tools_and_json_schema_round_trip(live, admin, openai_up, sdk) -> None:
     add_credential(admin, "openai", openai_up)
     openai_up.enqueue(Behaviour(tool_calls=[SimToolCall("get_weather", {"city": "Oslo"}),
                                             SimToolCall("get_time", {"tz": "UTC"})]))
     tools = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
              for n in ("get_weather", "get_time")]
-    resp = oai(live).chat.completions.create(
-        model="openai/gpt-4o-mini", tools=tools,
-        messages=[{"role": "user", "content": "weather and time?"}])
-    calls = resp.choices[0].message.tool_calls
-    assert [c.function.name for c in calls] == ["get_weather", "get_time"]
-    assert json.loads(calls[0].function.arguments) == {"city": "Oslo"}
-    assert resp.choices[0].finish_reason == "tool_calls"
+    resp = sdk.call("request", path=CHAT, model="openai/gpt-4o-mini", tools=tools,
+                    messages=[{"role": "user", "content": "weather and time?"}])
+    calls = resp["choices"][0]["message"]["tool_calls"]
+    assert [c["function"]["name"] for c in calls] == ["get_weather", "get_time"]
+    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Oslo"}
+    assert resp["choices"][0]["finish_reason"] == "tool_calls"
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
-    oai(live).chat.completions.create(
-        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "json"}],
-        response_format={"type": "json_schema",
-                         "json_schema": {"name": "thing", "schema": schema, "strict": True}})
+    sdk.call("request", path=CHAT, model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "json"}],
+             response_format={"type": "json_schema",
+                              "json_schema": {"name": "thing", "schema": schema, "strict": True}})
     sent = openai_up.last.body["response_format"]
     assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == schema
 
 
 def test_anthropic_sdk_served_by_openai_format_provider(live, admin, openai_up) -> None:
     add_credential(admin, "openai", openai_up)
-    client = anthropic.Anthropic(base_url=live.url, api_key=ADMIN_KEY, max_retries=0)
-    msg = client.messages.create(model="openai/gpt-4o-mini", max_tokens=100,
-                                 system="be brief",
-                                 messages=[{"role": "user", "content": "hi there"}])
-    assert msg.content[0].text == DEFAULT_TEXT and msg.stop_reason == "end_turn"
-    assert msg.usage.output_tokens == OUTPUT_TOKENS
-    sent = openai_up.last.body
-    assert sent["messages"][0] == {"role": "system", "content": "be brief"}
-    with client.messages.stream(model="openai/gpt-4o-mini", max_tokens=50,
-                                messages=[{"role": "user", "content": "stream"}]) as s:
-        text = "".join(s.text_stream)
-        final = s.get_final_message()
-    assert text == DEFAULT_TEXT and final.usage.output_tokens == OUTPUT_TOKENS
+    with warden_client("anthropic_sdk", live, ADMIN_KEY) as client:
+        msg = client.call("create", model="openai/gpt-4o-mini", max_tokens=100, system="be brief",
+                          messages=[{"role": "user", "content": "hi there"}])
+        assert msg["content"][0]["text"] == DEFAULT_TEXT and msg["stop_reason"] == "end_turn"
+        assert msg["usage"]["output_tokens"] == OUTPUT_TOKENS
+        sent = openai_up.last.body
+        assert sent["messages"][0] == {"role": "system", "content": "be brief"}
+        streamed = client.call("stream", model="openai/gpt-4o-mini", max_tokens=50,
+                               messages=[{"role": "user", "content": "stream"}])
+    assert streamed["text"] == DEFAULT_TEXT and streamed["final"]["usage"]["output_tokens"] == OUTPUT_TOKENS
 
 
-def test_openai_sdk_served_by_anthropic_and_gemini(live, admin, anthropic_up, gemini_up) -> None:
+def test_openai_sdk_served_by_anthropic_and_gemini(live, admin, anthropic_up, gemini_up, sdk) -> None:
     add_credential(admin, "anthropic", anthropic_up)
     add_credential(admin, "gemini", gemini_up)
-    client = oai(live)
-    r = client.chat.completions.create(model="anthropic/claude-haiku-4-5",
-                                       messages=[{"role": "user", "content": "hello"}])
-    assert r.choices[0].message.content == DEFAULT_TEXT
+    r = sdk.call("request", path=CHAT,
+                 model="anthropic/claude-haiku-4-5", messages=[{"role": "user", "content": "hello"}])
+    assert r["choices"][0]["message"]["content"] == DEFAULT_TEXT
     assert anthropic_up.last.headers["x-api-key"] == "sk-ant-up-0123456789"
-    stream = client.chat.completions.create(model="gemini/gemini-2.5-flash", stream=True,
-                                            messages=[{"role": "user", "content": "hello"}])
-    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == DEFAULT_TEXT
+    out = sdk.call("stream", path=CHAT, model="gemini/gemini-2.5-flash",
+                   messages=[{"role": "user", "content": "hello"}])
+    assert out["error"] is None and streamed_text(out["chunks"]) == DEFAULT_TEXT
     assert gemini_up.last.path.endswith(":streamGenerateContent")
 
 
-def test_retry_on_429_then_failover_on_500(live, admin, openai_up, anthropic_up) -> None:
+def test_retry_on_429_then_failover_on_500(live, admin, openai_up, anthropic_up, sdk) -> None:
     add_credential(admin, "openai", openai_up)
     add_credential(admin, "anthropic", anthropic_up)
-    client = oai(live)
     openai_up.enqueue(Behaviour(status=429, retry_after=0))
-    raw = client.chat.completions.with_raw_response.create(
-        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
-    assert raw.headers["x-warden-attempts"] == "2" and raw.headers["x-warden-provider"] == "openai"
+    raw = sdk.call("request", path=CHAT,
+                   raw=True, model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert raw["headers"]["x-warden-attempts"] == "2" and raw["headers"]["x-warden-provider"] == "openai"
     # 500 twice (first try + one retry) on the primary, then the fallback serves.
     openai_up.enqueue(Behaviour(status=500), Behaviour(status=500))
-    raw = client.chat.completions.with_raw_response.create(
-        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
-        extra_body={"warden": {"fallbacks": ["anthropic/claude-haiku-4-5"]}})
-    assert raw.headers["x-warden-provider"] == "anthropic"
-    assert raw.headers["x-warden-attempts"] == "3"
-    assert raw.parse().choices[0].message.content == DEFAULT_TEXT
+    raw = sdk.call("request", path=CHAT,
+                   raw=True, model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
+                   extra_body={"warden": {"fallbacks": ["anthropic/claude-haiku-4-5"]}})
+    assert raw["headers"]["x-warden-provider"] == "anthropic"
+    assert raw["headers"]["x-warden-attempts"] == "3"
+    assert raw["body"]["choices"][0]["message"]["content"] == DEFAULT_TEXT
 
 
-def test_failover_on_connection_refused_and_timeout(live, admin, openai_up) -> None:
+def test_failover_on_connection_refused_and_timeout(live, admin, openai_up, sdk) -> None:
     add_credential(admin, "openai", None, label="dead", base_url="http://127.0.0.1:9/v1",
                    key="sk-dead-0123456789", models=[{"id": "gpt-4o-mini"}])
     add_credential(admin, "openai", openai_up, label="live", models=[{"id": "gpt-4o-mini"}])
-    client = oai(live)
-    raw = client.chat.completions.with_raw_response.create(
-        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
-    assert raw.parse().choices[0].message.content == DEFAULT_TEXT
-    assert int(raw.headers["x-warden-attempts"]) >= 2
+    raw = sdk.call("request", path=CHAT,
+                   raw=True, model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert raw["body"]["choices"][0]["message"]["content"] == DEFAULT_TEXT
+    assert int(raw["headers"]["x-warden-attempts"]) >= 2
     # A slow first byte (over the 1 s limit) counts as a timeout and fails over too.
     openai_up.reset()
     add_credential(admin, "openai", openai_up, label="backup", models=[{"id": "gpt-4o-mini"}])
     openai_up.enqueue(Behaviour(delay=1.5), Behaviour(delay=1.5))
-    resp = client.chat.completions.create(model="openai/gpt-4o-mini",
-                                          messages=[{"role": "user", "content": "x"}])
-    assert resp.choices[0].message.content == DEFAULT_TEXT
+    resp = sdk.call("request", path=CHAT,
+                    model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert resp["choices"][0]["message"]["content"] == DEFAULT_TEXT
 
 
 def test_stream_fails_over_before_first_token_and_errors_after(live, admin, openai_up,
-                                                               anthropic_up) -> None:
+                                                               anthropic_up, sdk) -> None:
     add_credential(admin, "openai", openai_up)
     add_credential(admin, "anthropic", anthropic_up)
-    client = oai(live)
+    fallback = {"warden": {"fallbacks": ["anthropic/claude-haiku-4-5"]}}
     # Dropped before any token: the client never notices, the fallback streams.
     openai_up.enqueue(Behaviour(drop_after=0), Behaviour(drop_after=0))
-    stream = client.chat.completions.create(
-        model="openai/gpt-4o-mini", stream=True, messages=[{"role": "user", "content": "x"}],
-        extra_body={"warden": {"fallbacks": ["anthropic/claude-haiku-4-5"]}})
-    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == DEFAULT_TEXT
+    out = sdk.call("stream", path=CHAT, model="openai/gpt-4o-mini",
+                   messages=[{"role": "user", "content": "x"}], extra_body=fallback)
+    assert out["error"] is None and streamed_text(out["chunks"]) == DEFAULT_TEXT
     # Dropped after three tokens: the client gets a typed error, not a silent truncation.
     openai_up.enqueue(Behaviour(drop_after=4))
-    received: list[str] = []
-    with pytest.raises(openai.APIError) as exc:
-        for chunk in client.chat.completions.create(
-                model="openai/gpt-4o-mini", stream=True,
-                messages=[{"role": "user", "content": "x"}],
-                extra_body={"warden": {"fallbacks": ["anthropic/claude-haiku-4-5"]}}):
-            if chunk.choices:
-                received.append(chunk.choices[0].delta.content or "")
-    assert "".join(received) and "".join(received) != DEFAULT_TEXT
-    assert DEFAULT_TEXT.startswith("".join(received))  # no repeated prefix from a fallback
-    assert exc.value.body["code"] == "upstream_unreachable"
-    assert exc.value.body["type"] == "upstream_error" and exc.value.body["request_id"]
+    out = sdk.call("stream", path=CHAT, model="openai/gpt-4o-mini",
+                   messages=[{"role": "user", "content": "x"}], extra_body=fallback)
+    received = streamed_text(out["chunks"])
+    assert received and received != DEFAULT_TEXT
+    assert DEFAULT_TEXT.startswith(received)  # no repeated prefix from a fallback
+    error = out["error"]
+    assert error is not None and "APIError" in error["mro"]
+    assert error["body"]["code"] == "upstream_unreachable"
+    assert error["body"]["type"] == "upstream_error" and error["body"]["request_id"]
 
 
-def test_breaker_opens_and_recovers(live, admin, openai_up, anthropic_up) -> None:
+def test_breaker_opens_and_recovers(live, admin, openai_up, anthropic_up, sdk) -> None:
     add_credential(admin, "openai", openai_up)
     add_credential(admin, "anthropic", anthropic_up)
-    client = oai(live)
     fallback = {"warden": {"fallbacks": ["anthropic/claude-haiku-4-5"]}}
+
+    def call() -> dict[str, str]:
+        return sdk.call("request", path=CHAT, raw=True, model="openai/gpt-4o-mini",
+                        messages=[{"role": "user", "content": "x"}], extra_body=fallback)["headers"]
+
     openai_up.default = Behaviour(status=503)
     for _ in range(3):  # 2 attempts each on the primary: the breaker opens after 3 failures
-        r = client.chat.completions.with_raw_response.create(
-            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
-            extra_body=fallback)
-        assert r.headers["x-warden-provider"] == "anthropic"
+        assert call()["x-warden-provider"] == "anthropic"
     seen = len(openai_up.requests)
     for _ in range(3):
-        r = client.chat.completions.with_raw_response.create(
-            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
-            extra_body=fallback)
-        assert r.headers["x-warden-attempts"] == "1"
+        assert call()["x-warden-attempts"] == "1"
     assert len(openai_up.requests) == seen  # nothing sent to the open deployment
     # After the cooldown one probe goes through; success closes the breaker.
     openai_up.default = Behaviour()
-    import time
-
-    time.sleep(0.6)
-    r = client.chat.completions.with_raw_response.create(
-        model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
-        extra_body=fallback)
-    assert r.headers["x-warden-provider"] == "openai"
+    time.sleep(3.1)
+    assert call()["x-warden-provider"] == "openai"
     assert len(openai_up.requests) == seen + 1
 
 
-def test_final_errors_are_typed_and_not_failed_over(live, admin, openai_up, anthropic_up) -> None:
+def test_final_errors_are_typed_and_not_failed_over(live, admin, openai_up, anthropic_up, sdk) -> None:
     add_credential(admin, "openai", openai_up)
     add_credential(admin, "anthropic", anthropic_up)
-    client = oai(live)
     openai_up.enqueue(Behaviour(status=400, error_type="invalid_request_error",
                                 error_message="bad thing"))
-    with pytest.raises(openai.BadRequestError) as exc:
-        client.chat.completions.create(
-            model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
-            extra_body={"warden": {"fallbacks": ["anthropic/claude-haiku-4-5"]}})
-    assert exc.value.body["code"] == "upstream_bad_request"
+    exc = sdk.raises("BadRequestError", "request", path=CHAT, model="openai/gpt-4o-mini",
+                     messages=[{"role": "user", "content": "x"}],
+                     extra_body={"warden": {"fallbacks": ["anthropic/claude-haiku-4-5"]}})
+    assert exc.body["code"] == "upstream_bad_request"
     assert anthropic_up.requests == []
-    with pytest.raises(openai.NotFoundError) as exc:
-        client.chat.completions.create(model="nope/never", messages=[{"role": "user", "content": "x"}])
-    assert exc.value.body["code"] == "model_not_found"
-    with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=f"{live.url}/v1", api_key="wk-wrong-key-000000000000",
-                      max_retries=0).chat.completions.create(
-            model="auto", messages=[{"role": "user", "content": "x"}])
+    exc = sdk.raises("NotFoundError", "request", path=CHAT,
+                     model="nope/never", messages=[{"role": "user", "content": "x"}])
+    assert exc.body["code"] == "model_not_found"
+    sdk.raises("AuthenticationError", "request", path=CHAT, key="wk-wrong-key-000000000000", model="auto",
+               messages=[{"role": "user", "content": "x"}])
 
 
-def test_unknown_price_is_reported_unknown_not_zero(live, admin, openai_up) -> None:
+def test_unknown_price_is_reported_unknown_not_zero(live, admin, openai_up, sdk) -> None:
     add_credential(admin, "openai-compatible", openai_up, models=[{"id": "my-local-llm",
                                                                    "free": False}])
-    raw = oai(live).chat.completions.with_raw_response.create(
-        model="openai-compatible/my-local-llm", messages=[{"role": "user", "content": "x"}])
-    assert raw.headers["x-warden-cost-usd"] == "unknown"
+    raw = sdk.call("request", path=CHAT, raw=True, model="openai-compatible/my-local-llm",
+                   messages=[{"role": "user", "content": "x"}])
+    assert raw["headers"]["x-warden-cost-usd"] == "unknown"
     usage = admin.get("/api/usage", params={"group_by": "model"}).json()
     row = next(r for r in usage["rows"] if r["group"] == "openai-compatible/my-local-llm")
     assert row["unpriced_requests"] == 1 and Decimal(row["cost_usd"]) == 0
 
 
-def test_models_usage_and_explain(live, admin, openai_up, anthropic_up) -> None:
+def test_models_usage_and_explain(live, admin, openai_up, anthropic_up, sdk) -> None:
     add_credential(admin, "openai", openai_up, models=[{"id": "gpt-4o-mini"}, {"id": "gpt-4o"}])
     add_credential(admin, "anthropic", anthropic_up, models=[{"id": "claude-haiku-4-5"}])
     r = admin.put("/api/model-groups/fast", json={"members": ["anthropic/claude-haiku-4-5",
                                                               "openai/gpt-4o-mini"]})
     assert r.status_code == 200, r.text
-    ids = [m.id for m in oai(live).models.list()]
+    ids = sdk.call("model_ids")
     assert ids[:2] == ["auto", "fast"]
     assert {"openai/gpt-4o-mini", "openai/gpt-4o", "anthropic/claude-haiku-4-5"} <= set(ids)
-    client = oai(live)
     for model in ("fast", "openai/gpt-4o", "auto"):
-        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "a b c"}])
+        sdk.call("request", path=CHAT, model=model, messages=[{"role": "user", "content": "a b c"}])
     explain = admin.post("/api/route/explain", json={"model": "fast", "prompt": "hi"}).json()
     assert [s["model"] for s in explain["steps"]] == ["claude-haiku-4-5", "gpt-4o-mini"]
     assert explain["kind"] == "group" and all(s["reason"] for s in explain["steps"])
@@ -270,27 +249,19 @@ def test_models_usage_and_explain(live, admin, openai_up, anthropic_up) -> None:
     assert Decimal(usage["total_cost_usd"]) == total > 0
 
 
-async def test_async_sdk_and_disconnect_is_metered_cancelled(live, admin, openai_up) -> None:
+def test_async_sdk_and_disconnect_is_metered_cancelled(live, admin, openai_up, sdk) -> None:
     add_credential(admin, "openai", openai_up)
-    client = openai.AsyncOpenAI(base_url=f"{live.url}/v1", api_key=ADMIN_KEY, max_retries=0)
-    r = await client.chat.completions.create(model="openai/gpt-4o-mini",
-                                             messages=[{"role": "user", "content": "x"}])
-    assert r.choices[0].message.content == DEFAULT_TEXT
+    r = sdk.call("async_create", model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert r["choices"][0]["message"]["content"] == DEFAULT_TEXT
     openai_up.enqueue(Behaviour(token_delay=0.2, text=" ".join(["word"] * 50)))
-    stream = await client.chat.completions.create(model="openai/gpt-4o-mini", stream=True,
-                                                  messages=[{"role": "user", "content": "x"}])
-    async for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
-            break
-    await stream.close()
-    await client.close()
-    import asyncio
-
+    first = sdk.call("async_stream_first_token_then_close", model="openai/gpt-4o-mini",
+                     messages=[{"role": "user", "content": "x"}])
+    assert first.strip() == "word"
     for _ in range(50):
         statuses = live.call(_statuses(live))
         if "cancelled" in statuses:
             break
-        await asyncio.sleep(0.1)
+        time.sleep(0.1)
     assert statuses.count("ok") == 1 and "cancelled" in statuses
 
 

@@ -101,8 +101,10 @@ def test_serve_on_empty_data_dir(tmp_path: Path) -> None:
         assert [k["name"] for k in r.json()] == ["bootstrap-admin"]
         address = json.loads((data / "server.json").read_text())
         assert address == {"url": f"http://127.0.0.1:{port}", "pid": proc.pid}
-        page = httpx.get(f"http://127.0.0.1:{port}/")
-        assert page.status_code == 200 and "warden byok add openai --key -" in page.text
+        page = httpx.get(f"http://127.0.0.1:{port}/")  # the console's sign-in, which names the key file
+        assert page.status_code == 307 and page.headers["location"].endswith("/ui")
+        page = httpx.get(f"http://127.0.0.1:{port}/ui/login")
+        assert page.status_code == 200 and "admin.key" in page.text
         # The CLI finds the server through the address file and goes through its API.
         listed = subprocess.run([str(warden), "keys", "list", "--json"], env=env, capture_output=True,
                                 text=True, timeout=60)

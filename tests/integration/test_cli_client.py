@@ -190,7 +190,9 @@ def test_without_a_server_a_command_refuses_to_create_a_database(tmp_path: Path,
     assert r.exit_code == 1 and "database        present" in r.stdout
 
 
-def test_the_root_page_welcomes(live: LiveWarden) -> None:
+def test_the_root_page_leads_to_the_console_and_its_sign_in_says_where_the_key_is(live: LiveWarden) -> None:
     r = httpx.get(f"{live.url}/")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    assert "warden byok add openai --key -" in r.text and f"{live.url}/v1" in r.text
+    assert r.status_code == 307 and r.headers["location"] == "/ui"  # the welcome page: tests/unit/api/test_root.py
+    r = httpx.get(f"{live.url}/ui", follow_redirects=True)
+    assert r.status_code == 200 and r.url.path == "/ui/login"
+    assert "admin.key" in r.text and "data directory" in r.text

@@ -13,8 +13,18 @@ from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 
 
-def build_server() -> MCPServer:
+def build_server(*, crash_tool: bool = False) -> MCPServer:
+    """``crash_tool``: also offer ``crash``, which ends the server's process (the MCP
+    gateway's upstream-crash test)."""
     server = MCPServer("warden-test-fixture")
+
+    if crash_tool:
+        @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+        def crash(code: int = 1) -> str:
+            """End the server process at once."""
+            import os
+
+            os._exit(code)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True))
     def echo(text: str) -> str:
@@ -58,4 +68,4 @@ if __name__ == "__main__":
         import time
 
         time.sleep(60)
-    build_server().run("stdio")
+    build_server(crash_tool="--with-crash" in sys.argv).run("stdio")

@@ -32,6 +32,9 @@ class Action:
     reason: str | None
     rule: str | None
     step: int
+    # The id the approval of a paused action takes (the runtime names it, so its events
+    # carry it); None for an action that needs no human.
+    approval_id: str | None = None
 
 
 class RunHooks:

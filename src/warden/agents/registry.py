@@ -8,15 +8,14 @@ even empty, is an admin's act) or configure a stdio MCP server (it runs a
 command on the host); members may create agents and edit or delete the ones
 they created, and may send a stored server's ``tool_levels`` back unchanged.
 
-Each stored MCP server entry carries ``trusted``: whether an admin configured it
-as it stands (``agents/tools/mcp.py``: only then may a tool's ``readOnlyHint`` lower
-its risk level below 3). The registry sets it, never the client: an entry an
-admin sends is trusted unless the admin sends ``trusted: false``; an entry a
-member sends keeps its stored flag only when it comes back unchanged (same
-name, same configuration), so a member's new, changed or renamed server is
-untrusted, and a ``trusted`` value from a member is ignored. Entries stored
-before the flag existed are trusted when the agent's creator is an admin key
-(or the CLI, or a stdio server, which only an admin can configure), else not.
+Each stored MCP server entry carries ``trusted`` (who configured it as it stands),
+set by the registry, never the client (``agents/mcp_trust.py``).
+
+An agent is ``hosted`` (Warden runs its loop) or ``external`` (the loop runs
+elsewhere; Warden governs and meters it through the API keys bound to it): the
+kind is set at creation and never changes, and a hosted-only operation on an
+external agent (a chat session, a run) is a 409 ``agent_is_external``.
+Deleting an agent revokes its bound keys in the same transaction (audited).
 
 Views mask what may carry a token: MCP server header and env values, a URL's
 userinfo and query values, and stdio args that look like secrets (the value
@@ -28,9 +27,9 @@ server (by name) means "unchanged": the stored value stays.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
@@ -38,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.tenancy.accounts import Principal
+from warden.agents.mcp_trust import is_stdio, resolved_servers, stamp_trust
 from warden.agents.secrets_mask import keep_masked_secrets, redacted_servers
 from warden.errors import Conflict, Forbidden, NotFound, PositiveInt32, WholeNumber, parse_input
 from warden.agents.policy import Tier
@@ -54,6 +54,7 @@ _TOOL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MAX_INSTRUCTIONS = 100_000
 MAX_TOOLS = 128
 MAX_MCP_SERVERS = 16
+AgentKind = Literal["hosted", "external"]
 
 
 def _check_tool_names(tools: list[str] | None) -> list[str] | None:
@@ -102,6 +103,8 @@ class _AgentFields(BaseModel):
 
 class AgentCreate(_AgentFields):
     name: str = Field(min_length=1, max_length=64)
+    # external: its loop runs elsewhere (no instructions or model needed); fixed for good.
+    kind: AgentKind = "hosted"
     _name = field_validator("name")(_check_name)
 
 
@@ -113,6 +116,7 @@ class AgentPatch(_AgentFields):
     """Only the fields sent change."""
 
     name: str | None = Field(default=None, min_length=1, max_length=64)
+    kind: AgentKind | None = None  # accepted only unchanged (a view sent back), never changed
     _name = field_validator("name")(_check_name)
 
 
@@ -120,6 +124,7 @@ class AgentView(BaseModel):
     id: str
     workspace_id: str
     name: str
+    kind: AgentKind
     description: str | None
     instructions: str
     model: str
@@ -138,17 +143,14 @@ class AgentView(BaseModel):
     @classmethod
     def of(cls, a: Agent) -> AgentView:
         policy = a.model_policy or {}
-        return cls(id=a.id, workspace_id=a.workspace_id, name=a.name, description=a.description,
+        return cls(id=a.id, workspace_id=a.workspace_id, name=a.name, kind=a.kind or "hosted",
+                   description=a.description,
                    instructions=a.instructions, model=policy.get("model", "auto"),
                    fallbacks=list(policy.get("fallbacks", [])), tools=list(a.tools or []),
                    mcp_servers=redacted_servers(a.mcp_servers or []), tool_levels=dict(a.tool_levels or {}),
                    max_steps=a.max_steps, temperature=a.temperature, tier=a.tier,
                    tier_sticky=a.tier_sticky, created_by=a.created_by, created_at=a.created_at,
                    updated_at=a.updated_at)
-
-
-def _is_stdio(server: dict[str, Any]) -> bool:
-    return server.get("transport") == "stdio" or "command" in server
 
 
 def _authorize(fields: _AgentFields, principal: Principal) -> None:
@@ -159,7 +161,7 @@ def _authorize(fields: _AgentFields, principal: Principal) -> None:
     # Sent at all, not only non-empty: {} or null would clear the admin's overrides.
     if "tool_levels" in fields.model_fields_set:
         raise Forbidden("only an admin may override a tool's risk level", code="admin_required")
-    if any(_is_stdio(s) for s in fields.mcp_servers or []):
+    if any(is_stdio(s) for s in fields.mcp_servers or []):
         raise Forbidden("only an admin may configure a stdio MCP server", code="admin_required")
 
 
@@ -182,61 +184,11 @@ def _authorize_server_levels(sent: list[dict[str, Any]], stored: list[dict[str, 
 
 def _audit_view(a: Agent) -> dict[str, Any]:
     servers = [s for s in a.mcp_servers or [] if isinstance(s, dict)]
-    return {"name": a.name, "model": (a.model_policy or {}).get("model"), "tools": list(a.tools or []),
+    return {"name": a.name, "kind": a.kind, "model": (a.model_policy or {}).get("model"),
+            "tools": list(a.tools or []),
             "mcp_servers": len(a.mcp_servers or []),
             "untrusted_mcp_servers": [s.get("name") for s in servers if s.get("trusted") is not True],
             "tool_levels": dict(a.tool_levels or {}), "max_steps": a.max_steps, "tier": a.tier}
-
-
-# --- who configured an MCP server entry (see the module docstring) ---------------------------
-
-# Creators that stand for the operator: the management CLI and Warden itself.
-_OPERATOR_CREATORS = ("cli", "system")
-
-
-def _configuration(server: dict[str, Any]) -> dict[str, Any]:
-    """An entry as configured, for comparing: no trust flag, empty fields left out
-    (so ``"args": []`` and no ``args`` compare equal)."""
-    return {k: v for k, v in server.items() if k != "trusted" and v not in (None, "", [], {})}
-
-
-def _stamp_trust(sent: list[dict[str, Any]], stored: list[dict[str, Any]], *,
-                 is_admin: bool) -> list[dict[str, Any]]:
-    """``sent`` (secrets already restored) with each entry's ``trusted`` set by who sent it."""
-    stored_by_name = {s.get("name"): s for s in stored if isinstance(s, dict)}
-    out = []
-    for server in sent:
-        entry = dict(server)
-        asked = entry.pop("trusted", None)
-        if is_admin:
-            trusted = asked is not False  # an admin may also keep a server untrusted on purpose
-        else:
-            # The member's own value never counts: an entry keeps its flag only when unchanged.
-            before = stored_by_name.get(entry.get("name"))
-            trusted = (before is not None and before.get("trusted") is True
-                       and _configuration(before) == _configuration(entry))
-        entry["trusted"] = trusted
-        out.append(entry)
-    return out
-
-
-async def _creator_is_admin(s: AsyncSession, agent: Agent) -> bool:
-    if agent.created_by in _OPERATOR_CREATORS:
-        return True
-    role = (await s.execute(select(ApiKey.role).where(
-        ApiKey.id == agent.created_by, ApiKey.workspace_id == agent.workspace_id))).scalar_one_or_none()
-    return role == "admin"  # a key that no longer exists proves nothing: untrusted
-
-
-async def _resolved_servers(s: AsyncSession, agent: Agent) -> list[dict[str, Any]] | None:
-    """The agent's servers with ``trusted`` filled in on entries stored before the flag
-    existed; None when every entry has it already (the common case: no query)."""
-    servers = list(agent.mcp_servers or [])
-    if all(not isinstance(x, dict) or "trusted" in x for x in servers):
-        return None
-    by_admin = await _creator_is_admin(s, agent)
-    return [{**x, "trusted": by_admin or _is_stdio(x)} if isinstance(x, dict) and "trusted" not in x else x
-            for x in servers]
 
 
 ToolCheck = Callable[[list[str]], None]
@@ -251,14 +203,24 @@ def _accept_servers(_: list[dict[str, Any]], __: bool) -> None:
     return None
 
 
+def require_hosted(agent: Agent) -> None:
+    """Refuse what only a hosted agent can do (its loop runs here) for an external one."""
+    if agent.kind == "external":
+        raise Conflict(f"agent '{agent.name}' is external: its loop runs elsewhere; use the gateway "
+                       "and /mcp with its key", code="agent_is_external")
+
+
 class Agents:
     def __init__(self, db: Database, *, check_tools: ToolCheck = _accept_tools,
-                 check_servers: ServerCheck = _accept_servers) -> None:
+                 check_servers: ServerCheck = _accept_servers,
+                 forget_keys: Callable[[list[str]], Awaitable[None]] | None = None) -> None:
         """``check_tools`` / ``check_servers(servers, is_admin)`` refuse unknown tools and
-        bad or forbidden MCP servers before an agent is stored (they raise)."""
+        bad or forbidden MCP servers before an agent is stored (they raise); ``forget_keys``
+        drops cached lookups of the keys a deleted agent's revocation ended, everywhere."""
         self.db = db
         self._check_tools = check_tools
         self._check_servers = check_servers
+        self._forget_keys = forget_keys
         self._has_default: set[str] = set()  # workspaces known to have their assistant
 
     # --- reading --------------------------------------------------------------
@@ -290,7 +252,7 @@ class Agents:
             agents = list((await s.execute(
                 select(Agent).where(Agent.workspace_id == workspace_id).order_by(Agent.created_at, Agent.name)
             )).scalars())
-            resolved = [await _resolved_servers(s, a) for a in agents]
+            resolved = [await resolved_servers(s, a) for a in agents]
         for agent, servers in zip(agents, resolved, strict=True):
             if servers is not None:
                 agent.mcp_servers = servers  # detached: shown, not written
@@ -303,7 +265,7 @@ class Agents:
         async with self.db.session() as s:
             agent = (await s.execute(select(Agent).where(
                 Agent.workspace_id == workspace_id, column == ref))).scalar_one_or_none()
-            resolved = await _resolved_servers(s, agent) if agent is not None else None
+            resolved = await resolved_servers(s, agent) if agent is not None else None
         if agent is None:
             raise NotFound(f"no agent '{ref[:80]}'", code="agent_not_found")
         if resolved is not None:
@@ -326,12 +288,12 @@ class Agents:
         _authorize_server_levels(list(spec.mcp_servers or []), [], principal)
         await self.ensure_default(workspace_id)
         agent = Agent(
-            id=new_id("agt"), workspace_id=workspace_id, name=spec.name,
+            id=new_id("agt"), workspace_id=workspace_id, name=spec.name, kind=spec.kind,
             description=spec.description, instructions=spec.instructions or "",
             model_policy={"model": spec.model or "auto", "fallbacks": list(spec.fallbacks or [])},
             tools=list(spec.tools or []),
-            mcp_servers=_stamp_trust(keep_masked_secrets(list(spec.mcp_servers or []), []), [],
-                                     is_admin=principal.is_admin),
+            mcp_servers=stamp_trust(keep_masked_secrets(list(spec.mcp_servers or []), []), [],
+                                    is_admin=principal.is_admin),
             tool_levels=dict(spec.tool_levels or {}), max_steps=spec.max_steps or 8,
             temperature=spec.temperature, tier=spec.tier or "student",
             tier_sticky=spec.tier is not None, created_by=principal.key_id,
@@ -367,8 +329,11 @@ class Agents:
             agent = await s.get(Agent, current.id)
             if agent is None:
                 raise NotFound(f"no agent '{ref[:80]}'", code="agent_not_found")
+            if sent.get("kind") not in (None, agent.kind):
+                raise Conflict(f"an agent's kind is fixed at creation: '{agent.name}' stays {agent.kind} "
+                               "(create another agent instead)", code="agent_kind_immutable")
             old_tier = agent.tier
-            stored_servers = await _resolved_servers(s, agent)
+            stored_servers = await resolved_servers(s, agent)
             if stored_servers is not None:
                 agent.mcp_servers = stored_servers  # any write records the flags it resolved
             if sent.get("name") not in (None, agent.name) and (await s.execute(select(Agent.id).where(
@@ -383,8 +348,8 @@ class Agents:
                 # Checked on the row being changed, so a concurrent admin edit is not undone.
                 stored = list(agent.mcp_servers or [])
                 _authorize_server_levels(sent["mcp_servers"], stored, principal)
-                sent["mcp_servers"] = _stamp_trust(keep_masked_secrets(sent["mcp_servers"], stored), stored,
-                                                   is_admin=principal.is_admin)
+                sent["mcp_servers"] = stamp_trust(keep_masked_secrets(sent["mcp_servers"], stored), stored,
+                                                  is_admin=principal.is_admin)
             for key in ("tools", "mcp_servers", "tool_levels"):
                 if key in sent:
                     setattr(agent, key, sent[key] if sent[key] is not None else type(getattr(agent, key))())
@@ -400,7 +365,7 @@ class Agents:
                 agent.tier_sticky = True  # a manual change sticks until the next manual one
             agent.updated_at = utcnow()
             await s.flush()
-            changed = sorted(k for k in sent if k != "tier_reason")
+            changed = sorted(k for k in sent if k not in ("tier_reason", "kind"))
             await audit.append(s, workspace_id=workspace_id, actor=principal.actor, action="agent.update",
                                target=agent.id, data={"changed": changed, **_audit_view(agent)})
             if patch.tier is not None and patch.tier != old_tier:
@@ -413,20 +378,39 @@ class Agents:
         current = await self.get(workspace_id, ref)
         _check_owner(current, principal)
 
+        revoked: list[str] = []
+
         async def tx(s: AsyncSession) -> Agent:
-            agent = await s.get(Agent, current.id)
+            revoked.clear()  # run_tx may try again
+            # Locked: a key being bound to it now either lands before (and is revoked) or fails.
+            agent = await s.get(Agent, current.id, with_for_update=True)
             if agent is None:
                 raise NotFound(f"no agent '{ref[:80]}'", code="agent_not_found")
+            revoked.extend(await _revoke_bound_keys(s, agent, principal.actor))
             await s.delete(agent)
             await audit.append(s, workspace_id=workspace_id, actor=principal.actor, action="agent.delete",
-                               target=agent.id, data={"name": agent.name})
+                               target=agent.id, data={"name": agent.name, "revoked_keys": len(revoked)})
             return agent
 
         deleted = await self.db.run_tx(tx)
+        if revoked and self._forget_keys is not None:
+            await self._forget_keys(list(revoked))
         deleted.mcp_servers = current.mcp_servers  # as shown (trust resolved), not the raw row
         if deleted.name == DEFAULT_AGENT:
             self._has_default.discard(workspace_id)  # comes back on next use
         return deleted
+
+
+async def _revoke_bound_keys(s: AsyncSession, agent: Agent, actor: str) -> list[str]:
+    """A key bound to an agent stands for it: it must not outlive it as a plain key."""
+    keys = list((await s.execute(select(ApiKey).where(
+        ApiKey.agent_id == agent.id, ApiKey.revoked_at.is_(None)))).scalars())
+    for key in keys:
+        key.revoked_at = utcnow()
+        await audit.append(s, workspace_id=agent.workspace_id, actor=actor, action="api_key.revoke",
+                           target=key.id, data={"name": key.name, "reason": "agent deleted",
+                                                "agent_id": agent.id})
+    return [k.id for k in keys]
 
 
 def _check_owner(agent: Agent, principal: Principal) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from warden.errors import ValidationFailed
+from warden.logs import redact
 
 # MCP server fields whose values may carry tokens (an Authorization header, an API key in env).
 SECRET_FIELDS = ("headers", "env")
@@ -183,3 +184,34 @@ def keep_masked_secrets(sent: list[dict[str, Any]], stored: list[dict[str, Any]]
 def _masked_without_secret(where: str, what: str) -> ValidationFailed:
     return ValidationFailed(f"{where}: {what} is a masked value and no secret is stored for it on a "
                             "server of this name; send the real value", param="mcp_servers")
+
+
+# --- a tool call's arguments -------------------------------------------------------------
+
+_SECRET_NAME = re.compile(r"token|key|secret|passw(or)?d|credential|auth|cookie", re.IGNORECASE)
+_SECRET_IN_TEXT = re.compile(r"(?i)(bearer\s+|(?:token|key|secret|password|passwd)=)[^\s&'\"]+")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+_DEPTH = 20
+
+
+def mask_arguments(value: Any, _depth: int = 0) -> Any:
+    """A tool call's arguments as a human sees them (approvals, the console, stored
+    external approvals): a value under a secret-looking name, a URL's userinfo and
+    query values, ``Bearer …`` / ``token=…`` inside text are ``***``, and every string
+    passes the one redactor (any secret the process holds)."""
+    if _depth > _DEPTH:
+        return MASK
+    if isinstance(value, dict):
+        return {k: (MASK if isinstance(k, str) and _SECRET_NAME.search(k) and v not in (None, "")
+                    else mask_arguments(v, _depth + 1)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_arguments(v, _depth + 1) for v in value]
+    if isinstance(value, str):
+        text = _SECRET_IN_TEXT.sub(lambda m: m.group(1) + MASK, redact(value))
+        if not _URL.match(text):
+            return text
+        try:
+            return mask_url(text)
+        except ValueError:  # not a URL after all (a bad IPv6 host): hide it whole
+            return MASK
+    return value

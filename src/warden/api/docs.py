@@ -28,6 +28,8 @@ from warden.formats.openai_embeddings import EmbeddingsBody
 from warden.formats.responses import ResponsesBody
 from warden.governance.feedback import FeedbackBody
 from warden.governance.policy_store import PolicyBody
+from warden.api.decisions import DecideBody, OutcomeBody
+from warden.agents.tools.mcp import McpServerConfig
 
 ASSETS = Path(__file__).parent / "static" / "swagger-ui"
 ASSETS_PATH = "/docs/assets"
@@ -66,6 +68,9 @@ _READ_BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("/api/feedback", "post"): FeedbackBody,
     ("/api/agents/{agent_ref}/promotion", "post"): PromotionDecision,
     ("/api/agents/{agent_ref}/tier", "put"): TierChange,
+    ("/api/governance/decide", "post"): DecideBody,
+    ("/api/governance/actions/{action_id}/outcome", "post"): OutcomeBody,
+    ("/api/mcp-servers", "post"): McpServerConfig,
 }
 
 

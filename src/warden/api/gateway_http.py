@@ -29,6 +29,8 @@ def call_context(request: Request, principal: Principal, warden: Mapping[str, An
         workspace_id=principal.workspace_id,
         api_key_id=principal.key_id,
         request_id=getattr(state, "request_id", "") or "",
+        # A key bound to an agent is that agent's identity: its spend, budgets and limits.
+        agent_id=principal.agent_id,
         options=RouteOptions.from_dict(warden),
         key_rpm_limit=principal.rpm_limit,
         key_tpm_limit=principal.tpm_limit,

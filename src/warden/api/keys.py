@@ -1,4 +1,6 @@
-"""``/api/keys``: API keys of the caller's workspace (admin)."""
+"""``/api/keys``: API keys of the caller's workspace (admin). A key may be bound to an
+agent of the workspace (``agent``: its id or name), whose identity it then is: its
+gateway calls are that agent's spend."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ class KeyCreate(BaseModel):
     role: Literal["admin", "member"] = "member"
     rpm_limit: PositiveInt32 | None = None
     tpm_limit: PositiveInt32 | None = None
+    agent: str | None = Field(default=None, min_length=1, max_length=64,
+                              description="The agent (id or name) the key stands for.")
 
 
 class KeyView(BaseModel):
@@ -30,6 +34,7 @@ class KeyView(BaseModel):
     workspace_id: str
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    agent_id: str | None = None
     created_at: datetime
     revoked_at: datetime | None = None
 
@@ -42,7 +47,7 @@ class KeyCreated(KeyView):
 async def create_key(body: KeyCreate, principal: AdminDep, services: ServicesDep) -> KeyCreated:
     created = await services.accounts.create_key(
         principal.workspace_id, body.name, body.role, actor=principal.actor,
-        rpm_limit=body.rpm_limit, tpm_limit=body.tpm_limit,
+        rpm_limit=body.rpm_limit, tpm_limit=body.tpm_limit, agent=body.agent,
     )
     row = await services.accounts.get_key(created.id, workspace_id=principal.workspace_id)
     return KeyCreated(key=created.key, **KeyView.model_validate(row, from_attributes=True).model_dump())

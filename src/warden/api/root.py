@@ -33,7 +33,10 @@ or point any OpenAI SDK at <code>{base}/v1</code>.</li>
 
 
 async def root(request: Request) -> Response:
-    if any(getattr(route, "path", None) == CONSOLE for route in request.app.routes):
+    # ``app.state.console``: set by the console when it is installed (an included router
+    # hides its routes' paths from ``app.routes``); a plain route at /ui counts too.
+    if getattr(request.app.state, "console", None) or any(
+            getattr(route, "path", None) == CONSOLE for route in request.app.routes):
         return RedirectResponse(CONSOLE, status_code=307)
     base = html.escape(str(request.base_url).rstrip("/"))
     return HTMLResponse(_PAGE.format(version=__version__, base=base))

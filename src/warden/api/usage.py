@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
-
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from warden.api.deps import AdminDep, IsoDateTime, ServicesDep
-from warden.tenancy.usage import UsageRow, summarize
+from warden.tenancy.usage import GroupBy, UsageRow, summarize
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
 
@@ -25,7 +23,7 @@ class UsageView(BaseModel):
 async def usage(
     principal: AdminDep,
     services: ServicesDep,
-    group_by: Literal["model", "provider", "key", "day", "session"] = "model",
+    group_by: GroupBy = "model",
     start: IsoDateTime | None = Query(default=None, alias="from"),
     end: IsoDateTime | None = Query(default=None, alias="to"),
 ) -> UsageView:

@@ -12,6 +12,9 @@ import typer
 from typer.core import TyperOption
 
 from warden.cli import agents, audit, chat, routing, server, tenancy
+from warden.cli import webhooks
+from warden.cli import mcp_servers
+from warden.cli import hook
 
 _option_type = TyperOption.display_type_rich
 
@@ -51,6 +54,9 @@ app.add_typer(agents.agents_app, name="agents")
 app.add_typer(agents.approvals_app, name="approvals")
 app.add_typer(agents.runs_app, name="runs")
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(webhooks.webhooks_app, name="webhooks")
+app.add_typer(mcp_servers.mcp_servers_app, name="mcp-servers")
+app.add_typer(hook.hook_app, name="hook")
 
 
 def main() -> None:

@@ -66,12 +66,15 @@ def agents_create(
     max_steps: Annotated[int, typer.Option(help="Model calls per run.")] = 8,
     tier: Annotated[str, typer.Option(help="student, intern, supervised or autonomous.")] = "student",
     description: Annotated[str | None, typer.Option(help="What the agent is for.")] = None,
+    external: Annotated[bool, typer.Option(
+        "--external", help="Its loop runs elsewhere (Claude Code, an SDK agent): Warden governs and "
+                           "meters it through keys bound to it (`warden keys create --agent`).")] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Create an agent."""
     spec: dict[str, Any] = {"name": name, "instructions": instructions, "model": model,
                             "fallbacks": fallback or [], "tools": tool or [], "max_steps": max_steps,
-                            "description": description}
+                            "description": description, "kind": "external" if external else "hosted"}
     if tool_level:
         spec["tool_levels"] = _pairs(tool_level, "--tool-level", number=True)
     if tier != "student":
@@ -86,7 +89,8 @@ def agents_create(
         return _view(await s.agents.create(ws.id, spec, principal=operator(ws.id, ws.name)))
 
     agent = dispatch(remote, local)
-    out.print(f"created agent [bold]{agent['name']}[/bold] ({agent['id']})", highlight=False)
+    kind = " (external: bind a key with `warden keys create --agent`)" if external else ""
+    out.print(f"created agent [bold]{agent['name']}[/bold] ({agent['id']}){kind}", highlight=False)
 
 
 @agents_app.command("list")
@@ -104,7 +108,8 @@ def agents_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> Non
     rows = dispatch(remote, local)
     for r in rows:
         r["mcp"] = [m.get("name") for m in r.get("mcp_servers") or []]
-    show(rows, [Col("id", "id", id=True), Col("name", "name"), Col("tier", "tier"), Col("model", "model"),
+    show(rows, [Col("id", "id", id=True), Col("name", "name"), Col("kind", "kind"), Col("tier", "tier"),
+                Col("model", "model"),
                 Col("tools", "tools"), Col("mcp", "mcp"), Col("max steps", "max_steps")], as_json=as_json)
 
 

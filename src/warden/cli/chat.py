@@ -84,6 +84,7 @@ class Chat:
 
     def _follow(self, events: Iterator[dict[str, Any]]) -> int:
         seq, run_id, open_line = 0, None, False
+        required: list[dict[str, Any]] = []  # this stretch's approval.required events
         for ev in events:
             seq, kind = ev.get("seq", seq), ev["type"]
             run_id = ev.get("run_id", run_id)
@@ -104,8 +105,10 @@ class Chat:
                 mark = "[red]error[/red]" if ev.get("is_error") else "result"
                 err.print(f"[dim]{mark}[/dim] {ev.get('name')}: {_short(ev.get('content') or ev.get('result'))}",
                           highlight=False, soft_wrap=True)
+            elif kind == "approval.required":
+                required.append(ev)
             elif kind == "run.paused":
-                return self._paused(run_id, seq)
+                return self._paused(run_id, seq, required)
             elif kind == "run.completed":
                 u = ev.get("usage") or {}
                 _cost_line(f"{ev.get('provider')}/{ev.get('model')}" if ev.get("model") else None,
@@ -120,8 +123,13 @@ class Chat:
                   highlight=False, soft_wrap=True)
         return 1
 
-    def _paused(self, run_id: str, seq: int) -> int:
-        pending = self.c.get("/api/approvals", run_id=run_id, status="pending")
+    def _paused(self, run_id: str, seq: int, required: list[dict[str, Any]]) -> int:
+        # The events name each approval: no lookup, unless a server too old to say sent them.
+        if required and all(ev.get("approval_id") for ev in required):
+            pending = [{"id": ev["approval_id"], "tool": ev.get("name"), "arguments": ev.get("arguments"),
+                        "risk_level": ev.get("risk_level"), "reason": ev.get("reason")} for ev in required]
+        else:
+            pending = self.c.get("/api/approvals", run_id=run_id, status="pending")
         for a in pending:
             err.print(f"[yellow]paused[/yellow]: {a['tool']}({_short(a.get('arguments'))}) level "
                       f"{a.get('risk_level')} needs a human: {a.get('reason') or ''}".rstrip(": "),

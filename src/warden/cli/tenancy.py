@@ -55,6 +55,8 @@ def keys_create(
         help="Spending limit of this key, AMOUNT/PERIOD in USD: 10/month, 2.5/day, 100/total.")] = None,
     rpm: Annotated[int | None, typer.Option(min=1, help="Requests per minute for this key.")] = None,
     tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute for this key.")] = None,
+    agent: Annotated[str | None, typer.Option(
+        help="Bind the key to this agent (name or id): its calls are the agent's spend.")] = None,
 ) -> None:
     """Create an API key and print it once."""
     from warden.tenancy.budgets import BudgetSpec, parse_budget
@@ -67,24 +69,30 @@ def keys_create(
 
     def remote(c: Client) -> tuple[str, str, str]:
         key_workspace(workspace)
-        created = c.post("/api/keys", {"name": name, "role": role, "rpm_limit": rpm, "tpm_limit": tpm})
+        created = c.post("/api/keys", {"name": name, "role": role, "rpm_limit": rpm, "tpm_limit": tpm,
+                                       "agent": agent})
         if limit is not None:
             c.put("/api/budgets", {"scope": "key", "scope_id": created["id"],
                                    "limit_usd": str(limit[0]), "period": limit[1]})
-        return created["id"], created["role"], created["key"]
+        return created["id"], created["role"] + _bound(created["agent_id"]), created["key"]
 
     async def local(s: Services) -> tuple[str, str, str]:
         ws = await _ws(s, workspace)
         created = await s.accounts.create_key(ws.id, name, role, rpm_limit=rpm,  # type: ignore[arg-type]
-                                              tpm_limit=tpm)
+                                              tpm_limit=tpm, agent=agent)
         if limit is not None:
             await s.budgets.put(ws.id, BudgetSpec(scope="key", scope_id=created.id,
                                                   limit_usd=limit[0], period=limit[1]))
-        return created.id, created.role, created.key
+        return created.id, created.role + _bound(created.agent_id), created.key
 
     key_id, key_role, raw = dispatch(remote, local)
-    err.print(f"created {key_id} ({key_role}); this is the only time the key is shown:", highlight=False)
+    err.print(f"created {key_id} ({key_role}); this is the only time the key is shown:", highlight=False,
+              soft_wrap=True)  # one line: ids are never cut
     print(raw)
+
+
+def _bound(agent_id: str | None) -> str:
+    return f", bound to agent {agent_id}" if agent_id else ""
 
 
 @keys_app.command("list")
@@ -101,7 +109,8 @@ def keys_list(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
         return [_key_row(k, names.get(k.workspace_id, "?")) for k in await s.accounts.list_keys(ws_id)]
 
     show(dispatch(remote, local), [Col("id", "id", id=True), Col("name", "name"), Col("role", "role"),
-                                   Col("prefix", "prefix"), Col("created", "created_at"),
+                                   Col("agent", "agent_id", id=True), Col("prefix", "prefix"),
+                                   Col("created", "created_at"),
                                    Col("revoked", "revoked_at")], as_json=as_json)
 
 
@@ -265,15 +274,15 @@ def vault_rotate(
 
 def usage_cmd(
     group_by: Annotated[str, typer.Option(
-        help="model, provider, key, day or session (a coding agent's session).")] = "model",
+        help="model, provider, key, day, session (a coding agent's session) or agent.")] = "model",
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Spend so far, grouped."""
     from warden.tenancy.usage import summarize
 
-    if group_by not in ("model", "provider", "key", "day", "session"):
-        fail("--group-by must be model, provider, key, day or session", 2)
+    if group_by not in ("model", "provider", "key", "day", "session", "agent"):
+        fail("--group-by must be model, provider, key, day, session or agent", 2)
 
     def remote(c: Client) -> list[dict[str, Any]]:
         key_workspace(workspace)

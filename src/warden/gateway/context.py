@@ -86,3 +86,5 @@ class CallContext:
     served: Any = None
     # The client's own session id (Claude Code's X-Claude-Code-Session-Id), on the spend row.
     session_id: str | None = None
+    # The request's span (``warden.tracing.RequestTrace``) while tracing is on, else None.
+    trace: Any = None

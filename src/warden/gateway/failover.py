@@ -170,6 +170,8 @@ class Failover:
                 run.ctx.attempts = run.attempts
                 run.per_endpoint[key] = run.per_endpoint.get(key, 0) + 1
                 t0 = time.perf_counter()
+                trace = run.ctx.trace  # the request's span while tracing is on
+                span = None if trace is None else trace.attempt(dep, run.attempts, ep.base_url)
                 try:
                     # A timeout scope, not wait_for: no extra task per attempt.
                     async with asyncio.timeout(remaining):
@@ -179,7 +181,13 @@ class Failover:
                                                    provider=dep.provider)
                 except ProviderError as exc:
                     error = exc
+                except BaseException as exc:  # cancelled, or a bug: the span still ends
+                    if span is not None:
+                        span.ended(exc)
+                    raise
                 else:
+                    if span is not None:
+                        span.ended(None)
                     run.upstream_s += time.perf_counter() - t0
                     run.step = step
                     run.fallback, run.cost_factor = fallback_of(plan, step)
@@ -188,6 +196,8 @@ class Failover:
                         self.health.recovered(dep.id)
                     return result
                 run.upstream_s += time.perf_counter() - t0
+                if span is not None:
+                    span.ended(error)
                 run.last_error = error
                 log.info("attempt %d on %s failed: %s %s", run.attempts, dep.id,
                          type(error).__name__, error.code)

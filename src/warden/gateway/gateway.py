@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
+from warden import tracing
 from warden.errors import InvalidRequest, NotFound, ServiceUnavailable
 from warden.gateway.catalog import Catalog, ModelOverride
 from warden.gateway.complexity import estimate_tokens
@@ -187,6 +188,13 @@ class Gateway:
         """The route a request would take now (``route explain``, the agent runtime's probe)."""
         return (await self._plan(req, ctx))[0]
 
+    async def open_breakers(self, workspace_id: str) -> dict[str, str]:
+        """The workspace's deployments whose breaker (their own or their endpoint's) is not
+        closed: deployment id -> "open" or "half_open" (the console's "breakers open now")."""
+        ws = await self._workspace(workspace_id)
+        deployments = [*ws.deployments, *(d for made in ws.named.values() for d in made)]
+        return await self.failover.breakers(deployments, lambda d: self._endpoint_key(ws, d))
+
     async def _cost_factor(self, workspace_id: str) -> float | None:
         """The cost guard's factor: the workspace's own (its operator may allow pricier
         failover), else the server's setting."""
@@ -269,6 +277,13 @@ class Gateway:
 
     async def _call(self, req: ChatRequest | EmbeddingRequest, ctx: CallContext,
                     call: Callable[[Endpoint], Awaitable[_R]]) -> tuple[_R, CallInfo]:
+        if tracing.TRACER is None:  # traces off: this check is all they cost
+            return await self._serve(req, ctx, call)
+        operation = "embeddings" if isinstance(req, EmbeddingRequest) else "chat"
+        return await tracing.TRACER.call(operation, req.model, ctx, self._serve(req, ctx, call))
+
+    async def _serve(self, req: ChatRequest | EmbeddingRequest, ctx: CallContext,
+                     call: Callable[[Endpoint], Awaitable[_R]]) -> tuple[_R, CallInfo]:
         """One non-stream call: plan, admit, walk the plan, settle and meter."""
         plan, ws = await self._plan(req, ctx)
         admission, plan = await self._admit(req, ctx, plan)
@@ -294,6 +309,11 @@ class Gateway:
         return resp, info
 
     async def open_stream(self, req: ChatRequest, ctx: CallContext) -> GatewayStream:
+        if tracing.TRACER is None:
+            return await self._open_stream(req, ctx)
+        return await tracing.TRACER.open_stream(req.model, ctx, self._open_stream(req, ctx))
+
+    async def _open_stream(self, req: ChatRequest, ctx: CallContext) -> GatewayStream:
         plan, ws = await self._plan(req, ctx)
         admission, plan = await self._admit(req, ctx, plan)
         run = Attempt(ctx, deadline=time.perf_counter() + self.config.deadline_s)
@@ -326,7 +346,7 @@ class Gateway:
         info.ttft_ms = (time.perf_counter() - ctx.started) * 1000
         info.rate = admission.rate
         return GatewayStream(
-            dep, info, events, head, record=self._record, admission=admission,
+            dep, info, events, head, record=self._record, admission=admission, trace=ctx.trace,
             price=lambda usage: self.cost(dep, usage, ws),
             prompt_tokens=lambda: admission.prompt_tokens or estimate_tokens(req),
             meter=lambda info, status: self._spend(spend_row(

@@ -54,7 +54,8 @@ class GatewayStream:
     def __init__(self, dep: Deployment, info: CallInfo, events: AsyncIterator[StreamEvent],
                  head: list[StreamEvent], *, record: RecordHealth, price: Price, meter: Meter,
                  admission: Admission | None = None,
-                 prompt_tokens: Callable[[], int] = lambda: 0) -> None:
+                 prompt_tokens: Callable[[], int] = lambda: 0, trace: Any = None) -> None:
+        self._trace = trace  # the request's span (warden.tracing), ended with the stream
         self._record = record
         self._prompt_tokens = prompt_tokens  # the request's estimate, for a row without usage
         self._price = price
@@ -112,6 +113,8 @@ class GatewayStream:
             usage = self.info.usage = self._consumed(usage)
         self.info.cost_usd = self._price(usage)
         committed = self._meter(self.info, status)
+        if self._trace is not None:
+            self._trace.served(self.info, status)
         if self._admission.active:
             await shielded(self._admission.settle(self.info.cost_usd, usage, self._dep,
                                                    output_seen=self._output_seen))

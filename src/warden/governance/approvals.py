@@ -39,6 +39,7 @@ from warden.store.agent_models import Agent, Run
 from warden.store.base import new_id, utcnow
 from warden.store.db import Database
 from warden.store.governance_models import Approval
+from warden.tenancy import webhooks
 from warden.tenancy.accounts import Principal
 
 log = logging.getLogger("warden.governance")
@@ -51,10 +52,10 @@ _STATUS_OF = {"approve": "approved", "reject": "rejected"}
 @dataclass(frozen=True, slots=True)
 class ApprovalView:
     id: str
-    run_id: str
-    session_id: str
+    run_id: str | None  # None: an external agent's governed call (governance/gate.py)
+    session_id: str | None
     agent_id: str
-    tool_call_id: str
+    tool_call_id: str | None
     tool: str
     arguments: Any
     risk_level: int | None
@@ -66,6 +67,7 @@ class ApprovalView:
     decided_at: datetime | None
     decided_by: str | None
     note: str | None
+    source: str = "run"  # run | mcp | api | hook:claude-code | hook:codex (age: from requested_at)
 
     @classmethod
     def of(cls, a: Approval) -> ApprovalView:
@@ -74,22 +76,41 @@ class ApprovalView:
         except orjson.JSONDecodeError:
             args = a.arguments
         return cls(a.id, a.run_id, a.session_id, a.agent_id, a.tool_call_id, a.tool, args, a.risk_level, a.reason,
-                   a.rule, a.status, a.requested_at, a.expires_at, a.decided_at, a.decided_by, a.note)
+                   a.rule, a.status, a.requested_at, a.expires_at, a.decided_at, a.decided_by, a.note,
+                   a.source or "run")
 
 
 async def request_approvals(s: AsyncSession, run: Run, agent: Agent, pending: list[Action], *,
-                            ttl_s: float) -> None:
-    """One pending approval per action, written in the transaction that pauses the run.
-    A function, not a method of ``Approvals``: the runs' hooks call it, and the runs are
-    built (with their hooks) before the ``Approvals`` that resume them."""
+                            ttl_s: float) -> list[Approval]:
+    """One pending approval per action, written in the transaction that pauses the run
+    (under the id the runtime named, which its events carry), and its ``approval.required``
+    webhook event. A function, not a method of ``Approvals``: the runs' hooks call it, and
+    the runs are built (with their hooks) before the ``Approvals`` that resume them."""
     now = utcnow()
-    for a in pending:
-        s.add(Approval(id=new_id("apr"), workspace_id=run.workspace_id, run_id=run.id, session_id=run.session_id,
-                       tool_call_id=a.tool_call_id, agent_id=agent.id, api_key_id=run.api_key_id, tool=a.name,
-                       arguments=a.arguments, risk_level=a.level, reason=a.reason, rule=a.rule,
-                       status="pending", requested_at=now, expires_at=now + timedelta(seconds=ttl_s),
-                       applied=False))
+    rows = [Approval(id=a.approval_id or new_id("apr"), workspace_id=run.workspace_id, run_id=run.id,
+                     session_id=run.session_id, tool_call_id=a.tool_call_id, agent_id=agent.id,
+                     api_key_id=run.api_key_id, tool=a.name, arguments=a.arguments, risk_level=a.level,
+                     reason=a.reason, rule=a.rule, status="pending", requested_at=now,
+                     expires_at=now + timedelta(seconds=ttl_s), applied=False) for a in pending]
+    s.add_all(rows)
     await s.flush()
+    for row in rows:
+        await webhooks.emit(s, row.workspace_id, "approval.required", approval_event(row))
+    return rows
+
+
+def approval_event(a: Approval) -> dict[str, Any]:
+    """What a webhook is told of an approval: what ``GET /api/approvals`` shows of it."""
+    view = ApprovalView.of(a)
+    return {"approval_id": a.id, "status": a.status, "source": a.source or "run", "run_id": a.run_id, "session_id": a.session_id,
+            "agent_id": a.agent_id, "tool_call_id": a.tool_call_id, "tool": a.tool, "arguments": view.arguments,
+            "risk_level": a.risk_level, "reason": a.reason, "rule": a.rule,
+            "requested_at": _iso(a.requested_at), "expires_at": _iso(a.expires_at),
+            "decided_at": _iso(a.decided_at), "decided_by": a.decided_by, "note": a.note}
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat().replace("+00:00", "Z")
 
 
 class Approvals:
@@ -104,6 +125,8 @@ class Approvals:
         self.sweep_s = sweep_s
         self.serving = serving  # only a serving instance carries decisions out
         self.publish = publish
+        # Set by the gate: a decided external approval (no run) releases the calls held on it.
+        self.release_external: Callable[[str], Awaitable[None]] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -183,7 +206,7 @@ class Approvals:
 
         if await self.db.run_tx(tx):
             raise Forbidden("this workspace requires a second person: the key that started the run "
-                            "may not approve its actions", code="second_person_required")
+                            "(or asked for the call) may not approve its actions", code="second_person_required")
 
     async def _settle(self, approval_id: str, status: str, *, actor: str, note: str | None) -> bool:
         """The conditional update; True if this call decided the approval."""
@@ -202,6 +225,7 @@ class Approvals:
                                                   "rule": a.rule, "note": note or ""})
             if status != "approved":
                 await self.maturity.rejected(s, a.agent_id)
+            await webhooks.emit(s, a.workspace_id, "approval.decided", approval_event(a))
             return True
 
         return await self.db.run_tx(tx)
@@ -215,7 +239,9 @@ class Approvals:
         if not self.serving:
             async with self.db.session() as s:
                 a = await s.get(Approval, approval_id)
-            if a is not None and self.publish is not None:
+            if a is not None and a.run_id is None:
+                await self._release(approval_id)
+            elif a is not None and self.publish is not None:
                 await self.publish(DECIDED_TOPIC, a.run_id)
             return None
         async with self.db.transaction() as s:
@@ -226,6 +252,9 @@ class Approvals:
                 return None
             a = await s.get(Approval, approval_id)
         assert a is not None
+        if a.run_id is None:  # an external agent's call: no run to resume, its holders wake up
+            await self._release(approval_id)
+            return None
         try:
             return await self.runs.resume_run(
                 a.run_id, "approve" if a.status == "approved" else "reject", tool_call_id=a.tool_call_id,
@@ -245,6 +274,10 @@ class Approvals:
             # Give it back to the sweep: the run still waits for this decision.
             await self._give_back(a.id)
             raise
+
+    async def _release(self, approval_id: str) -> None:
+        if self.release_external is not None:
+            await self.release_external(approval_id)
 
     async def _run_held(self, run_id: str) -> bool:
         async with self.db.session() as s:

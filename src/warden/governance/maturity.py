@@ -31,6 +31,7 @@ from warden.store.agent_models import Agent
 from warden.store.base import utcnow
 from warden.store.db import Database
 from warden.store.governance_models import AgentMaturity, Feedback, TierProposal
+from warden.tenancy import webhooks
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +252,9 @@ class Maturity:
         await audit.append(s, workspace_id=agent.workspace_id, actor=actor, action="agent.tier_change",
                            target=agent.id, data={"from": old, "to": tier, "manual": manual, "reason": reason,
                                                   "sticky": agent.tier_sticky, **({"evidence": evidence} if evidence else {})})
+        await webhooks.emit(s, agent.workspace_id, "agent.tier_changed", {
+            "agent_id": agent.id, "agent": agent.name, "from": old, "to": tier, "manual": manual,
+            "reason": reason, "actor": actor, "sticky": agent.tier_sticky})
 
     async def decide_promotion(self, workspace_id: str, agent_id: str, accept: bool, *, actor: str) -> dict[str, Any]:
         """An admin confirms or declines the pending proposal."""

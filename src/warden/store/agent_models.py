@@ -37,6 +37,9 @@ class Agent(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(64))
+    # hosted: Warden runs its loop; external: the loop runs elsewhere (Claude Code, an SDK
+    # agent) and Warden governs and meters it through the keys bound to it. Immutable.
+    kind: Mapped[str] = mapped_column(String(16), default="hosted", server_default="hosted")
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     instructions: Mapped[str] = mapped_column(Text, default="")
     # {"model": "auto" | group | "provider/model", "fallbacks": [...]}

@@ -41,9 +41,15 @@ class Approval(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    session_id: Mapped[str] = mapped_column(String(40))
-    tool_call_id: Mapped[str] = mapped_column(String(40), unique=True)
+    # A hosted run's action names its run, session and tool call; an external agent's
+    # governed call (source != "run") has none and is found by ``call_hash`` instead.
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True, nullable=True)
+    session_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    tool_call_id: Mapped[str | None] = mapped_column(String(40), unique=True, nullable=True)
+    source: Mapped[str] = mapped_column(String(24), default="run", server_default="run")
+    call_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # sha256(agent, tool, args)
+    # An approved external call is allowed once: the retry that sets this (conditionally) runs it.
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     agent_id: Mapped[str] = mapped_column(String(40))
     api_key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)  # who started the run
     tool: Mapped[str] = mapped_column(String(128))

@@ -47,6 +47,10 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))  # "wk-AbCd" so a user can tell keys apart
     rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The agent this key stands for (its calls are that agent's spend); deleting the agent
+    # revokes the key first (agents/registry.py), and the row stays, unbound.
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.id", ondelete="SET NULL"),
+                                                 nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

@@ -4,6 +4,11 @@ Keys are ``wk-`` + 32 random bytes (url-safe) and are stored as SHA-256 only.
 Authentication is on every request, so lookups are cached in memory for
 ``key_cache_ttl`` seconds; a revocation evicts this instance's entry at once
 and is broadcast (``state`` invalidation) so other instances drop theirs too.
+
+A key may be bound to an agent of its workspace (``agent_id``): it is that
+agent's identity for outside traffic, so its gateway calls are the agent's
+spend. The agent is checked on the table itself (tenancy sits below the agent
+registry); deleting the agent revokes its keys (``agents/registry.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from warden.tenancy.invalidation import Notify
 from warden.singleflight import SingleFlight
 from warden.store import audit
 from warden.store.db import Database
+from warden.store.agent_models import Agent
 from warden.store.models import ApiKey, Workspace
 from warden.store.base import new_id, utcnow
 
@@ -56,6 +62,7 @@ class Principal:
     role: Role
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    agent_id: str | None = None  # the agent the key is bound to: its calls are that agent's
 
     @property
     def is_admin(self) -> bool:
@@ -73,6 +80,7 @@ class CreatedKey:
     name: str
     role: Role
     workspace_id: str
+    agent_id: str | None = None
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -136,7 +144,8 @@ class Accounts:
         if row is None:
             return None
         key, ws_name = row
-        return Principal(key.workspace_id, ws_name, key.id, key.role, key.rpm_limit, key.tpm_limit)
+        return Principal(key.workspace_id, ws_name, key.id, key.role, key.rpm_limit, key.tpm_limit,
+                         key.agent_id)
 
     def forget(self, key_id: str | None = None) -> None:
         """Drop cached lookups (all, or those of one key id)."""
@@ -146,6 +155,14 @@ class Accounts:
         for digest, (_, p) in list(self._cache.items()):
             if p is not None and p.key_id == key_id:
                 del self._cache[digest]
+
+    async def forget_everywhere(self, key_ids: list[str]) -> None:
+        """Keys revoked outside :meth:`revoke_key` (with their agent): this instance and
+        every other one drop their cached lookups now, not after ``cache_ttl``."""
+        for key_id in key_ids:
+            self.forget(key_id)
+            if self.notify is not None:
+                await self.notify(invalidation.API_KEY, key_id)
 
     # --- workspaces -----------------------------------------------------------
 
@@ -189,7 +206,9 @@ class Accounts:
 
     async def create_key(self, workspace_id: str, name: str, role: Role = "member", *,
                          actor: str = "cli", raw_key: str | None = None,
-                         rpm_limit: int | None = None, tpm_limit: int | None = None) -> CreatedKey:
+                         rpm_limit: int | None = None, tpm_limit: int | None = None,
+                         agent: str | None = None) -> CreatedKey:
+        """``agent``: the id (``agt_…``) or name of an agent of the workspace to bind the key to."""
         _check_name(name, "name")
         _check_limit(rpm_limit, "rpm_limit")
         _check_limit(tpm_limit, "tpm_limit")
@@ -198,17 +217,23 @@ class Accounts:
         raw = raw_key or generate_key()
 
         async def tx(s: AsyncSession) -> CreatedKey:
+            agent_id = None if agent is None else await _agent_id(s, workspace_id, agent)
             key = ApiKey(id=new_id("key"), workspace_id=workspace_id, name=name, role=role,
                          key_hash=hash_key(raw), prefix=raw[:7], rpm_limit=rpm_limit,
-                         tpm_limit=tpm_limit)
+                         tpm_limit=tpm_limit, agent_id=agent_id)
             s.add(key)
             try:
                 await s.flush()
             except IntegrityError:
+                if agent is not None:  # the agent may have been deleted a moment ago
+                    raise NotFound(f"no agent '{agent[:80]}'", code="agent_not_found") from None
                 raise Conflict("that key already exists", code="key_exists") from None
+            data: dict[str, str] = {"name": name, "role": role}
+            if agent_id is not None:
+                data["agent_id"] = agent_id
             await audit.append(s, workspace_id=workspace_id, actor=actor, action="api_key.create",
-                               target=key.id, data={"name": name, "role": role})
-            return CreatedKey(key.id, raw, name, role, workspace_id)
+                               target=key.id, data=data)
+            return CreatedKey(key.id, raw, name, role, workspace_id, agent_id)
 
         return await self.db.run_tx(tx)
 
@@ -253,6 +278,16 @@ class Accounts:
     async def has_key_hash(self, digest: str) -> bool:
         async with self.db.session() as s:
             return (await s.execute(select(ApiKey.id).where(ApiKey.key_hash == digest))).first() is not None
+
+
+async def _agent_id(s: AsyncSession, workspace_id: str, ref: str) -> str:
+    """The id of the workspace's agent ``ref`` (id or name); another workspace's is not found."""
+    column = Agent.id if ref.startswith("agt_") else Agent.name
+    found = (await s.execute(select(Agent.id).where(Agent.workspace_id == workspace_id, column == ref)
+                             .with_for_update())).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"no agent '{ref[:80]}'", code="agent_not_found")
+    return found
 
 
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # workspace and API-key names (ASCII: they appear in URLs and logs)

@@ -17,7 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from warden.store import audit
 from warden.store.db import Database
 from warden.store.models import Credential, Workspace
+from warden.store.webhook_models import Webhook
 from warden.tenancy.accounts import DEFAULT_WORKSPACE
+from warden.tenancy.webhooks import sealing_ids
 from warden.vault.cipher import Vault
 from warden.vault.keyring import Keyring
 
@@ -57,6 +59,14 @@ async def _reseal_all(s: AsyncSession, keyring: Keyring, new: Vault, actor: str)
         sealed = new.seal(plain, **ids)
         row.ciphertext, row.key_id = sealed.ciphertext, sealed.key_id
         per_workspace[row.workspace_id] = per_workspace.get(row.workspace_id, 0) + 1
+    # Webhook signing secrets are sealed with the same keys (tenancy/webhooks.py).
+    for hook in (await s.execute(select(Webhook))).scalars():
+        if hook.secret_key_id == new.key_id:
+            continue
+        ids = sealing_ids(hook)
+        sealed = new.seal(keyring.open((hook.secret_ciphertext, hook.secret_key_id), **ids), **ids)
+        hook.secret_ciphertext, hook.secret_key_id = sealed.ciphertext, sealed.key_id
+        per_workspace[hook.workspace_id] = per_workspace.get(hook.workspace_id, 0) + 1
     if not per_workspace:  # still leave a trace of the rotation
         default = (await s.execute(
             select(Workspace.id).where(Workspace.name == DEFAULT_WORKSPACE)

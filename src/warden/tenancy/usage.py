@@ -12,7 +12,7 @@ from sqlalchemy import Date, case, cast, func, select
 from warden.store.db import Database
 from warden.store.models import SpendRow
 
-GroupBy = Literal["model", "provider", "key", "day", "session"]
+GroupBy = Literal["model", "provider", "key", "day", "session", "agent"]
 
 
 @dataclass(slots=True)
@@ -37,7 +37,7 @@ async def summarize(db: Database, workspace_id: str, group_by: GroupBy,
     else:
         key = {"model": func.coalesce(SpendRow.provider + "/" + SpendRow.model, SpendRow.provider),
                "provider": SpendRow.provider, "key": SpendRow.api_key_id,
-               "session": SpendRow.session_id}[group_by]
+               "session": SpendRow.session_id, "agent": SpendRow.agent_id}[group_by]
     ok = SpendRow.status == "ok"
     q = (
         select(

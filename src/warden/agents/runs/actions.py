@@ -14,6 +14,7 @@ import orjson
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from warden import tracing
 from warden.agents.events import EventLog
 from warden.agents.hooks import Action, RunHooks, ToolboxLike
 from warden.agents.policy import Decision, WorkspacePolicy, decide
@@ -41,11 +42,16 @@ class Call:
     args: dict[str, Any] | None = None
     result: ToolResult | None = None
     status: str = "pending"
+    # Named here, not by governance, so the run's approval.required event can carry it.
+    approval_id: str = field(default_factory=lambda: new_id("apr"))
+    decided_by: str | None = None  # who approved or rejected it, when a human did (for its span)
 
     def action(self, step: int) -> Action:
         d = self.decision
+        outcome = d.outcome if d else "deny"
         return Action(self.record_id, self.call.id, self.call.name[:128], self.call.arguments, self.level,
-                      d.outcome if d else "deny", d.reason if d else None, d.rule if d else None, step)
+                      outcome, d.reason if d else None, d.rule if d else None, step,
+                      approval_id=self.approval_id if outcome == "approve" else None)
 
 
 class Paused(Exception):
@@ -84,6 +90,10 @@ class ToolActions:
 
         await self.db.run_tx(record)
         await events.flush()
+        if tracing.TRACER is not None:  # the calls judged but not run here get their span now
+            for c in calls:
+                if c.status != "running":
+                    tracing.TRACER.tool(c).ended(c)
 
         ctx = ToolContext(agent.workspace_id, agent.id, run.id, run.session_id)
         runnable = [c for c in calls if c.status == "running"]
@@ -96,6 +106,7 @@ class ToolActions:
 
     async def run_tool(self, tool: Tool, c: Call, ctx: ToolContext, emit: Emit) -> None:
         timeout = self.live.config.tool_timeout_s
+        span = None if tracing.TRACER is None else tracing.TRACER.tool(c)
         try:
             result = await asyncio.wait_for(tool.run(c.args or {}, ctx), timeout)
             c.status = "completed" if not result.is_error else "failed"
@@ -107,6 +118,8 @@ class ToolActions:
             result, c.status = ToolResult(f"error: the tool '{tool.name}' failed ({type(exc).__name__})",
                                           is_error=True), "failed"
         c.result = ToolResult(cap_text(result.content), result.is_error)
+        if span is not None:
+            span.ended(c)
         emit("tool.result", {"tool_call_id": c.record_id, "call_id": c.call.id, "name": tool.name,
                              "status": c.status, "is_error": c.result.is_error, "content": c.result.content})
 
@@ -117,12 +130,6 @@ class ToolActions:
             await write_results(s, run, calls)
 
     async def _pause(self, run: Run, agent: Agent, events: EventLog, step: int, pending: list[Call]) -> None:
-        for c in pending:
-            assert c.decision is not None
-            events.emit("approval.required", {
-                "tool_call_id": c.record_id, "call_id": c.call.id, "name": c.call.name, "arguments": c.args,
-                "risk_level": c.level, "reason": c.decision.reason, "rule": c.decision.rule})
-
         async def pause(s: AsyncSession) -> None:
             # A paused run waits for a human, not for an instance: it gives up its lease.
             moved = await s.execute(update(Run).where(Run.id == run.id, Run.owner == self.live.instance_id).values(
@@ -133,7 +140,15 @@ class ToolActions:
             await self.hooks.paused(s, run, agent, [c.action(step) for c in pending])
 
         await self.db.run_tx(pause)
-        events.emit("run.paused", {"pending": [c.record_id for c in pending]})
+        # After the commit, so a client that reads an approval id here can decide it at once.
+        for c in pending:
+            assert c.decision is not None
+            events.emit("approval.required", {
+                "tool_call_id": c.record_id, "call_id": c.call.id, "name": c.call.name, "arguments": c.args,
+                "risk_level": c.level, "reason": c.decision.reason, "rule": c.decision.rule,
+                "approval_id": c.approval_id})
+        events.emit("run.paused", {"pending": [c.record_id for c in pending],
+                                   "approval_ids": [c.approval_id for c in pending]})
         await events.flush()
         self.live.hold(run.id)
         raise Paused()

@@ -21,9 +21,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from warden import tracing
 from warden.agents.events import EventLog, RunChannel
 from warden.agents.hooks import PolicySource, RunHooks, ToolboxFactory, ToolboxLike
-from warden.agents.registry import Agents
+from warden.agents.registry import Agents, require_hosted
 from warden.agents.runs.actions import Paused, ToolActions
 from warden.agents.runs.live import LeaseLost, LiveRuns, RunHandle
 from warden.agents.runs.outcome import RunOutcome, error_body, sum_steps, usage_dict
@@ -105,6 +106,7 @@ class RunLoop:
         if session_id is not None:
             session = await self.sessions.get(principal, session_id)
             agent = await self.agents.get(principal.workspace_id, session.agent_id)
+            require_hosted(agent)
             if agent_ref is not None and agent_ref not in (agent.id, agent.name):
                 raise ValidationFailed("agent_id: the session belongs to another agent", param="agent_id")
         else:
@@ -131,8 +133,11 @@ class RunLoop:
                first_step: int, refused: WardenError | None = None, prelude: Prelude | None = None) -> RunHandle:
         """Execute ``run`` from ``first_step`` as its own task, known to this process while it runs.
         The run's row must name this instance as its owner (a fresh lease)."""
-        task = asyncio.create_task(self._execute(agent, run, events, principal, request_id, first_step=first_step,
-                                                 refused=refused, prelude=prelude), name=f"run-{run.id}")
+        execute = self._execute(agent, run, events, principal, request_id, first_step=first_step,
+                                refused=refused, prelude=prelude)
+        if tracing.TRACER is not None:  # the run's span, current in its task
+            execute = tracing.TRACER.run(agent, run, execute, first_step=first_step)
+        task = asyncio.create_task(execute, name=f"run-{run.id}")
         return self.live.add(RunHandle(run.id, run.session_id, events.channel, task))
 
     async def _execute(self, agent: Agent, run: Run, events: EventLog, principal: Principal,

@@ -27,8 +27,10 @@ import orjson
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from warden import tracing
 from warden.agents.events import EventLog, RunChannel, event_rows
 from warden.agents.hooks import ToolboxLike
+from warden.agents.policy import Decision
 from warden.agents.registry import Agents
 from warden.agents.runs.actions import Call, Emit, ToolActions, write_results
 from warden.agents.runs.live import LeaseLost, LiveRuns, RunHandle
@@ -192,7 +194,9 @@ class PausedRuns:
         calls: list[Call] = []
         for r in records:
             v = verdicts[r.id]
-            c = Call(ToolCall(r.call_id, r.name, r.arguments), record_id=r.id, level=r.risk_level)
+            c = Call(ToolCall(r.call_id, r.name, r.arguments), record_id=r.id, level=r.risk_level,
+                     decision=Decision(r.decision, r.reason or "", r.rule or ""),
+                     decided_by=None if v.decision == "interrupted" else v.actor)
             c.args = orjson.loads(r.arguments or "{}")
             tool = toolbox.tools.get(r.name) if toolbox is not None else None
             if v.decision == "approve" and tool is not None:
@@ -207,6 +211,8 @@ class PausedRuns:
                 c.status = "rejected"
                 c.result = ToolResult(v.refusal or f"refused: a human rejected this action{why}. It was not taken; "
                                       "continue without it.", is_error=True)
+            if tracing.TRACER is not None:
+                tracing.TRACER.tool(c).ended(c)
             emit("tool.result", {"tool_call_id": c.record_id, "call_id": c.call.id, "name": r.name,
                                  "status": c.status, "is_error": True, "content": c.result.content,
                                  "decided_by": v.actor})
@@ -231,7 +237,7 @@ async def key_principal(db: Database, run: Run) -> Principal | None:
     if key is None or key.revoked_at is not None:
         return None
     role: Literal["admin", "member"] = "admin" if key.role == "admin" else "member"
-    return Principal(run.workspace_id, "", key.id, role, key.rpm_limit, key.tpm_limit)
+    return Principal(run.workspace_id, "", key.id, role, key.rpm_limit, key.tpm_limit, key.agent_id)
 
 
 async def locked_paused(s: AsyncSession, run_id: str) -> Run:

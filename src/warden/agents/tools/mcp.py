@@ -221,6 +221,13 @@ class McpConnection:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def session(self) -> ClientSession:
+        """The live session (the MCP gateway passes resources and prompts through it)."""
+        if self._session is None:
+            raise ConnectionError(f"mcp server {self.name!r} is not connected")
+        return self._session
+
     async def start(self) -> list[McpToolInfo]:
         """Connect, initialize and list the server's tools; McpServerError when it cannot."""
         if self.config.transport == "stdio" and not stdio_command_allowed(self.config.command or "",
