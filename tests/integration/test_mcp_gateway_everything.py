@@ -19,6 +19,8 @@ from warden.config import load_settings
 EVERYTHING = (Path(__file__).parents[1] / "clients" / "node_modules" / "@modelcontextprotocol"
               / "server-everything" / "dist" / "index.js")
 NODE = shutil.which("node")
+# A third-party program runs with loopback only: Warden starts it through offline-run.
+OFFLINE_RUN = str(Path(__file__).resolve().parents[3] / "shared" / "tools" / "offline-run")
 
 pytestmark = pytest.mark.skipif(not EVERYTHING.exists() or NODE is None,
                                 reason="npm ci --prefix tests/clients installs server-everything")
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.skipif(not EVERYTHING.exists() or NODE is None,
 @pytest.fixture
 def live(data_dir) -> Iterator[LiveWarden]:
     server = LiveWarden(load_settings(data_dir=data_dir, admin_key=ADMIN_KEY, access_log=False,
-                                      mcp_stdio_allow=NODE)).start()
+                                      mcp_stdio_allow=OFFLINE_RUN)).start()
     yield server
     server.stop()
 
@@ -35,8 +37,9 @@ def live(data_dir) -> Iterator[LiveWarden]:
 @pytest.fixture
 def agent_key(live: LiveWarden) -> str:
     with httpx.Client(base_url=live.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as admin:
-        # A stdio child with no network need: only the SDK's safe environment, nothing of Warden's.
-        server = {"name": "everything", "transport": "stdio", "command": NODE, "args": [str(EVERYTHING), "stdio"]}
+        # A stdio child in a loopback-only namespace, with only the SDK's safe environment.
+        server = {"name": "everything", "transport": "stdio", "command": OFFLINE_RUN,
+                  "args": ["--", NODE, str(EVERYTHING), "stdio"]}
         return external_agent(admin, "ref-client", tier="student", servers=[server])[1]
 
 
