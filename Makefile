@@ -27,8 +27,13 @@ test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -n $(JOBS) --cov=warden --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=$(COV_MIN) $(ARGS)
 
+# The load generator (wrk, Debian) and the profiler (py-spy) only the benchmarks need;
+# LiteLLM and Portkey install themselves into bench/ on first use.
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	command -v wrk >/dev/null || { test "$$(id -u)" = 0 && apt-get install -y -q wrk >/dev/null; } \
+	  || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	test -x $(BIN)/py-spy || $(BIN)/pip install -q py-spy==0.4.1
+	$(BIN)/python -m bench.run $(ARGS)
 
 # Mutation testing of the decision cores ([tool.mutmut] in pyproject; not part of
 # `make test`): a fresh copy each time, then the score per file and every survivor.

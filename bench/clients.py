@@ -5,8 +5,12 @@ difference), SSE timing, and many concurrent raw streams on asyncio."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import http.client
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import orjson
@@ -23,9 +27,11 @@ class Target:
     model: str
     key: str | None = None
     path: str = "/v1/chat/completions"
+    extra: dict[str, str] = field(default_factory=dict)  # more request headers (Portkey's routing)
+    netns: str | None = None  # /proc/<pid>/ns/net when it listens in another network namespace
 
     def headers(self) -> dict[str, str]:
-        h = {"content-type": "application/json"}
+        h = {"content-type": "application/json", **self.extra}
         if self.key:
             h["authorization"] = f"Bearer {self.key}"
         return h
@@ -38,12 +44,47 @@ class Target:
         return orjson.dumps(payload)
 
 
+_CLONE_NEWNET = 0x40000000
+
+
+@contextmanager
+def in_netns(path: str | None) -> Iterator[None]:
+    """Sockets made in the block belong to that network namespace (a socket keeps the
+    namespace it was created in, so the connection stays usable after it)."""
+    if path is None:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    other = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(other, _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {path}")
+        yield
+    finally:
+        libc.setns(own, _CLONE_NEWNET)
+        os.close(own)
+        os.close(other)
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    """Connects (and reconnects) inside the target's network namespace, if it has one."""
+
+    def __init__(self, netns: str | None, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.netns = netns
+
+    def connect(self) -> None:
+        with in_netns(self.netns):
+            super().connect()
+
+
 class Conn:
     """One keep-alive connection to a target."""
 
     def __init__(self, target: Target, timeout: float = 30.0) -> None:
         self.t = target
-        self.c = http.client.HTTPConnection(HOST, target.port, timeout=timeout)
+        self.c = _HTTPConnection(target.netns, HOST, target.port, timeout=timeout)
         self.headers = target.headers()
         self.last_headers: dict[str, str] = {}
 
@@ -75,7 +116,10 @@ class Conn:
                 continue
             chunk = orjson.loads(data)
             choices = chunk.get("choices") or []
-            if choices and (choices[0].get("delta") or {}).get("content"):
+            kind = chunk.get("type")  # a Responses stream: typed events, no [DONE]
+            out.done = out.done or kind == "response.completed"
+            if (choices and (choices[0].get("delta") or {}).get("content")) or (
+                    kind == "response.output_text.delta" and chunk.get("delta")):
                 out.chunks += 1
                 if last is None:
                     out.ttft_s = now - t0

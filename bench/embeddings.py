@@ -2,9 +2,10 @@
 
     .venv/bin/python -m bench.embeddings [--rounds 300] [--write]
 
-The same layout as ``python -m bench.run`` (``bench/run.py``): the simulator
-(``bench/upstream_proc.py``) on core 1 with this client, ``warden serve`` on core 0,
-one OpenAI credential serving ``gpt-4o-mini`` and ``text-embedding-3-small``. Four
+Inside ``python -m bench.run`` (section "surfaces") on that run's servers; on its own
+with a simulator (``bench/upstream_proc.py``) and a ``warden serve`` of its own, in the
+same layout (``bench/served.py``): Warden on core 0, simulator and client on core 1,
+one OpenAI credential (``gpt-4o-mini``, ``text-embedding-3-small``). Four
 targets, one request each per round, the order rotated each round
 (:func:`bench.latency.added_latency`): the simulator directly and through Warden, for
 chat and for embeddings. The added latency is *Warden - direct* within a round, per
@@ -19,23 +20,16 @@ from __future__ import annotations
 import argparse
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
 from bench.clients import Target
-from bench.latency import LatencyResult, added_latency
-from bench.procs import CAN_PIN, ROOT
+from bench.latency import added_latency
+from bench.procs import ROOT
 from bench.report import replace_section
-from bench.targets import (
-    ADMIN_KEY,
-    MODEL,
-    UPSTREAM_KEY,
-    add_credential,
-    start_upstream,
-    start_warden,
-)
+from bench.served import Served, how, plain, revive, serving, stamp
+from bench.targets import ADMIN_KEY, MODEL, UPSTREAM_KEY
 
 SECTION = "## Added latency: /v1/embeddings"
 EMBEDDING_MODEL = "text-embedding-3-small"
@@ -59,57 +53,52 @@ CASES: dict[str, dict] = {
 }
 
 
-def measure(rounds: int) -> dict[str, list[LatencyResult]]:
-    logs = Path(tempfile.mkdtemp(prefix="warden-bench-embeddings-"))
-    upstream, up_port = start_upstream(logs, cpus="1")
-    warden, port = start_warden(logs, logs / "data", cpus="0", access_log="false")
-    try:
-        add_credential(port, up_port, models=[MODEL, EMBEDDING_MODEL])
-        out: dict[str, list[LatencyResult]] = {}
-        chat = added_latency(Target("direct", up_port, MODEL, key=UPSTREAM_KEY),
-                             [Target("warden", port, f"openai/{MODEL}", key=ADMIN_KEY)],
-                             rounds=rounds, warmup=30, time_limit=120)
-        out["chat completions"] = chat
+def run(logs: Path, quick: bool, served: Served | None = None, *, rounds: int | None = None,
+        by: str = "python -m bench.run") -> dict:
+    rounds = rounds or (100 if quick else 300)
+    out: dict[str, list[dict]] = {}
+    with serving(logs, served) as s:
+        out["chat completions"] = plain(added_latency(
+            Target("direct", s.up_port, MODEL, key=UPSTREAM_KEY),
+            [Target("warden", s.port, f"openai/{MODEL}", key=ADMIN_KEY)],
+            rounds=rounds, warmup=30, time_limit=120))
         for name, payload in CASES.items():
             direct_payload = {**payload, "encoding_format": "float"}  # what Warden asks upstream
-            out[f"embeddings, {name}"] = added_latency(
-                EmbeddingTarget("direct", up_port, EMBEDDING_MODEL, key=UPSTREAM_KEY,
+            out[f"embeddings, {name}"] = plain(added_latency(
+                EmbeddingTarget("direct", s.up_port, EMBEDDING_MODEL, key=UPSTREAM_KEY,
                                 path="/v1/embeddings", payload=direct_payload),
-                [EmbeddingTarget("warden", port, EMBEDDING_MODEL, key=ADMIN_KEY,
+                [EmbeddingTarget("warden", s.port, EMBEDDING_MODEL, key=ADMIN_KEY,
                                  path="/v1/embeddings", payload=payload)],
-                rounds=rounds, warmup=30, time_limit=120)
-        return out
-    finally:
-        warden.stop()
-        upstream.stop()
+                rounds=rounds, warmup=30, time_limit=120))
+    return {**stamp(by), "warden": s.note, "rounds": rounds, "rows": out}
 
 
-def render(results: dict[str, list[LatencyResult]], rounds: int) -> str:
+def render(res: dict) -> str:
     rows = []
-    for name, pair in results.items():
-        by = {r.name: r for r in pair}
+    for name, pair in res["rows"].items():
+        by = {r.name: r for r in revive(pair)}
         direct, warden = by.get("direct"), by.get("warden")
         if direct is None or warden is None or warden.added_ms is None:
-            rows.append(f"| {name} | – | – | – | – | – | errors |")
+            rows.append(f"| {name} | – | – | – | – | – | – | errors |")
             continue
         over = warden.server_overhead_ms
         rows.append(
             f"| {name} | {direct.latency_ms.median:.3f} | {warden.latency_ms.median:.3f} | "
             f"{warden.added_ms.median:.3f} | {warden.added_ms.iqr:.3f} | "
+            f"{warden.latency_ms.median / direct.latency_ms.median:.1f}× | "
             f"{over.median if over else float('nan'):.3f} | {direct.errors + warden.errors} |")
-    pinned = "pinned (Warden core 0; simulator and client core 1)" if CAN_PIN else "not pinned"
     return "\n".join([
         SECTION, "",
-        f"`python -m bench.embeddings` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {pinned}; "
-        f"{rounds} rounds per row after 30 warm-up rounds, the targets of a row interleaved. "
+        f"{how(res)}; {res['warden']}. "
+        f"{res['rounds']} rounds per row after 30 warm-up rounds, the targets of a row interleaved. "
         "Method as in section 1 (added latency = Warden − direct in the same round, the "
         "simulator's `/v1/chat/completions` and `/v1/embeddings`, one keep-alive connection "
         "each); the chat row is measured in the same run for comparison. The direct "
         "embeddings call always asks for floats (what Warden asks of the upstream); the base64 "
         "row is Warden encoding 16 × 1536 float32 vectors itself.", "",
         "| endpoint | direct median (ms) | through Warden median (ms) | added median (ms) "
-        "| added IQR (ms) | x-warden-overhead-ms median | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| added IQR (ms) | of direct | x-warden-overhead-ms median | errors |",
+        "|---|---|---|---|---|---|---|---|",
         *rows, "",
     ])
 
@@ -119,7 +108,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
-    report = render(measure(args.rounds), args.rounds)
+    report = render(run(Path(tempfile.mkdtemp(prefix="warden-bench-embeddings-")), False,
+                        rounds=args.rounds, by="python -m bench.embeddings"))
     print(report)
     if args.write:
         replace_section(report, ROOT / "BENCHMARKS.md")

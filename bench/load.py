@@ -20,10 +20,13 @@ def have_wrk() -> bool:
 def run_wrk(target: Target, connections: int, seconds: float, *, cpus: str | None,
             body: bytes | None = None, log: Path | None = None) -> WrkResult:
     threads = 1 if connections < 2 else 2
-    cmd = pinned(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, int(seconds))}s",
+    # A target in another network namespace (Portkey's) is reached from inside it.
+    ns = ["nsenter", f"--net={target.netns}"] if target.netns else []
+    cmd = pinned([*ns, "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, int(seconds))}s",
                   "--latency", "--timeout", "10s", "-s", str(LUA),
                   f"http://{HOST}:{target.port}{target.path}"], cpus)
     env = {"BENCH_BODY": (body or target.body()).decode(), "BENCH_AUTH": target.key or "",
+           "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in target.extra.items()),
            "PATH": "/usr/bin:/bin:/usr/local/bin"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
     if log is not None:

@@ -195,14 +195,39 @@ def render(r: Result) -> str:
         f"| direct to the upstream | {r.direct.median:.2f} | {r.direct.p99:.2f} | {r.direct.iqr:.2f} |",
         f"| through Warden `/mcp` | {r.through.median:.2f} | {r.through.p99:.2f} | {r.through.iqr:.2f} |",
         f"| **added by Warden** | **{r.added.median:.2f}** | **{r.added.p99:.2f}** | {r.added.iqr:.2f} |",
-        "", f"Errors: {r.errors}. The added time is the gate's work (decision recorded with its audit event "
-        "in one transaction, the outcome in a second), the MCP framing of the extra hop and the agent and "
-        "tool lookup.", "",
+        "", f"Errors: {r.errors}. The added time is the gate's work (an allowed level-1 call: its decision, "
+        "outcome and both audit events written in one transaction after it ran, before the answer), the "
+        "MCP framing of the extra hop (the SDK's per-request stateless transport and SSE) and the agent "
+        "and tool lookup.", "",
         f"Held calls at once on one instance: {r.held} calls of a level-3 tool by an intern agent, all held "
         f"open; all pending after {r.held_all_pending_s:.1f} s; all approved over the API and answered after "
         f"{r.held_released_s:.1f} s: **{r.held_ok} answered with their own result, {r.held_lost} lost or "
         "errored**.", "",
     ])
+
+
+# --- inside ``python -m bench.run`` (section "surfaces"): a wrapper, the measurement above as is.
+
+
+def run(logs: Path, quick: bool, *, rounds: int | None = None, held: int | None = None) -> dict:
+    """``_measure`` (its own upstream and Warden; ``logs`` unused: it keeps its own) as plain JSON."""
+    from dataclasses import asdict
+
+    from bench.served import stamp
+
+    held = (200 if quick else 1000) if held is None else held
+    result = asyncio.run(_measure(rounds or (100 if quick else 300), held))
+    return {**stamp("python -m bench.run"), "result": asdict(result)}
+
+
+def render_section(res: dict) -> str:
+    """``render`` of a saved result, dated and loaded as when it was measured."""
+    import re
+
+    d = res["result"]
+    text = render(Result(**{**d, **{k: Summary(**d[k]) for k in ("direct", "through", "added")}}))
+    text = re.sub(r"`python -m bench\.mcp_gateway` on [^,]+ UTC", f"`{res['by']}` on {res['at']} UTC", text, count=1)
+    return re.sub(r"load average [0-9.]+ at the end", f"load average {res['load']:.1f} at the end", text, count=1)
 
 
 if __name__ == "__main__":

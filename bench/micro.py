@@ -67,3 +67,38 @@ def run_micro(n: int) -> list[tuple[str, Summary, str]]:
     out.append(("governance decide, with workspace policy",
                 time_calls(lambda: decide("supervised", 4, policy, tool="shell"), n=n), ""))
     return out
+
+
+def run_body_decode(n: int) -> list[tuple[str, Summary, str]]:
+    """The chat path's body decode (``formats.common.parse_body``: orjson, then the
+    pydantic model) against msgspec's decoder, on a typical and a long request body.
+    msgspec is not a dependency: ``pip install msgspec`` to include it."""
+    import orjson
+
+    try:
+        import msgspec
+    except ImportError:
+        msgspec = None
+
+    from warden.formats.common import parse_body
+    from warden.formats.openai import ChatCompletionBody
+
+    short = orjson.dumps({"model": "auto", "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Say hello to the benchmark"}]})
+    long = orjson.dumps({"model": "openai/gpt-4o-mini", "temperature": 0.2, "max_tokens": 512,
+                         "messages": [{"role": "user" if i % 2 else "assistant",
+                                       "content": "lorem ipsum dolor sit amet " * 40}
+                                      for i in range(20)]})
+    decoder = msgspec.json.Decoder() if msgspec is not None else None
+    out: list[tuple[str, Summary, str]] = []
+    for label, raw in (("typical", short), ("20 messages", long)):
+        note = f"{len(raw)} bytes"
+        out.append((f"body decode, orjson.loads, {label}", time_calls(lambda: orjson.loads(raw), n=n), note))
+        if decoder is not None:
+            out.append((f"body decode, msgspec, {label}", time_calls(lambda: decoder.decode(raw), n=n), note))
+        out.append((f"body parse (orjson + pydantic model), {label}",
+                    time_calls(lambda: parse_body(ChatCompletionBody, raw), n=n), note))
+        out.append((f"body parse (pydantic from JSON), {label}",
+                    time_calls(lambda: ChatCompletionBody.model_validate_json(raw), n=n), note))
+    return out

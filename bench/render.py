@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.render_peers import peer_targets, peers_method, peers_section, unpinned_target
 from bench.report import table
 
 NOTES = Path(__file__).with_name("notes.md")
@@ -58,7 +59,6 @@ def headline(res: dict) -> dict[str, float | None]:
 def targets(res: dict) -> list[list[Any]]:
     h = headline(res)
     c64 = _load(res.get("load"), "warden", 64)
-    l64 = _load(res.get("load"), "litellm", 64)
     micro_p99 = max((m["us"]["p99"] for m in res.get("micro") or []
                      if m["name"].startswith(("routing plan, auto, full", "governance"))), default=None)
     rows = []
@@ -70,12 +70,13 @@ def targets(res: dict) -> list[list[Any]]:
         ok = c64["rps"] >= 2000 and c64["errors"] == 0
         add("throughput at c=64", "≥ 2,000 req/s, 0 errors",
             f"{c64['rps']:,.0f} req/s, {c64['errors']} errors", ok)
-        if l64:
-            add("… against LiteLLM at c=64", "≥ 30×", _ratio(c64["rps"], l64["rps"]),
-                l64["rps"] == 0 or c64["rps"] / l64["rps"] >= 30)
+        for row in peer_targets(res):  # issue 19: ratios against each peer, 2 workers, unpinned
+            add(*row)
     v = h["added latency, median (ms)"]
     add("added latency, sequential, median", "≤ 1 ms (aim 0.5)", "–" if v is None else f"{v:.3f} ms",
         None if v is None else v <= 1.0)
+    if unpinned := unpinned_target(res):
+        add(*unpinned)
     v = h["TTFT added, median (ms)"]
     add("streaming TTFT overhead, median", "≤ 1 ms", "–" if v is None else f"{v:.3f} ms",
         None if v is None else v <= 1.0)
@@ -105,16 +106,24 @@ def render(res: dict, before: dict | None, args: argparse.Namespace) -> str:
            "## Targets\n", table(["what", "target", "measured", "status"], targets(res))]
 
     out += ["## Machine\n", table(["", ""], [[k, v] for k, v in m.items()]
-                                  + [["LiteLLM", res.get("litellm_version") or "not measured"]])]
-    out.append(_method(res, args))
+                                  + [["LiteLLM", res.get("litellm_version") or "not measured"],
+                                     ["Portkey", res.get("portkey_version") or "not measured"]])]
+    out.append(_method(res, args) + peers_method(res))
     out += _latency(res) + _load_section(res) + _stream(res) + _failover(res)
-    out += _memory(res) + _cold(res) + _micro(res) + _litellm(res)
+    out += _memory(res) + _cold(res) + _micro(res) + _litellm(res) + peers_section(res)
+    if res.get("scaleout"):
+        from bench.scaleout import render as scaleout_section
+
+        out.append(scaleout_section(res["scaleout"]))
     if before:
         paths = getattr(args, "previous", None) or []
         previous = [(path, json.loads(path.read_text())) for path in paths if path.exists()]
         out += _before_after(before, res, previous)
     if NOTES.exists():
         out += [NOTES.read_text().rstrip() + "\n"]
+    from bench.surfaces import render_all  # its sections replace the hand-run ones (report.merge)
+
+    out += render_all(res.get("surfaces"))
     return "\n".join(out)
 
 

@@ -7,7 +7,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-KEEP = ("Usage queries at 1M rows", "Added latency: /v1/responses", "Added latency: /v1/embeddings")
+# Sections measured outside bench.run (by hand, each by its own script) that a regenerated
+# report carries over, unless the new report has its own section of that title (the
+# surfaces bench.run now measures: bench/surfaces.py).
+KEEP = ("Usage queries at 1M rows", "Spend ledger durability", "From a fresh copy to the first answer",
+        "Mutation testing of the decision cores", "Console and /v1 latency", "Traces and /v1 latency",
+        "Added latency: /v1/responses", "Added latency: /v1/embeddings",
+        "MCP gateway: added latency and held calls", "Console page load")
 
 
 def kept_sections(old: str, titles: tuple[str, ...] = KEEP) -> list[str]:
@@ -23,7 +29,8 @@ def kept_sections(old: str, titles: tuple[str, ...] = KEEP) -> list[str]:
 def merge(new: str, old: str | None) -> str:
     if not old:
         return new
-    keep = kept_sections(old)
+    missing = tuple(t for t in KEEP if not re.search(rf"^## {re.escape(t)}\s*$", new, re.MULTILINE))
+    keep = kept_sections(old, missing)
     return new.rstrip() + "\n\n" + "\n".join(keep) if keep else new
 
 

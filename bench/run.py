@@ -17,12 +17,11 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, failover, latency, load, memory, micro, report
+from bench import coldstart, failover, latency, load, memory, micro, peers, report
 from bench.clients import Target
 from bench.machine import describe
 from bench.procs import CAN_PIN, ROOT, rss_mb
@@ -53,7 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="memory drift run length (default 300; 30 with --quick)")
     p.add_argument("--skip-litellm", action="store_true",
                    default=os.environ.get("BENCH_SKIP_LITELLM", "") not in ("", "0"))
-    p.add_argument("--only", default="", help="comma list: micro,latency,stream,load,failover,memory,cold")
+    p.add_argument("--skip-portkey", action="store_true",
+                   default=os.environ.get("BENCH_SKIP_PORTKEY", "") not in ("", "0"))
+    p.add_argument("--only", default="", help="comma list: micro,latency,stream,load,surfaces,failover,memory,cold,scaleout")
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--json", type=Path, default=None, help="also save raw results here")
     p.add_argument("--render-only", type=Path, default=None, metavar="RESULTS_JSON",
@@ -72,13 +73,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def one_at_a_time(targets: list[Target], procs: dict[str, Any]) -> Iterator[Target]:
-    """Each target in turn, with the processes of the other targets paused meanwhile."""
+    """Each target in turn, with every other proxy's processes paused meanwhile."""
     for target in targets:
-        with ExitStack() as stack:
-            for other in targets:
-                proc = procs.get(other.name)
-                if other is not target and proc is not None:
-                    stack.enter_context(proc.paused())
+        with peers.paused_except(procs, target.name):
             yield target
 
 
@@ -105,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         render_saved(args)
         return
     only = set(filter(None, args.only.split(","))) or {
-        "micro", "latency", "stream", "load", "failover", "memory", "cold"}
+        "micro", "latency", "stream", "load", "surfaces", "failover", "memory", "cold", "scaleout"}
     q = args.quick
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logs = ROOT / "bench/results" / stamp
@@ -122,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         say("ensuring LiteLLM in bench/.litellm-venv (first run installs it)")
         litellm_ok = ensure_litellm(logs / "litellm-install.log") is not None
         res["litellm_version"] = litellm_version() if litellm_ok else None
+    portkey_ok = (not args.skip_portkey and bool(only & {"latency", "stream", "load"})
+                  and peers.ensure_portkey_for(res, logs, say))
 
     if "micro" in only:
         say("micro benchmarks")
@@ -150,9 +149,13 @@ def main(argv: list[str] | None = None) -> None:
                 res["litellm_rss_idle_mb"] = rss_mb(lproc.pid)
             except (RuntimeError, TimeoutError) as exc:
                 res["litellm_error"] = str(exc)[:300]
+        extra, more, w2 = peers.start_extra(logs, up_port, warden.key or "", portkey_ok=portkey_ok,
+                                            workers2="load" in only, proxy_cpus=PROXY_CPU,
+                                            other_cpus=OTHER_CPU, res=res, say=say, started=procs)
+        proxies += more
         # Sequential figures: one proxy at a time against the direct baseline, the other
-        # proxy paused, since both share core 0 (see ``Proc.paused``).
-        proc_of = {"warden": wproc, "litellm": lproc}
+        # proxies paused, since they share core 0 (see ``Proc.paused``).
+        proc_of = {"warden": wproc, "litellm": lproc, **extra}
         if "latency" in only:
             say("added latency, sequential")
             rounds = 200 if q else 1000
@@ -160,11 +163,17 @@ def main(argv: list[str] | None = None) -> None:
                 plain(latency.added_latency(direct, [p], rounds=rounds, warmup=50,
                                             time_limit=120 if q else 300))
                 for p in one_at_a_time(proxies, proc_of)])
+            say("added latency, sequential, unpinned (no taskset)")
+            with peers.unpinned([up, *proc_of.values()]):
+                res["latency_unpinned"] = merge_by_target([
+                    plain(latency.added_latency(direct, [p], rounds=rounds, warmup=50,
+                                                time_limit=120 if q else 300))
+                    for p in one_at_a_time(proxies, proc_of)])
         if "stream" in only:
             say("streaming")
             s_direct = Target("direct", up_port, STREAM_MODEL, key=direct.key)
             s_proxies = [Target("warden", wport, f"openai/{STREAM_MODEL}", key=warden.key)]
-            s_proxies += [Target(p.name, p.port, STREAM_MODEL, key=p.key) for p in proxies[1:]]
+            s_proxies += [replace(p, model=STREAM_MODEL) for p in proxies[1:]]
             res["stream"] = merge_by_target([
                 plain(latency.streaming(s_direct, [p], rounds=20 if q else 100, warmup=5,
                                         time_limit=120 if q else 300))
@@ -174,14 +183,28 @@ def main(argv: list[str] | None = None) -> None:
             secs = 3 if q else 10
             rows = []
             for c in CONCURRENCY:
-                for t in one_at_a_time([direct, *proxies], proc_of):
-                    r = load.run_wrk(t, c, secs, cpus=OTHER_CPU, log=logs / "wrk.log")
-                    rows.append({"target": t.name, "connections": c, **plain(r), "errors": r.errors})
-                    say(f"  c={c} {t.name}: {r.rps:.0f} req/s, errors {r.errors}")
+                for t in one_at_a_time([direct, *proxies, *([w2] if w2 else [])], proc_of):
+                    # The 2-worker Warden and its wrk are unpinned: see bench/peers.py.
+                    rows.append(peers.load_point(t, c, secs, cpus=None if t is w2 else OTHER_CPU,
+                                                 log=logs / "wrk.log", server=proc_of.get(t.name),
+                                                 upstream=up))
+                    r = rows[-1]
+                    say(f"  c={c} {t.name}: {r['rps']:.0f} req/s, errors {r['errors']}")
             res["load"] = rows
         if lproc is not None:
+            res["litellm_rss_after_load_mb"] = rss_mb(lproc.pid)
             lproc.stop()
+        for name, proc in extra.items():
+            res[f"{name}_rss_after_load_mb"] = peers.tree_rss_mb(proc)
+            proc.stop()
         res["rss_after_load_mb"] = rss_mb(wproc.pid)
+        if "surfaces" in only:
+            say("surfaces: /v1/responses, /v1/embeddings, /mcp, /ui, each beside its baseline")
+            from bench.served import Served
+            from bench.surfaces import run_all
+
+            res["surfaces"] = run_all(logs, q, Served(up_port, wport, "bench.run's Warden (access log on)"),
+                                      pause=wproc.paused, say=say)
         if "memory" in only:
             say("1,000 concurrent slow streams")
             slow = Target("warden", wport, f"openai/{SLOW_MODEL}", key=warden.key)
@@ -206,6 +229,14 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for p in procs:
             p.stop()
+    if "scaleout" in only:  # its own processes: two instances on PostgreSQL + Redis
+        say("scale-out: two instances on PostgreSQL + Redis")
+        from bench import scaleout
+
+        try:
+            res["scaleout"] = scaleout.run(logs / "scaleout", q)
+        except Exception as exc:  # noqa: BLE001 - no PostgreSQL/Redis here: keep the rest of the run
+            res["scaleout_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
     res["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     (logs / "results.json").write_text(json.dumps(res, indent=1, default=str))
     if args.json:
@@ -223,9 +254,11 @@ def render_saved(args: argparse.Namespace) -> None:
     res = json.loads(args.render_only.read_text())
     if args.replace is not None:
         newer = json.loads(args.replace.read_text())
-        sections = ("micro", "latency", "stream", "load", "failover", "failover_settings",
+        sections = ("micro", "latency", "stream", "load", "surfaces", "scaleout", "failover", "failover_settings",
                     "streams_memory", "drift", "cold_start_s", "rss_idle_mb", "rss_after_load_mb",
-                    "litellm_rss_idle_mb", "litellm_version")
+                    "litellm_rss_idle_mb", "litellm_version", "latency_unpinned", "portkey_version",
+                    "portkey_rss_idle_mb", "warden2_rss_idle_mb", "portkey_rss_after_load_mb",
+                    "warden-2w_rss_after_load_mb", "litellm_rss_after_load_mb")
         res.update({k: v for k, v in newer.items() if k in sections})
         res["partial_rerun"] = newer.get("started")
     before = json.loads(args.before.read_text()) if args.before.exists() else None

@@ -73,7 +73,11 @@ def start_warden(logs: Path, data_dir: Path, *, cpus: str | None = None, name: s
     port = free_port()
     proc = start(name, warden_cmd(), logs=logs, cpus=cpus,
                  env=warden_env(data_dir, port, **settings))
-    wait_port(port, proc)
+    try:
+        wait_port(port, proc)
+    except BaseException:
+        proc.stop()  # not left running when it never listened
+        raise
     return proc, port
 
 
@@ -133,11 +137,11 @@ def start_litellm(logs: Path, upstream_port: int, *, cpus: str | None = None,
                  cwd=logs)
     wait_port(port, proc, timeout=180)
     target = Target("litellm", port, MODEL, key=LITELLM_MASTER)
-    _wait_answers(target, proc, 120)
+    wait_answers(target, proc, 120)
     return proc, target
 
 
-def _wait_answers(target: Target, proc: Proc, timeout: float) -> None:
+def wait_answers(target: Target, proc: Proc, timeout: float) -> None:
     """Until a real chat request succeeds (a proxy may listen before it is ready)."""
     from bench.clients import Conn
 

@@ -23,9 +23,10 @@ from pathlib import Path
 
 from bench.clients import Target
 from bench.latency import LatencyResult, added_latency
-from bench.procs import CAN_PIN, HOST, ROOT, free_port, start, wait_port
+from bench.procs import CAN_PIN, HOST, ROOT
 from bench.report import replace_section
-from bench.targets import ADMIN_KEY, MODEL, UPSTREAM_KEY, add_credential, start_upstream, warden_cmd, warden_env
+from bench.served import simulator, start_servers, stop_all
+from bench.targets import ADMIN_KEY, MODEL, UPSTREAM_KEY
 
 SECTION = "## Traces and /v1 latency"
 
@@ -52,27 +53,20 @@ def measure(rounds: int) -> tuple[list[LatencyResult], int]:
     logs = Path(tempfile.mkdtemp(prefix="warden-bench-tracing-"))
     sink = ThreadingHTTPServer((HOST, 0), _Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
-    upstream, up_port = start_upstream(logs, cpus="1")
-    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     on = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{sink.server_address[1]}"}
-    servers = {}
     try:
-        for name, extra in (("traces off", {}), ("traces on", on)):
-            port = free_port()
-            env = {**base, **warden_env(logs / name.replace(" ", "-"), port, access_log="false"), **extra}
-            proc = start(name.replace(" ", "-"), warden_cmd(), logs=logs, cpus="0", env=env)
-            servers[name] = (proc, port)
-            wait_port(port, proc)
-            add_credential(port, up_port, models=[MODEL])
-        model = f"openai/{MODEL}"
-        results = added_latency(Target("direct", up_port, MODEL, key=UPSTREAM_KEY),
-                                [Target(name, port, model, key=ADMIN_KEY) for name, (_, port) in servers.items()],
-                                rounds=rounds, warmup=30, time_limit=300)
-        return results, _Sink.exports
+        with simulator(logs) as up_port:
+            servers = start_servers(logs, up_port, {"traces off": {}, "traces on": {}}, env={"traces on": on})
+            try:
+                model = f"openai/{MODEL}"
+                results = added_latency(Target("direct", up_port, MODEL, key=UPSTREAM_KEY),
+                                        [Target(name, port, model, key=ADMIN_KEY)
+                                         for name, (_, port) in servers.items()],
+                                        rounds=rounds, warmup=30, time_limit=300)
+                return results, _Sink.exports
+            finally:
+                stop_all(servers)
     finally:
-        for proc, _ in servers.values():
-            proc.stop()
-        upstream.stop()
         sink.shutdown()
 
 

@@ -37,7 +37,6 @@ from warden.api import webhooks as webhooks_api
 from warden.api.docs import install_docs
 from warden.api.errors import install_error_handlers
 from warden.api.metrics import metrics_endpoint
-from warden.api.mcp import McpEndpoint
 from warden.api import mcp_servers as mcp_servers_api
 from warden.api.root import root as root_page
 from warden.api.middleware import RequestContextMiddleware
@@ -109,13 +108,33 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(mcp_servers_api.router)
     app.include_router(webhooks_api.router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
-    mcp_endpoint = McpEndpoint()  # the MCP gateway (api/mcp.py): raw ASGI, streamable HTTP
+    mcp_endpoint = _LazyMcpEndpoint()  # the MCP gateway (api/mcp.py): raw ASGI, streamable HTTP
     app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     if settings.console:
         install_console(app)
     app.add_route("/", root_page, methods=["GET"], include_in_schema=False)
     install_docs(app)
     return app
+
+
+class _LazyMcpEndpoint:
+    """``/mcp``, built by its first request: ``api/mcp.py`` brings the MCP SDK
+    (~22 MB resident, ~0.4 s of start-up), which a process that never serves MCP
+    should not pay for."""
+
+    def __init__(self) -> None:
+        self.endpoint: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.endpoint is None:
+            from warden.api.mcp import McpEndpoint
+
+            self.endpoint = McpEndpoint()
+        await self.endpoint(scope, receive, send)
+
+    async def close(self) -> None:
+        if self.endpoint is not None:
+            await self.endpoint.close()
 
 
 def tune_process() -> None:

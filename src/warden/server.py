@@ -89,7 +89,10 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 def _serve(settings: Settings) -> None:
     uvicorn.run("warden.server:create_served_app", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, loop="uvloop", http="httptools",
-                log_config=None, access_log=False, lifespan="on", server_header=False)
+                log_config=None, access_log=False, lifespan="on", server_header=False,
+                # uvicorn kills a worker that misses its 5 s health ping; one still
+                # importing the app on a loaded machine would be respawned forever.
+                timeout_worker_healthcheck=60)
 
 
 if __name__ == "__main__":

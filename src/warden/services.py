@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from warden.tenancy import invalidation
 from warden.tenancy.accounts import Accounts, bootstrap_admin
 from warden.tenancy.budgets import Budgets
@@ -41,9 +39,6 @@ from warden.governance.feedback import FeedbackService
 from warden.governance.hooks import GovernanceHooks
 from warden.governance.maturity import Maturity, MaturityConfig
 from warden.governance.policy_store import PolicyStore
-from warden.mcpgate.gateway import McpGateway
-from warden.mcpgate.pool import UpstreamPool
-from warden.mcpgate.servers import WorkspaceServers
 from warden.gateway.providers.http import aclose_client
 from warden.tenancy.model_aliases import ModelAliases
 from warden.tenancy.model_groups import ModelGroups
@@ -51,6 +46,7 @@ from warden.tenancy.responses import StoredResponses
 from warden.tenancy.budget_alerts import BudgetAlerts
 from warden.tenancy.webhook_delivery import DeliveryConfig, WebhookWorker
 from warden.tenancy.webhooks import Webhooks
+from warden.tenancy.vault_open import open_vault
 from warden.logs import register_secret
 from warden import tracing
 from warden.state import StateStore, create_state
@@ -59,12 +55,12 @@ from warden.state.memory import MemoryState
 from warden.store.checkpoints import Checkpointer
 from warden.store.spend import SpendWriter
 from warden.store.db import Database, private_dir
-from warden.store.models import Credential
-from warden.store.webhook_models import Webhook
 from warden.vault.keyring import Keyring, load_audit_signing_key
 
 if TYPE_CHECKING:
     from warden.agents.tools.deps import ToolDeps
+    from warden.mcpgate.gateway import McpGateway
+    from warden.mcpgate.servers import WorkspaceServers
 
 log = logging.getLogger("warden")
 
@@ -92,14 +88,29 @@ class Services:
     runs: Runs
     approvals: Approvals
     gate: Gate  # the decision point for external agents' tool calls (governance/gate.py)
-    mcp_servers: WorkspaceServers  # workspace MCP servers for /mcp (mcpgate/servers.py)
-    mcp_gateway: McpGateway  # what /mcp serves (mcpgate/gateway.py)
     feedback: FeedbackService
     audit_log: AuditLog
     responses: StoredResponses
     webhooks: Webhooks
     admin_key_path: Path | None
+    _mcp_build: Callable[[], tuple[WorkspaceServers, McpGateway]] = field(repr=False)
     _exit: contextlib.AsyncExitStack = field(repr=False)
+    _mcp: tuple[WorkspaceServers, McpGateway] | None = field(default=None, repr=False)
+
+    @property
+    def mcp_servers(self) -> WorkspaceServers:
+        """Workspace MCP servers for /mcp (mcpgate/servers.py); built on first use."""
+        return self._mcp_parts()[0]
+
+    @property
+    def mcp_gateway(self) -> McpGateway:
+        """What /mcp serves (mcpgate/gateway.py); built on first use."""
+        return self._mcp_parts()[1]
+
+    def _mcp_parts(self) -> tuple[WorkspaceServers, McpGateway]:
+        if self._mcp is None:
+            self._mcp = self._mcp_build()
+        return self._mcp
 
     @classmethod
     async def start(cls, settings: Settings, *, run_migrations: bool = True,
@@ -132,7 +143,7 @@ class Services:
             from warden.store import migrate
 
             await migrate.upgrade(db)
-        vault = await _open_vault(db, st)
+        vault = await open_vault(db, st)
         state = create_state(st.redis_url, breaker=BreakerConfig(
             st.breaker_failures, st.breaker_window, st.breaker_cooldown),
             **({"prefix": st.redis_prefix} if st.redis_url is not None else {}))
@@ -220,11 +231,26 @@ class Services:
         await _subscribe(state, on_close, holds.on_message)  # a decision on another instance releases holders
         on_close(holds.close)
         feedback = FeedbackService(db, runs, maturity)
-        mcp_servers = WorkspaceServers(db, tools.check_servers)
-        # The MCP gateway: its upstream connections are shared by requests, closed when idle and here.
-        mcp_gateway = McpGateway(gate, UpstreamPool(lambda: tools.deps, idle_s=st.mcp_idle_close), db,
-                                 lambda: tools.deps, policies.policy_for, servers=mcp_servers)
-        on_close(mcp_gateway.pool.close)
+        built_mcp: list[McpGateway] = []
+
+        def build_mcp() -> tuple[WorkspaceServers, McpGateway]:
+            # Imported on first use, not at start: the MCP gateway brings the MCP SDK
+            # (~22 MB resident, ~0.4 s of start-up) that a gateway-only process never runs.
+            from warden.mcpgate.gateway import McpGateway
+            from warden.mcpgate.pool import UpstreamPool
+            from warden.mcpgate.servers import WorkspaceServers
+
+            servers = WorkspaceServers(db, tools.check_servers)
+            # Its upstream connections are shared by requests, closed when idle and at close.
+            built_mcp.append(McpGateway(gate, UpstreamPool(lambda: tools.deps, idle_s=st.mcp_idle_close),
+                                        db, lambda: tools.deps, policies.policy_for, servers=servers))
+            return servers, built_mcp[0]
+
+        async def close_mcp() -> None:
+            for mcp_gateway in built_mcp:
+                await mcp_gateway.pool.close()
+
+        on_close(close_mcp)
         egress = AddressPolicy.from_entries(st.egress_allow_list)
         webhooks = Webhooks(db, vault, egress=egress)
         if serving:  # sends due deliveries and looks for crossed budget thresholds
@@ -246,7 +272,7 @@ class Services:
                    model_groups=model_groups, model_aliases=model_aliases, budgets=budgets,
                    spend=spend, gateway=gateway, tools=tools,
                    agents=agents, sessions=sessions, policies=policies, maturity=maturity, runs=runs,
-                   approvals=approvals, gate=gate, mcp_servers=mcp_servers, mcp_gateway=mcp_gateway, feedback=feedback,
+                   approvals=approvals, gate=gate, feedback=feedback, _mcp_build=build_mcp,
                    audit_log=AuditLog(db, checkpointer),
                    responses=StoredResponses(db, ttl_s=st.responses_ttl), webhooks=webhooks,
                    admin_key_path=admin_key_path, _exit=exit_stack)
@@ -317,13 +343,3 @@ def _tool_deps(settings: Settings, db: Database) -> ToolDeps:
     from warden.agents.tools.deps import ToolDeps
 
     return ToolDeps.from_settings(settings, db)
-
-
-async def _open_vault(db: Database, settings: Settings) -> Keyring:
-    """Load the master key(s), refusing to start if they cannot open existing secrets."""
-    async with db.session() as s:
-        key_ids = {k for k in (await s.execute(select(Credential.key_id).distinct())).scalars() if k}
-        key_ids |= set((await s.execute(select(Webhook.secret_key_id).distinct())).scalars())
-    keyring = Keyring.load(settings.master_key, settings.data_dir, has_encrypted_data=bool(key_ids))
-    keyring.check_opens(key_ids)
-    return keyring

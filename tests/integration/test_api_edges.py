@@ -151,9 +151,9 @@ async def test_the_schema_states_the_rules_the_server_applies(client: httpx.Asyn
                                                  "text": {"format": {"type": "json_schema"}}})
     assert assert_envelope(r, 422, "validation_error")["param"] == "text.format.schema"
 
-    # Feedback is about exactly one message or one run.
+    # Feedback is about exactly one message, one run or one governed call.
     targets = schema["FeedbackBody"]["oneOf"]
-    assert [t["required"] for t in targets] == [["message_id"], ["run_id"]]
+    assert [t["required"] for t in targets] == [["message_id"], ["run_id"], ["action_id"]]
     r = await client.post("/api/feedback", json={"rating": "up"})
     assert assert_envelope(r, 422, "validation_error")["param"] == "body"
 

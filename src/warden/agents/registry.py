@@ -210,6 +210,19 @@ def require_hosted(agent: Agent) -> None:
                        "and /mcp with its key", code="agent_is_external")
 
 
+def require_bound_agent(principal: Principal, agent: Agent) -> None:
+    """A key bound to an agent acts as that agent only: it may not start another's runs
+    or sessions, nor ask the gate on another's behalf (issue 17)."""
+    if principal.agent_id is not None and principal.agent_id != agent.id:
+        raise Forbidden(f"this key is bound to another agent and may not act as agent '{agent.name}'",
+                        code="agent_mismatch")
+
+
+def default_agent_ref(principal: Principal, ref: str | None) -> str:
+    """The agent a turn or session is for when none is named: a bound key's own, else the assistant."""
+    return ref or principal.agent_id or "assistant"
+
+
 class Agents:
     def __init__(self, db: Database, *, check_tools: ToolCheck = _accept_tools,
                  check_servers: ServerCheck = _accept_servers,

@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.tenancy.accounts import Principal
-from warden.agents.registry import Agents, require_hosted
+from warden.agents.registry import Agents, default_agent_ref, require_bound_agent, require_hosted
 from warden.errors import NotFound
 from warden.gateway.complexity import CHARS_PER_TOKEN, MESSAGE_OVERHEAD_TOKENS
 from warden.gateway.types import Message, TextPart, ToolCall
@@ -84,7 +84,8 @@ class Sessions:
 
     async def create(self, principal: Principal, agent_ref: str | None = None,
                      title: str | None = None) -> ChatSession:
-        agent = await self.agents.get(principal.workspace_id, agent_ref or "assistant")
+        agent = await self.agents.get(principal.workspace_id, default_agent_ref(principal, agent_ref))
+        require_bound_agent(principal, agent)
         require_hosted(agent)  # an external agent's conversation is not held here
         row = ChatSession(id=new_id("ses"), workspace_id=principal.workspace_id, agent_id=agent.id,
                           api_key_id=principal.key_id, title=title, message_count=0)

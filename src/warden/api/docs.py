@@ -29,7 +29,6 @@ from warden.formats.responses import ResponsesBody
 from warden.governance.feedback import FeedbackBody
 from warden.governance.policy_store import PolicyBody
 from warden.api.decisions import DecideBody, OutcomeBody
-from warden.agents.tools.mcp import McpServerConfig
 
 ASSETS = Path(__file__).parent / "static" / "swagger-ui"
 ASSETS_PATH = "/docs/assets"
@@ -70,7 +69,6 @@ _READ_BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("/api/agents/{agent_ref}/tier", "put"): TierChange,
     ("/api/governance/decide", "post"): DecideBody,
     ("/api/governance/actions/{action_id}/outcome", "post"): OutcomeBody,
-    ("/api/mcp-servers", "post"): McpServerConfig,
 }
 
 
@@ -134,6 +132,10 @@ def install_docs(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components["ErrorEnvelope"] = _ENVELOPE
             schema["paths"] = {**_gateway_paths(components), **schema.get("paths", {})}
+            # Imported here, not at start: its module brings the MCP SDK (~22 MB resident).
+            from warden.agents.tools.mcp import McpServerConfig
+
+            _READ_BODIES[("/api/mcp-servers", "post")] = McpServerConfig
             for (path, method), model in [*_READ_BODIES.items(), *_OPTIONAL_BODIES.items()]:
                 schema["paths"][path][method]["requestBody"] = {
                     "required": (path, method) in _READ_BODIES,

@@ -20,10 +20,10 @@ from warden.cli.common import (
     out,
     show,
 )
-from warden.services import Services
 
 if TYPE_CHECKING:
     from warden.cli.client import Client
+    from warden.services import Services
 
 agents_app = typer.Typer(help="Agents: instructions, model policy, tools, tier.", no_args_is_help=True)
 mcp_app = typer.Typer(help="An agent's MCP servers: add, list, remove.", no_args_is_help=True)

@@ -1,17 +1,33 @@
 """The audit log: verify it (the database, or an export with the public key alone),
-export it, print the checkpoint signing key's public half."""
+export it, print the checkpoint signing key's public half; explain an agent's actions."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from warden.cli.common import direct, fail, out, run_with_services, settings_or_exit
-from warden.services import Services
-from warden.store.audit import VerifyResult
+from warden.cli.common import (
+    Col,
+    JsonOpt,
+    WorkspaceOpt,
+    direct,
+    dispatch,
+    fail,
+    key_workspace,
+    operator,
+    out,
+    run_with_services,
+    settings_or_exit,
+    show,
+)
+
+if TYPE_CHECKING:
+    from warden.cli.client import Client
+    from warden.services import Services
+    from warden.store.audit import VerifyResult
 
 audit_app = typer.Typer(help="The hash-chained, signed audit log: verify, export, public-key.",
                         no_args_is_help=True)
@@ -111,3 +127,54 @@ def audit_public_key() -> None:
         fail(exc.message)
         return
     out.print(public_key_text(key), highlight=False, soft_wrap=True)
+
+
+def _explained(a: dict[str, Any]) -> dict[str, Any]:
+    """One action as a table row: the tool or the provider/model, who decided, what it cost."""
+    if a["kind"] == "model_call":
+        what = "/".join(x for x in (a.get("provider"), a.get("model")) if x) or "-"
+        return {"at": a["at"], "kind": "model", "what": what, "decision": a["status"],
+                "outcome": f"{a['input_tokens']} in / {a['output_tokens']} out",
+                "cost": a["cost_usd"] if a.get("cost_usd") is not None else "unpriced"}
+    approval = a.get("approval") or {}
+    by = f"{approval['status']} by {approval['decided_by']}" if approval.get("decided_by") else approval.get("status")
+    return {"at": a["at"], "kind": f"tool ({a['source']})", "what": a["tool"], "level": a.get("level"),
+            "decision": f"{a['decision']} -> {a['status']}", "approval": by,
+            "note": approval.get("note"), "outcome": a.get("outcome")}
+
+
+@audit_app.command("explain")
+def audit_explain(
+    agent: Annotated[str, typer.Argument(help="Agent id or name.")],
+    limit: Annotated[int, typer.Option("--limit", min=1, max=200, help="How many of the newest actions.")] = 50,
+    before: Annotated[str | None, typer.Option("--before", help="next_cursor of a previous page.")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """An agent's last actions, newest first: its tool calls (the decision, the rule, who
+    approved a held one, the outcome) and its model calls (tokens, cost), with totals."""
+    from warden.governance.actions import list_actions
+
+    def remote(c: Client) -> dict[str, Any]:
+        key_workspace(workspace)
+        return c.get(f"/api/agents/{agent}/actions", limit=limit, before=before)
+
+    async def local(s: Services) -> dict[str, Any]:
+        ws = await s.accounts.workspace_by_name(workspace or "default")
+        page = await list_actions(s.db, operator(ws.id, ws.name), agent, limit=limit, before=before)
+        return page.model_dump(mode="json")
+
+    page = dispatch(remote, local)
+    if as_json:
+        out.print_json(data=page)
+        return
+    show([_explained(a) for a in page["actions"]],
+         [Col("time", "at"), Col("kind", "kind"), Col("tool / model", "what"), Col("level", "level"),
+          Col("decision", "decision"), Col("approval / by", "approval"), Col("outcome", "outcome"),
+          Col("cost $", "cost"), Col("note", "note")])
+    t = page["totals"]
+    out.print(f"{page['agent']} ({page['agent_kind']}): {t['actions']} action(s), {t['tool_calls']} tool "
+              f"call(s), {t['model_calls']} model call(s); {t['held']} held, {t['denied']} denied; "
+              f"cost ${t['cost_usd']}", highlight=False, soft_wrap=True)
+    if page.get("next_cursor"):
+        out.print(f"older: --before {page['next_cursor']}", highlight=False, soft_wrap=True)

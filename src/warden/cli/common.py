@@ -21,10 +21,10 @@ from rich.table import Table
 
 from warden.config import Settings, load_settings
 from warden.errors import ConfigError, WardenError
-from warden.services import Services
 
 if TYPE_CHECKING:
     from warden.cli.client import Client
+    from warden.services import Services
 
 T = TypeVar("T")
 out = Console()
@@ -147,6 +147,9 @@ def dispatch(remote: Callable[[Client], T], local: Callable[[Services], Awaitabl
 
 def run_with_services(fn: Callable[[Services], Awaitable[T]], *, bootstrap: bool = True) -> T:
     """Start the services (no HTTP server), run ``fn``, close; errors become one line."""
+    # Imported here: the whole stack, which `warden serve` and client-mode commands never need.
+    from warden.services import Services
+
     settings = settings_or_exit()
 
     async def main() -> T:

@@ -1,6 +1,6 @@
-"""``warden hook claude-code``: Claude Code's PreToolUse / PostToolUse hook (issue 17).
-Claude Code pipes the event JSON on stdin; before a tool runs we ask Warden
-(``POST /api/governance/decide``, source ``hook:claude-code``) and print the
+"""``warden hook claude-code`` / ``warden hook codex``: PreToolUse / PostToolUse hooks (issue 17).
+Claude Code (and Codex, in the same shape) pipes the event JSON on stdin; before a tool runs we ask Warden
+(``POST /api/governance/decide``, source ``hook:claude-code`` / ``hook:codex``) and print the
 ``hookSpecificOutput`` Claude Code obeys: allow, deny (with the reason the model
 reads), and a pending approval becomes a deny naming the approval ("retry after
 approval": the same call asked again once approved is allowed exactly once). After
@@ -32,7 +32,9 @@ hook_app = typer.Typer(help="Hooks that let Warden decide a coding agent's own t
 CLAUDE_HOOK_TIMEOUT_S = 60.0  # Claude Code's default hook timeout: hold a little less
 
 
-def _emit(decision: str, reason: str) -> None:
+def _emit(decision: str, reason: str, client: str = "claude-code") -> None:
+    if client == "codex" and decision == "allow":
+        return  # Codex refuses permissionDecision "allow": saying nothing lets the call go on
     sys.stdout.write(json.dumps({"hookSpecificOutput": {
         "hookEventName": "PreToolUse", "permissionDecision": decision,
         "permissionDecisionReason": reason}}) + "\n")
@@ -75,48 +77,53 @@ def _post(url: str, key: str, path: str, body: dict[str, Any], timeout: float) -
 
 
 def _pre(event: dict[str, Any], *, agent: str | None, hold_s: float, mapping: Path | None,
-         fail_open: bool) -> None:
+         fail_open: bool, client: str = "claude-code") -> None:
     tool = str(event.get("tool_name") or "")
+
+    def emit(decision: str, reason: str) -> None:
+        _emit(decision, reason, client)
+
     if tool.startswith("mcp__"):
-        _emit("allow", "MCP tool: governed by Warden's /mcp gateway, not decided twice")
+        emit("allow", "MCP tool: governed by Warden's /mcp gateway, not decided twice")
         return
     tool_input = event.get("tool_input")
     try:
         level = load_levels(mapping).of(tool, tool_input)
         url, key = _connect()
         body = {"tool": tool, "arguments": tool_input, "level": level, "hold_s": hold_s,
-                "source": "hook:claude-code", **({"agent": agent} if agent else {})}
+                "source": f"hook:{client}", **({"agent": agent} if agent else {})}
         v = _post(url, key, "/api/governance/decide", body, timeout=hold_s + 10)
     except (Refused, httpx.HTTPError, OSError, ValueError) as exc:
         what = exc if isinstance(exc, Refused) else f"{exc.__class__.__name__}: {exc}"
         if fail_open:
-            _emit("allow", f"Warden unreachable ({what}); allowed because the hook runs with --fail-open")
+            emit("allow", f"Warden unreachable ({what}); allowed because the hook runs with --fail-open")
         else:
-            _emit("deny", f"Warden could not decide this call ({what}); denied (the hook fails closed)")
+            emit("deny", f"Warden could not decide this call ({what}); denied (the hook fails closed)")
         return
     decision, reason = v.get("decision"), str(v.get("reason") or "")
     rule = f" [rule {v['rule']}]" if v.get("rule") else ""
     if decision == "allow":
         (_pending_dir() / _call_key(event)).write_text(str(v.get("action_id") or ""))
-        _emit("allow", f"Warden allowed this level-{v.get('level')} call{rule}: {reason}")
+        emit("allow", f"Warden allowed this level-{v.get('level')} call{rule}: {reason}")
     elif decision == "pending":
-        _emit("deny", f"Warden holds this call for a human: approval {v.get('approval_id')} is pending "
-                      f"({reason}); retry after approval (the same call will then be allowed once)")
+        emit("deny", f"Warden holds this call for a human: approval {v.get('approval_id')} is pending "
+                     f"({reason}); retry after approval (the same call will then be allowed once)")
     else:
         note = f" Note: {v['note']}" if v.get("note") else ""
-        _emit("deny", f"Warden denied this call{rule}: {reason}.{note}")
+        emit("deny", f"Warden denied this call{rule}: {reason}.{note}")
 
 
-def _post_tool(event: dict[str, Any]) -> None:
-    """Report how an allowed call went; nothing to print (PostToolUse needs no decision)."""
+def _post_tool(event: dict[str, Any], *, failed: bool = False) -> None:
+    """Report how an allowed call went; nothing to print (PostToolUse needs no decision).
+    A tool that failed comes as PostToolUseFailure, with ``error`` instead of a response."""
     path = _pending_dir() / _call_key(event)
     try:
         action_id = path.read_text().strip()
         path.unlink()
     except OSError:
         return  # not a call we decided (an MCP tool, or the hook was not on at PreToolUse)
-    response = event.get("tool_response")
-    failed = isinstance(response, dict) and (response.get("is_error") or response.get("error"))
+    response = event.get("tool_response") if not failed else {"error": event.get("error")}
+    failed = failed or (isinstance(response, dict) and bool(response.get("is_error") or response.get("error")))
     result = {"digest": hashlib.sha256(json.dumps(response, sort_keys=True, default=str).encode())
               .hexdigest()}  # the hash of the result, never its text (it may hold secrets)
     try:
@@ -128,24 +135,42 @@ def _post_tool(event: dict[str, Any]) -> None:
         sys.stderr.write(f"warden hook: could not report the outcome: {exc}\n")
 
 
-@hook_app.command("claude-code")
-def claude_code(
-        agent: Annotated[str | None, typer.Option(help="The agent (when the key is not bound to one).")] = None,
-        hold: Annotated[float, typer.Option(
-            help="Seconds to hold the call for a human before answering 'pending' (keep under the hook "
-                 "timeout).", envvar="WARDEN_HOOK_HOLD")] = CLAUDE_HOOK_TIMEOUT_S - 10,
-        levels: Annotated[Path | None, typer.Option(
-            help="A TOML/JSON file of tool levels and shell rules.", envvar="WARDEN_HOOK_LEVELS")] = None,
-        fail_open: Annotated[bool, typer.Option(
-            "--fail-open", help="Allow when Warden cannot be reached (default: deny).")] = False) -> None:
-    """Decide a Claude Code tool call (PreToolUse) or report its outcome (PostToolUse); JSON on stdin."""
+Agent = Annotated[str | None, typer.Option(help="The agent (when the key is not bound to one).")]
+Hold = Annotated[float, typer.Option(
+    help="Seconds to hold the call for a human before answering 'pending' (keep under the hook timeout).",
+    envvar="WARDEN_HOOK_HOLD")]
+LevelsFile = Annotated[Path | None, typer.Option(
+    help="A TOML/JSON file of tool levels and shell rules.", envvar="WARDEN_HOOK_LEVELS")]
+FailOpen = Annotated[bool, typer.Option("--fail-open", help="Allow when Warden cannot be reached (default: deny).")]
+
+
+def _run(client: str, agent: str | None, hold: float, levels: Path | None, fail_open: bool) -> None:
     try:
         event = json.loads(sys.stdin.read() or "{}")
     except ValueError:
         event = {}
     if not isinstance(event, dict):
         event = {}
-    if event.get("hook_event_name") == "PostToolUse":
-        _post_tool(event)
+    name = event.get("hook_event_name")
+    if name in ("PostToolUse", "PostToolUseFailure"):
+        _post_tool(event, failed=name == "PostToolUseFailure")
         return
-    _pre(event, agent=agent, hold_s=hold, mapping=levels, fail_open=fail_open)
+    if name not in (None, "PreToolUse"):
+        return  # another event wired to this hook by mistake: deciding it would record a call twice
+    _pre(event, agent=agent, hold_s=hold, mapping=levels, fail_open=fail_open, client=client)
+
+
+@hook_app.command("claude-code")
+def claude_code(agent: Agent = None, hold: Hold = CLAUDE_HOOK_TIMEOUT_S - 10, levels: LevelsFile = None,
+                fail_open: FailOpen = False) -> None:
+    """Decide a Claude Code tool call (PreToolUse) or report its outcome (PostToolUse,
+    PostToolUseFailure); the event's JSON on stdin."""
+    _run("claude-code", agent, hold, levels, fail_open)
+
+
+@hook_app.command("codex")
+def codex(agent: Agent = None, hold: Hold = CLAUDE_HOOK_TIMEOUT_S - 10, levels: LevelsFile = None,
+          fail_open: FailOpen = False) -> None:
+    """The same for Codex's PreToolUse / PostToolUse hooks (hooks.json, or hooks tables in config.toml).
+    Codex takes no "allow" answer: an allowed call gets no output, a refused one a deny."""
+    _run("codex", agent, hold, levels, fail_open)

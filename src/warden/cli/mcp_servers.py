@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from warden.cli.common import Col, JsonOpt, WorkspaceOpt, dispatch, fail, key_workspace, out, show
-from warden.services import Services
 
 if TYPE_CHECKING:
     from warden.cli.client import Client
+    from warden.services import Services
 
 mcp_servers_app = typer.Typer(help="Workspace MCP servers for /mcp: add, list, remove.", no_args_is_help=True)
 

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from warden.cli.common import Col, JsonOpt, WorkspaceOpt, dispatch, key_workspace, out, show
-from warden.services import Services
 
 if TYPE_CHECKING:
     from warden.cli.client import Client
+    from warden.services import Services
 
 route_app = typer.Typer(help="Routing.", no_args_is_help=True)
 models_app = typer.Typer(help="The models this workspace can call.", no_args_is_help=True)

@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,7 +18,9 @@ from warden import __version__
 from warden.cli.common import JsonOpt, err, fail, out, settings_or_exit, sqlite_path
 from warden.config import Settings
 from warden.errors import ConfigError, WardenError
-from warden.services import Services
+
+if TYPE_CHECKING:
+    from warden.store.db import Database
 
 
 @dataclass(frozen=True)
@@ -29,23 +31,54 @@ class Started:
 
 
 async def _prepare(settings: Settings) -> Started:
-    """Migrate and bootstrap once (before any worker serves); what the welcome tells."""
-    quiet = settings.log_level != "debug"
-    alembic = logging.getLogger("alembic")
-    level = alembic.level
-    if quiet:  # thirteen INFO lines that bury the welcome
-        alembic.setLevel(logging.WARNING)
+    """Migrate and bootstrap once (before any worker serves); what the welcome tells.
+    Only what that takes is imported and built (the store, migrations, vault, accounts,
+    the credential list), not every service: the serving process loads the stack, once."""
+    from warden.store import migrate
+    from warden.store.db import Database, private_dir
+    from warden.tenancy.accounts import Accounts, bootstrap_admin
+    from warden.tenancy.vault_open import open_vault
+
+    private_dir(settings.data_dir)
+    db = Database(settings.db_url)
     try:
-        services = await Services.start(settings, serving=False)  # the workers serve, not this step
+        quiet = settings.log_level != "debug"
+        alembic = logging.getLogger("alembic")
+        level = alembic.level
+        if quiet:  # thirteen INFO lines that bury the welcome
+            alembic.setLevel(logging.WARNING)
+        try:
+            await migrate.upgrade(db)
+        finally:
+            alembic.setLevel(level)
+        await open_vault(db, settings)
+        accounts = Accounts(db)
+        new_key = await bootstrap_admin(accounts, settings.data_dir, settings.admin_key)
+        if new_key is not None:
+            logging.getLogger("warden").warning("bootstrap admin key written to %s (mode 0600)", new_key)
+        providers = await _provider_count(db, (await accounts.workspace_by_name("default")).id)
     finally:
-        alembic.setLevel(level)
-    try:
-        ws = await services.accounts.workspace_by_name("default")
-        providers = len(await services.byok.list(ws.id))
-    finally:
-        await services.close()
+        await db.close()
     key_file = None if settings.admin_key else settings.data_dir / "admin.key"
-    return Started(key_file, services.admin_key_path is not None, providers)
+    return Started(key_file, new_key is not None, providers)
+
+
+async def _provider_count(db: Database, workspace_id: str) -> int:
+    """What ``warden byok list`` counts for the default workspace: its credentials and each
+    provider whose environment key no active credential shadows (``Byok.list``), without
+    importing the gateway's catalog and adapters (~0.4 CPU-s) for one number."""
+    from sqlalchemy import select
+
+    from warden.gateway.providers.registry import PROVIDERS
+    from warden.store.models import Credential
+
+    async with db.session() as s:
+        rows = (await s.execute(select(Credential.provider, Credential.status)
+                                .where(Credential.workspace_id == workspace_id))).all()
+    active = {provider for provider, status in rows if status == "active"}
+    env = [p for p in PROVIDERS.values() if p.id not in active
+           and any(os.environ.get(name, "").strip() for name in p.env)]
+    return len(rows) + len(env)
 
 
 def welcome(settings: Settings, started: Started, url: str) -> str:

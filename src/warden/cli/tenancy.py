@@ -24,10 +24,10 @@ from warden.cli.common import (
     show,
 )
 from warden.errors import ConfigError, WardenError
-from warden.services import Services
 
 if TYPE_CHECKING:
     from warden.cli.client import Client
+    from warden.services import Services
 
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ws_app = typer.Typer(help="Workspaces.", no_args_is_help=True)

@@ -158,8 +158,12 @@ class StreamRenderer(Protocol):
 async def render_stream(stream: AsyncIterable[StreamEvent], renderer: StreamRenderer,
                         log: logging.Logger = _log) -> AsyncIterator[bytes]:
     """SSE frames for a gateway stream, written as its events arrive: one frame (or
-    none) per event, an error frame after the first token instead of a silent end."""
-    yield renderer.start()
+    none) per event, an error frame after the first token instead of a silent end.
+
+    The opening frame leaves with the first event's: an open stream holds its events
+    up to the first token already (``GatewayStream``), so waiting for it delays
+    nothing, and the first token reaches the client in one write, not two."""
+    opening = renderer.start()
     try:
         async for ev in stream:
             if renderer.failed:
@@ -168,14 +172,16 @@ async def render_stream(stream: AsyncIterable[StreamEvent], renderer: StreamRend
                 continue
             frame = renderer.event(ev)
             if frame:
+                if opening:
+                    frame, opening = opening + frame, b""
                 yield frame
     except WardenError as exc:
-        yield renderer.error(exc)
+        yield opening + renderer.error(exc)
         return
     except Exception:
         log.exception("stream failed")
-        yield renderer.error(WardenError("internal error while streaming"))
+        yield opening + renderer.error(WardenError("internal error while streaming"))
         return
-    tail = renderer.end()
+    tail = opening + renderer.end()
     if tail:
         yield tail

@@ -157,6 +157,7 @@ class Admission:
     state: StateStore | None
     reservation_id: str | None = None
     reserved_pico: int = 0
+    scopes: list[BudgetScope] = field(default_factory=list)  # what was reserved in
     prompt_tokens: int = 0
     rates: list[_Rate] = field(default_factory=list)
     rate: RateSnapshot | None = None
@@ -182,7 +183,8 @@ class Admission:
                 charge = _consumed_estimate(dep, self.prompt_tokens, output_seen, self.reserved_pico)
             else:
                 charge = self.reserved_pico  # never less than we could have spent
-            await self._quietly(self.state.settle(self.reservation_id, charge), "settle")
+            await self._quietly(
+                self.state.settle(self.reservation_id, charge, scopes=self.scopes), "settle")
         tokens = usage.total_tokens if has_usage else self.prompt_tokens + output_seen
         await self._adjust_tokens(tokens)
 
@@ -192,20 +194,17 @@ class Admission:
             return
         self.done = True
         if self.reservation_id is not None:
-            await self._quietly(self.state.release(self.reservation_id), "release")
+            await self._quietly(
+                self.state.release(self.reservation_id, scopes=self.scopes), "release")
         await self._adjust_tokens(0)
 
     async def _adjust_tokens(self, actual: int) -> None:
-        results: list[RateResult] = []
-        for rate in self.rates:
-            if not rate.tokens or actual == rate.limit.cost:
-                continue
-            rl = rate.limit
-            result = await self._quietly(
-                self.state.rate_adjust(rl.key, rl.limit, rl.period_s, actual - rl.cost),  # type: ignore[union-attr]
-                "rate_adjust")
-            if result is not None:
-                results.append(result)
+        # Every tpm counter in one call: the key's and the workspace's.
+        changes = [(r.limit, actual - r.limit.cost) for r in self.rates
+                   if r.tokens and actual != r.limit.cost]
+        if not changes:
+            return
+        results = await self._quietly(self.state.rate_adjust_many(changes), "rate_adjust")  # type: ignore[union-attr]
         if results and self.rate is not None:  # the headers show the level after the adjustment
             tight = min(results, key=lambda r: r.remaining)
             self.rate.remaining_tokens, self.rate.reset_tokens_s = tight.remaining, tight.reset_after_s
@@ -347,6 +346,7 @@ class Limiter:
         result = await self.state.reserve(counters, amount, reservation_id)
         if result.ok:
             admission.reservation_id, admission.reserved_pico = reservation_id, amount
+            admission.scopes = counters
             return
         await self._refund(admission)
         denied = next(b for b, c in zip(budgets, counters, strict=True) if c.key == result.denied_scope)
@@ -355,13 +355,12 @@ class Limiter:
 
     async def _refund(self, admission: Admission) -> None:
         """Give back the rate units of a request that is refused after taking them."""
-        for rate in admission.rates:
-            rl = rate.limit
-            if rl.cost:
-                try:
-                    await self.state.rate_adjust(rl.key, rl.limit, rl.period_s, -rl.cost)
-                except StateUnavailable:
-                    log.warning("shared state unavailable: rate refund skipped")
+        taken = [(r.limit, -r.limit.cost) for r in admission.rates if r.limit.cost]
+        if taken:
+            try:
+                await self.state.rate_adjust_many(taken)
+            except StateUnavailable:
+                log.warning("shared state unavailable: rate refund skipped")
         admission.rates = []
         admission.done = True
 

@@ -15,6 +15,12 @@ commands and the HTTP route code against (issue 17).
   ``pending`` with the approval id; the same call (same agent, tool and
   arguments) made again after approval is allowed exactly once.
 - Outcomes (``finished``) feed the agent's maturity as a hosted run's do.
+- ``decide(defer=True)``: a call allowed at once at level 1 or 2 (read, draft) is
+  not written yet: ``finished`` records its decision and outcome in one
+  transaction (same row, same two audit events) after it ran, and the caller
+  awaits that before it answers, so an answered call is on the ledger. A call
+  that is held, denied, approved by a human or of level 3+ is written before it
+  runs, as always (issue 19: one transaction per call instead of two).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -31,6 +37,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.agents.policy import LEVELS, Decision, decide
+from warden.agents.registry import require_bound_agent
 from warden.agents.secrets_mask import mask_arguments
 from warden.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from warden.governance.approvals import Approvals, approval_event
@@ -70,6 +77,23 @@ class Verdict:
     approval_id: str | None = None
     note: str | None = None  # the human's note when an approval decided it
     decided_by: str | None = None
+    # Set by ``decide(defer=True)`` when nothing is written yet: hand the verdict to ``finished``.
+    deferred: Deferred | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """What ``finished`` needs to write an allowed call's decision with its outcome."""
+
+    principal: Principal
+    agent: Agent
+    call: GovernedCall
+    level: int
+    decision: Decision
+    args_hash: str
+
+
+DEFER_MAX_LEVEL = 2  # read and draft: a call of these lost to a crash mid-call changed nothing
 
 
 # Called every few seconds while a call is held (the MCP gateway sends a progress notification).
@@ -121,8 +145,7 @@ class Gate:
                 if agent is None or agent.workspace_id != principal.workspace_id:
                     raise NotFound("the agent this key is bound to no longer exists", code="agent_not_found")
                 if ref is not None and ref not in (agent.id, agent.name):
-                    raise Forbidden(f"this key is bound to agent '{agent.name}' and may not act as another",
-                                    code="agent_mismatch")
+                    require_bound_agent(principal, await find_agent(s, principal.workspace_id, ref))
                 return agent
             if not principal.is_admin:
                 raise Forbidden("governed calls need a key bound to an agent (warden keys create --agent NAME)",
@@ -134,13 +157,17 @@ class Gate:
     # --- the decision -------------------------------------------------------------------
 
     async def decide(self, principal: Principal, agent: Agent, call: GovernedCall, *,
-                     hold_s: float | None = None, on_hold: OnHold | None = None) -> Verdict:
+                     hold_s: float | None = None, on_hold: OnHold | None = None,
+                     defer: bool = False) -> Verdict:
         if not call.tool or len(call.tool) > 128:
             raise ValidationFailed("tool: 1 to 128 characters", param="tool")
         level = level_of(agent, call)
         d = decide(agent.tier, level, await self.policies.policy_for(agent.workspace_id),
                    tool=call.tool, agent_id=agent.id)
         args_hash = arguments_hash(call.arguments)
+        if defer and d.outcome == "allow" and level <= DEFER_MAX_LEVEL:
+            return Verdict("allow", d.reason, d.rule, level, new_id("act"),
+                           deferred=Deferred(principal, agent, call, level, d, args_hash))
         first = await self.db.run_tx(lambda s: self._record(s, principal, agent, call, level, d, args_hash))
         if first.outcome != "pending" or first.approval_id is None:
             return first
@@ -150,8 +177,10 @@ class Gate:
         return first
 
     async def _record(self, s: AsyncSession, principal: Principal, agent: Agent, call: GovernedCall,
-                      level: int, d: Decision, args_hash: str) -> Verdict:
-        action_id = new_id("act")
+                      level: int, d: Decision, args_hash: str, action_id: str | None = None,
+                      ended: tuple[str, str, bool] | None = None) -> Verdict:
+        """``ended``: (status, result hash, is_error) of a deferred call, written with its decision."""
+        action_id = action_id or new_id("act")
         outcome: VerdictOutcome = "allow" if d.outcome == "allow" else "deny"
         status, rule, reason, approval_id = ("allowed" if outcome == "allow" else "denied"), d.rule, d.reason, None
         note = decided_by = None
@@ -166,10 +195,14 @@ class Gate:
                 approval = await self._pending_or_new(s, principal, agent, call, level, d, chash)
                 status, outcome, approval_id = "held", "pending", approval.id
                 reason = self._pending_reason(d.reason, approval.id)
-        s.add(GovernedCallRow(id=action_id, workspace_id=agent.workspace_id, agent_id=agent.id,
+        row = GovernedCallRow(id=action_id, workspace_id=agent.workspace_id, agent_id=agent.id,
                               api_key_id=principal.key_id, source=call.source, tool=call.tool,
                               arguments_hash=args_hash, level=level, decision=d.outcome, rule=rule[:200],
-                              reason=reason, status=status, approval_id=approval_id))
+                              reason=reason, status=status, approval_id=approval_id)
+        if ended is not None:
+            row.status, row.result_hash, row.is_error = ended
+            row.ended_at = utcnow()
+        s.add(row)
         await audit.append(s, workspace_id=agent.workspace_id, actor=f"agent:{agent.id}",
                            action="governance.decision", target=action_id, data={
                                "agent_id": agent.id, "tier": agent.tier, "tool": call.tool, "level": level,
@@ -269,36 +302,48 @@ class Gate:
 
     # --- outcomes -------------------------------------------------------------------------
 
-    async def finished(self, principal: Principal, action_id: str, *, ok: bool, result: Any) -> None:
+    async def finished(self, principal: Principal, action_id: str, *, ok: bool, result: Any,
+                       verdict: Verdict | None = None) -> None:
         """The allowed call ran: record how it went (once), and count it toward the agent's
-        maturity as one hosted run (ok: completed, else failed; clean: it was not refused)."""
+        maturity as one hosted run (ok: completed, else failed; clean: it was not refused).
+        ``verdict``: a deferred one (``decide(defer=True)``) is written here first, in the
+        same transaction."""
         result_hash = arguments_hash(result)
+        status = "completed" if ok else "failed"
+        deferred = verdict.deferred if verdict is not None and verdict.action_id == action_id else None
 
         async def tx(s: AsyncSession) -> None:
-            row = await self._own_row(s, principal, action_id)
-            if row.status != "allowed":
-                raise Conflict(f"action '{action_id}' is {row.status}: only an allowed call has an outcome",
-                               code="action_not_open")
-            status = "completed" if ok else "failed"
-            moved = await s.execute(update(GovernedCallRow).where(
-                GovernedCallRow.id == action_id, GovernedCallRow.status == "allowed"
-            ).values(status=status, result_hash=result_hash, is_error=not ok, ended_at=utcnow())
-                .execution_options(synchronize_session=False))
-            if moved.rowcount != 1:
-                raise Conflict(f"action '{action_id}' already has an outcome", code="action_not_open")
-            await audit.append(s, workspace_id=row.workspace_id, actor=f"agent:{row.agent_id}",
+            if deferred is not None:  # its row goes in whole: nothing to read back or update
+                await self._record(s, deferred.principal, deferred.agent, deferred.call, deferred.level,
+                                   deferred.decision, deferred.args_hash, action_id, (status, result_hash, not ok))
+                ws_id, agent_id, tool, source = (deferred.agent.workspace_id, deferred.agent.id,
+                                                 deferred.call.tool, deferred.call.source)
+                args_hash = deferred.args_hash
+            else:
+                row = await own_call(s, principal, action_id)
+                if row.status != "allowed":
+                    raise Conflict(f"action '{action_id}' is {row.status}: only an allowed call has an outcome",
+                                   code="action_not_open")
+                moved = await s.execute(update(GovernedCallRow).where(
+                    GovernedCallRow.id == action_id, GovernedCallRow.status == "allowed"
+                ).values(status=status, result_hash=result_hash, is_error=not ok, ended_at=utcnow())
+                    .execution_options(synchronize_session=False))
+                if moved.rowcount != 1:
+                    raise Conflict(f"action '{action_id}' already has an outcome", code="action_not_open")
+                ws_id, agent_id, tool, source, args_hash = (row.workspace_id, row.agent_id, row.tool, row.source,
+                                                            row.arguments_hash)
+            await audit.append(s, workspace_id=ws_id, actor=f"agent:{agent_id}",
                                action="governance.outcome", target=action_id, data={
-                                   "agent_id": row.agent_id, "tool": row.tool, "status": status,
-                                   "result_hash": result_hash, "arguments_hash": row.arguments_hash,
-                                   "source": row.source})
-            await self.maturity.run_ended(s, row.agent_id, status, clean=True)
+                                   "agent_id": agent_id, "tool": tool, "status": status,
+                                   "result_hash": result_hash, "arguments_hash": args_hash, "source": source})
+            await self.maturity.run_ended(s, agent_id, status, clean=True)
 
         await self.db.run_tx(tx)
 
     async def action(self, principal: Principal, action_id: str) -> dict[str, Any]:
         """One recorded call, with the status of its approval (for polling a pending one)."""
         async with self.db.session() as s:
-            row = await self._own_row(s, principal, action_id)
+            row = await own_call(s, principal, action_id)
             a = await s.get(Approval, row.approval_id) if row.approval_id else None
             return {"action_id": row.id, "agent_id": row.agent_id, "source": row.source, "tool": row.tool,
                     "arguments_hash": row.arguments_hash, "level": row.level, "decision": row.decision,
@@ -310,10 +355,11 @@ class Gate:
                     "created_at": row.created_at.isoformat(),
                     "ended_at": row.ended_at.isoformat() if row.ended_at else None}
 
-    @staticmethod
-    async def _own_row(s: AsyncSession, principal: Principal, action_id: str) -> GovernedCallRow:
-        row = await s.get(GovernedCallRow, action_id)
-        if row is None or row.workspace_id != principal.workspace_id or (
-                not principal.is_admin and row.api_key_id != principal.key_id):
-            raise NotFound(f"no action '{action_id[:80]}'", code="action_not_found")
-        return row
+
+async def own_call(s: AsyncSession, principal: Principal, action_id: str) -> GovernedCallRow:
+    """A recorded call the caller may see: an admin any of the workspace's, a key its own."""
+    row = await s.get(GovernedCallRow, action_id)
+    if row is None or row.workspace_id != principal.workspace_id or (
+            not principal.is_admin and row.api_key_id != principal.key_id):
+        raise NotFound(f"no action '{action_id[:80]}'", code="action_not_found")
+    return row

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import case, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.agents.policy import TIERS
@@ -29,7 +28,7 @@ from warden.governance.policy_store import PolicyStore
 from warden.store import audit
 from warden.store.agent_models import Agent
 from warden.store.base import utcnow
-from warden.store.db import Database
+from warden.store.db import Database, dialect_insert
 from warden.store.governance_models import AgentMaturity, Feedback, TierProposal
 from warden.tenancy import webhooks
 
@@ -105,7 +104,7 @@ def readiness(tier: str, c: Counts, cfg: MaturityConfig) -> Readiness:
 
 
 def _insert_ignore(s: AsyncSession):
-    return (postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert)(AgentMaturity)
+    return dialect_insert(s, AgentMaturity)
 
 
 class Maturity:

@@ -3,7 +3,10 @@ gate, pass resources and prompts through.
 
 A call's path: find the tool (a hidden or unknown one is a tool error, so the
 model reads why), ``Gate.decide`` (which records it, and holds it while a human
-decides), then forward it and report the outcome with ``Gate.finished``. What
+decides), then forward it and report the outcome with ``Gate.finished``. A
+level-1/2 call allowed at once is recorded by ``finished`` alone, decision and
+outcome in one write (``decide(defer=True)``); if that write fails the client
+gets a tool error, never a result the ledger does not have. What
 the client gets is always a tool result: a refusal, a held-too-long note naming
 the approval, an upstream failure are ``isError`` results the model can read,
 never a JSON-RPC error. An upstream failure (a crashed or silent server) also
@@ -16,6 +19,7 @@ Resources and prompts are read-only: each read is decided like a level-1 action
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -54,9 +58,11 @@ class DecisionGate(Protocol):
     async def agent_for(self, principal: Principal, ref: str | None) -> Agent: ...
 
     async def decide(self, principal: Principal, agent: Agent, call: GovernedCall, *,
-                     hold_s: float | None = None, on_hold: OnHold | None = None) -> Verdict: ...
+                     hold_s: float | None = None, on_hold: OnHold | None = None,
+                     defer: bool = False) -> Verdict: ...
 
-    async def finished(self, principal: Principal, action_id: str, *, ok: bool, result: Any) -> None: ...
+    async def finished(self, principal: Principal, action_id: str, *, ok: bool, result: Any,
+                       verdict: Verdict | None = None) -> None: ...
 
 
 def tool_error(text: str) -> CallToolResult:
@@ -113,17 +119,29 @@ class McpGateway:
         if tool is None:
             return tool_error(f"no tool named {name!r} is available to this agent through Warden "
                               "(unknown, or its server is down): list the tools again")
+        # defer: a low-risk call allowed at once is written once, with its outcome (Gate.decide).
         verdict = await self.gate.decide(principal, agent, GovernedCall(name, arguments, tool.level, "mcp"),
-                                         hold_s=self.hold_s, on_hold=on_hold)
+                                         hold_s=self.hold_s, on_hold=on_hold, defer=True)
         if verdict.outcome != "allow":
             return refusal(verdict)
-        result = await self._forward(agent, tool, arguments, verdict.action_id)
         try:
-            await self.gate.finished(principal, verdict.action_id, ok=not result.is_error,
-                                     result=result.model_dump(mode="json", by_alias=True, exclude_none=True))
-        except Exception:  # the call ran: its result must reach the client even if recording failed
-            log.exception("recording the outcome of %s failed", verdict.action_id)
+            result = await self._forward(agent, tool, arguments, verdict.action_id)
+        except asyncio.CancelledError:  # the client went away mid-call: it may have run, so record it
+            await asyncio.shield(self._finished(principal, verdict, tool_error("cancelled: the client left")))
+            raise
+        if not await self._finished(principal, verdict, result) and verdict.deferred is not None:
+            # Nothing of this call is on the ledger: its result does not leave unrecorded.
+            return tool_error("Warden could not record this call, so its result is withheld; try again shortly")
         return result
+
+    async def _finished(self, principal: Principal, verdict: Verdict, result: CallToolResult) -> bool:
+        try:
+            await self.gate.finished(principal, verdict.action_id, ok=not result.is_error, verdict=verdict,
+                                     result=result.model_dump(mode="json", by_alias=True, exclude_none=True))
+        except Exception:  # decided before it ran: its result reaches the client even if the outcome is lost
+            log.exception("recording the outcome of %s failed", verdict.action_id)
+            return False
+        return True
 
     async def _forward(self, agent: Agent, tool: GatewayTool, arguments: dict[str, Any],
                        action_id: str) -> CallToolResult:
@@ -202,11 +220,11 @@ class McpGateway:
             raise NotFound(f"no MCP server named {server_name!r} is available to this agent", code="mcp_unknown_server")
         verdict = await self.gate.decide(principal, agent,
                                          GovernedCall(f"{server_name}{_SEP}{what}", arguments, 1, "mcp"),
-                                         hold_s=0)
+                                         hold_s=0, defer=True)
         if verdict.outcome != "allow":
             raise Forbidden(f"Warden refused this {what} read: {verdict.reason} (rule {verdict.rule})",
                             code="mcp_read_refused")
-        await self.gate.finished(principal, verdict.action_id, ok=True, result=None)
+        await self.gate.finished(principal, verdict.action_id, ok=True, result=None, verdict=verdict)
         return match[0][1]
 
 

@@ -102,11 +102,14 @@ return out
 )
 
 # KEYS: record, then (counter hash, holds zset) per scope.
-# ARGV: actual pico ('0' to release), reservation id, done_ms, then ttl_s or '' per scope.
-# Returns 1 when applied, 0 when unknown or already finished.
+# ARGV: actual pico ('0' to release), reservation id, done_ms, the record the
+#       caller expects (its scopes, as RESERVE stored it), then ttl_s or '' per scope.
+# Returns 1 when applied, 0 when unknown or already finished, -1 (nothing
+# changed) when the record names other scopes than the KEYS given.
 FINISH = r"""
 local rec = redis.call('GET', KEYS[1])
 if not rec or rec == 'done' then return 0 end
+if rec ~= ARGV[4] then return -1 end
 local actual, rid = ARGV[1], ARGV[2]
 for i = 1, (#KEYS - 1) / 2 do
   local h, z = KEYS[2 * i], KEYS[2 * i + 1]
@@ -117,7 +120,7 @@ for i = 1, (#KEYS - 1) / 2 do
     redis.call('ZREM', z, rid)
   end
   if actual ~= '0' then redis.call('HINCRBY', h, 'spent', actual) end
-  local ttl = ARGV[3 + i]
+  local ttl = ARGV[4 + i]
   if ttl ~= '' then
     redis.call('EXPIRE', h, ttl)
     redis.call('EXPIRE', z, ttl)

@@ -220,7 +220,7 @@ def rate_result(rl: RateLimit, level: float, *, consumed: bool) -> RateResult:
 
 def check_rate_batch(limits: Sequence[RateLimit]) -> None:
     if not limits:
-        raise ValueError("rate_acquire_many needs at least one limit")
+        raise ValueError("a rate batch needs at least one limit")
     if len({rl.key for rl in limits}) != len(limits):
         raise ValueError("rate limits in one batch must have distinct keys")
 
@@ -284,16 +284,22 @@ class StateStore(ABC):
         """
 
     @abstractmethod
-    async def settle(self, reservation_id: str, actual_pico: int) -> bool:
+    async def settle(
+        self, reservation_id: str, actual_pico: int, *, scopes: Sequence[BudgetScope] | None = None
+    ) -> bool:
         """Turn the hold into ``actual_pico`` of spend (may exceed the hold).
 
         Returns False, changing nothing, if the reservation is unknown or was
-        already settled or released.
+        already settled or released. ``scopes``: those given to :meth:`reserve`,
+        if the caller still has them, so Redis need not read the reservation
+        first; scopes that differ from the reserved ones are noticed and ignored.
         """
 
     @abstractmethod
-    async def release(self, reservation_id: str) -> bool:
-        """Drop the hold without charging (the upstream call failed)."""
+    async def release(
+        self, reservation_id: str, *, scopes: Sequence[BudgetScope] | None = None
+    ) -> bool:
+        """Drop the hold without charging (the upstream call failed); ``scopes`` as in settle."""
 
     @abstractmethod
     async def usage(self, scope_key: str) -> Usage: ...
@@ -309,11 +315,17 @@ class StateStore(ABC):
     async def rate_acquire_many(self, limits: Sequence[RateLimit]) -> RateBatchResult:
         """Take each limit's cost from its bucket, all or nothing."""
 
-    @abstractmethod
     async def rate_adjust(self, key: str, limit: int, period_s: float, delta: int) -> RateResult:
+        return (await self.rate_adjust_many([(RateLimit(key, limit, period_s, 0), delta)]))[0]
+
+    @abstractmethod
+    async def rate_adjust_many(
+        self, adjustments: Sequence[tuple[RateLimit, int]]
+    ) -> tuple[RateResult, ...]:
         """Charge (``delta > 0``) or refund (``delta < 0``) units once the real
-        token count is known. Never refused; a charge may push the level over
-        the limit so later requests wait longer."""
+        token count is known, for every ``(limit, delta)`` at once (one round
+        trip; each limit's ``cost`` is ignored). Never refused; a charge may push
+        the level over the limit so later requests wait longer."""
 
     # circuit breakers
     @abstractmethod

@@ -133,12 +133,18 @@ class MemoryState(StateStore):
             },
         )
 
-    async def settle(self, reservation_id: str, actual_pico: int) -> bool:
+    # ``scopes`` is only a hint for stores that must look the reservation up first;
+    # this one holds the record itself.
+    async def settle(
+        self, reservation_id: str, actual_pico: int, *, scopes: Sequence[BudgetScope] | None = None
+    ) -> bool:
         if actual_pico < 0:
             raise ValueError("actual_pico must be >= 0")
         return self._finish(reservation_id, actual_pico)
 
-    async def release(self, reservation_id: str) -> bool:
+    async def release(
+        self, reservation_id: str, *, scopes: Sequence[BudgetScope] | None = None
+    ) -> bool:
         return self._finish(reservation_id, 0)
 
     def restore_spent(self, scope: BudgetScope, spent_pico: int) -> None:
@@ -214,12 +220,17 @@ class MemoryState(StateStore):
             ),
         )
 
-    async def rate_adjust(self, key: str, limit: int, period_s: float, delta: int) -> RateResult:
-        rl = RateLimit(key, limit, period_s, cost=0)
+    async def rate_adjust_many(
+        self, adjustments: Sequence[tuple[RateLimit, int]]
+    ) -> tuple[RateResult, ...]:
+        check_rate_batch([rl for rl, _ in adjustments])
         now = self._tick()
-        level = max(0.0, self._level(rl, now) + delta)
-        self._store_bucket(rl, level, now)
-        return rate_result(rl, level, consumed=True)
+        out: list[RateResult] = []
+        for rl, delta in adjustments:
+            level = max(0.0, self._level(rl, now) + delta)
+            self._store_bucket(rl, level, now)
+            out.append(rate_result(rl, level, consumed=True))
+        return tuple(out)
 
     def _store_bucket(self, rl: RateLimit, level: float, now: float) -> None:
         self._buckets[rl.key] = _Bucket(level, now, now + level * rl.period_s / rl.limit)

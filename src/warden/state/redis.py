@@ -34,12 +34,10 @@ breaker opened anywhere reaches every instance in milliseconds, and within
 skips Redis for a success on a closed view (it changes nothing).
 
 Invalidation. ``publish`` sends ``[topic, key]`` on one channel; a background
-listener task (started on first use) delivers to local callbacks, reconnects
-with backoff on its own, and after a reconnect tells subscribers
-``(FLUSH_ALL, FLUSH_ALL)`` since messages may have been missed meanwhile.
-
-Long on purpose: one backend of one interface in one class, and a tenth of it
-is these design notes; the Lua it runs lives in ``_redis_scripts.py``.
+listener task (``_redis_listener.py``, started on first use) delivers to local
+callbacks, reconnects with backoff on its own, and after a reconnect tells
+subscribers ``(FLUSH_ALL, FLUSH_ALL)`` since messages may have been missed
+meanwhile. The Lua this runs lives in ``_redis_scripts.py``.
 """
 
 from __future__ import annotations
@@ -55,15 +53,12 @@ from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import BusyLoadingError, ReadOnlyError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from warden.state import _redis_scripts as lua
+from warden.state._redis_listener import DOWN, Listener
 from warden.state.base import (
     DEFAULT_RESERVATION_TTL_S,
     FLUSH_ALL,
@@ -88,18 +83,19 @@ from warden.state.base import (
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "the store is not there right now", not "we sent nonsense".
-_DOWN = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
-
 _BREAKER_KEEP_MS = 86_400_000  # an untouched open breaker is forgotten after a day
-_LISTENER_BACKOFF = (0.1, 2.0)
+
+
+def _record(scopes: Sequence[BudgetScope]) -> str:
+    """What RESERVE stores under a reservation: its scopes, for FINISH to find."""
+    return orjson.dumps([[s.key, s.ttl_s] for s in scopes]).decode()
 
 
 @contextlib.contextmanager
 def _store_errors() -> Iterator[None]:
     try:
         yield
-    except _DOWN as exc:
+    except DOWN as exc:
         raise StateUnavailable() from exc
 
 
@@ -146,8 +142,9 @@ class RedisState(StateStore):
         }
         self._views: dict[str, _View] = {}
         self._callbacks: list[InvalidationCallback] = []
-        self._listener: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
+        self._listener = Listener(
+            client, (self._inv_channel, self._breaker_channel), self._on_message, self._after_gap
+        )
 
     @classmethod
     def from_url(
@@ -197,7 +194,6 @@ class RedisState(StateStore):
     ) -> ReserveResult:
         check_reserve_args(scopes, amount_pico)
         hold_s = ttl_s if ttl_s is not None else self._reservation_ttl_s
-        record = orjson.dumps([[s.key, s.ttl_s] for s in scopes]).decode()
         keys = [self._key("r", reservation_id)]
         args: list[Any] = [
             str(amount_pico),
@@ -205,7 +201,7 @@ class RedisState(StateStore):
             str(int(hold_s * 1_000_000)),
             self._now_arg(),
             str(int((hold_s + RECORD_GRACE_S) * 1000)),
-            record,
+            _record(scopes),
         ]
         for s in scopes:
             keys.extend(self._scope_keys(s.key))
@@ -226,29 +222,42 @@ class RedisState(StateStore):
             },
         )
 
-    async def settle(self, reservation_id: str, actual_pico: int) -> bool:
+    async def settle(
+        self, reservation_id: str, actual_pico: int, *, scopes: Sequence[BudgetScope] | None = None
+    ) -> bool:
         if actual_pico < 0:
             raise ValueError("actual_pico must be >= 0")
-        return await self._finish(reservation_id, actual_pico)
+        return await self._finish(reservation_id, actual_pico, scopes)
 
-    async def release(self, reservation_id: str) -> bool:
-        return await self._finish(reservation_id, 0)
+    async def release(
+        self, reservation_id: str, *, scopes: Sequence[BudgetScope] | None = None
+    ) -> bool:
+        return await self._finish(reservation_id, 0, scopes)
 
-    async def _finish(self, reservation_id: str, actual_pico: int) -> bool:
+    async def _finish(
+        self, reservation_id: str, actual_pico: int, scopes: Sequence[BudgetScope] | None
+    ) -> bool:
+        # FINISH must be told the scope keys (it reads no undeclared key). The
+        # caller's scopes save reading the record first; the script compares
+        # them with the record, so a wrong guess changes nothing and we read.
         record_key = self._key("r", reservation_id)
+        if scopes:
+            done = await self._finish_as(record_key, reservation_id, actual_pico, _record(scopes))
+            if done >= 0:
+                return done == 1
         with _store_errors():
             record = await self._redis.get(record_key)
         if record is None or record == "done":
             return False
-        # The record names the scopes so the script can declare its KEYS; the
-        # script re-checks the record, so a concurrent settle still wins once.
-        scopes: list[list[Any]] = orjson.loads(record)
+        return await self._finish_as(record_key, reservation_id, actual_pico, record) == 1
+
+    async def _finish_as(self, record_key: str, rid: str, actual_pico: int, record: str) -> int:
         keys = [record_key]
-        args: list[Any] = [str(actual_pico), reservation_id, str(RECORD_GRACE_S * 1000)]
-        for scope_key, ttl in scopes:
+        args: list[Any] = [str(actual_pico), rid, str(RECORD_GRACE_S * 1000), record]
+        for scope_key, ttl in orjson.loads(record):
             keys.extend(self._scope_keys(scope_key))
             args.append("" if ttl is None else str(ttl))
-        return int(await self._run("FINISH", keys, args)) == 1
+        return int(await self._run("FINISH", keys, args))
 
     async def usage(self, scope_key: str) -> Usage:
         spent, reserved = await self._run("USAGE", self._scope_keys(scope_key), [self._now_arg()])
@@ -268,10 +277,16 @@ class RedisState(StateStore):
             ),
         )
 
-    async def rate_adjust(self, key: str, limit: int, period_s: float, delta: int) -> RateResult:
-        rl = RateLimit(key, limit, period_s, cost=0)
-        out = await self._rate("adjust", [rl], [delta])
-        return rate_result(rl, float(out[1]), consumed=True)
+    async def rate_adjust_many(
+        self, adjustments: Sequence[tuple[RateLimit, int]]
+    ) -> tuple[RateResult, ...]:
+        limits = [rl for rl, _ in adjustments]
+        check_rate_batch(limits)
+        out = await self._rate("adjust", limits, [delta for _, delta in adjustments])
+        return tuple(
+            rate_result(rl, float(level), consumed=True)
+            for rl, level in zip(limits, out[1:], strict=True)
+        )
 
     async def _rate(self, mode: str, limits: Sequence[RateLimit], amounts: Sequence[int]) -> Any:
         args: list[Any] = [self._now_arg(), mode]
@@ -282,7 +297,7 @@ class RedisState(StateStore):
     # ------------------------------------------------------------ breakers
 
     async def breaker_allow(self, deployment_id: str) -> bool:
-        self._ensure_listener()
+        self._listener.ensure()
         view = self._fresh_view(deployment_id)
         if view is not None:
             if view.state == "closed":
@@ -305,7 +320,7 @@ class RedisState(StateStore):
         return int(allowed) == 1
 
     async def breaker_record(self, deployment_id: str, ok: bool) -> BreakerState:
-        self._ensure_listener()
+        self._listener.ensure()
         view = self._fresh_view(deployment_id)
         if ok and view is not None and view.state == "closed":
             return "closed"
@@ -331,7 +346,7 @@ class RedisState(StateStore):
     async def breaker_trip(self, deployment_id: str, cooldown_s: float) -> None:
         if cooldown_s <= 0:
             raise ValueError("cooldown_s must be positive")
-        self._ensure_listener()
+        self._listener.ensure()
         cooldown_us = int(cooldown_s * 1_000_000)
         await self._run(
             "BREAKER_TRIP",
@@ -341,7 +356,7 @@ class RedisState(StateStore):
         self._set_view(deployment_id, "open", cooldown_us)
 
     async def breaker_states(self, deployment_ids: Iterable[str]) -> dict[str, BreakerState]:
-        self._ensure_listener()
+        self._listener.ensure()
         ids = list(deployment_ids)
         # Snapshot now: the listener may drop views while we await the read.
         views = {d: v for d in ids if (v := self._fresh_view(d)) is not None}
@@ -394,47 +409,12 @@ class RedisState(StateStore):
             if callback in self._callbacks:
                 self._callbacks.remove(callback)
 
-        self._ensure_listener()
+        self._listener.ensure()
         try:
-            await asyncio.wait_for(self._listening.wait(), self._subscribe_wait_s)
+            await asyncio.wait_for(self._listener.listening.wait(), self._subscribe_wait_s)
         except TimeoutError:
             raise StateUnavailable() from None
         return unsubscribe
-
-    def _ensure_listener(self) -> None:
-        if self._listener is None or self._listener.done():
-            self._listener = asyncio.get_running_loop().create_task(
-                self._listen(), name="warden-state-listener"
-            )
-
-    async def _listen(self) -> None:
-        backoff, connected_before = _LISTENER_BACKOFF[0], False
-        while True:
-            pubsub: PubSub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(self._inv_channel, self._breaker_channel)
-                confirmed = 0
-                async for message in pubsub.listen():
-                    if message["type"] == "subscribe":
-                        confirmed += 1
-                        if confirmed == 2:
-                            backoff = _LISTENER_BACKOFF[0]
-                            if connected_before:
-                                await self._after_gap()
-                            connected_before = True
-                            self._listening.set()
-                    elif message["type"] == "message":
-                        await self._on_message(message["channel"], message["data"])
-            except _DOWN:
-                log.warning("shared state listener lost its connection; reconnecting")
-            except Exception:  # keep listening whatever went wrong
-                log.exception("shared state listener failed; restarting")
-            finally:
-                self._listening.clear()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _LISTENER_BACKOFF[1])
 
     async def _on_message(self, channel: str, data: str) -> None:
         if channel == self._breaker_channel:
@@ -456,14 +436,10 @@ class RedisState(StateStore):
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())
-        except _DOWN:
+        except DOWN:
             return False
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await self._listener.stop()
         self._callbacks.clear()
         await self._redis.aclose()

@@ -104,7 +104,7 @@ class TierProposal(Base):
 
 
 class Feedback(Base):
-    """One author's rating of one message or run (a second one replaces the first).
+    """One author's rating of one message, run or governed call (a second one replaces the first).
 
     Kept with the provider/model and complexity of the run's model calls so
     routing can learn from it later."""
@@ -118,9 +118,9 @@ class Feedback(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
-    run_id: Mapped[str] = mapped_column(String(40), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(40), index=True, nullable=True)  # None: on a governed call
     message_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    target: Mapped[str] = mapped_column(String(48))  # the message id, or "run:<run id>"
+    target: Mapped[str] = mapped_column(String(48))  # the message id, "run:<run id>" or "call:<action id>"
     author: Mapped[str] = mapped_column(String(40))  # API key id
     rating: Mapped[str] = mapped_column(String(8))  # up | down | 1..5
     score: Mapped[float] = mapped_column(Float)  # normalised to -1..1

@@ -112,6 +112,7 @@ class SpendRow(Base):
         Index("ix_spend_ws_ts", "workspace_id", "ts"),
         Index("ix_spend_ws_key_ts", "workspace_id", "api_key_id", "ts"),
         Index("ix_spend_ws_session", "workspace_id", "session_id"),
+        Index("ix_spend_ws_agent_ts", "workspace_id", "agent_id", "ts"),  # an agent's actions (0015)
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)

@@ -34,7 +34,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import BigInteger, String, cast, func, insert, select
+from sqlalchemy import BigInteger, ColumnElement, String, cast, func, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from warden.store.db import Database
@@ -129,8 +129,7 @@ class SpendWriter:
         return written
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
-        async with self.db.transaction() as s:
-            await s.execute(insert(SpendRow), rows)
+        await self.db.insert_rows(SpendRow, rows)
 
     async def _insert_one_by_one(self, batch: list[dict[str, Any]]) -> int:
         written = 0
@@ -158,7 +157,10 @@ class SpendWriter:
     async def _run(self) -> None:
         while not self._closing:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                # A timeout scope, not wait_for: 3.11's wait_for wraps the wait in a new task,
+                # one more turn of the loop before a row that woke us is written.
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -185,6 +187,13 @@ _PICO = 10**12
 _IN_CHUNK = 500  # ids per query: far below every driver's bound-parameter limit
 
 
+def pico_sum(db: Database) -> ColumnElement[Any]:
+    """SUM(cost_usd) in whole pico-USD, exact on both databases (see :func:`spent_pico`)."""
+    if db.is_sqlite:
+        return func.sum(cast(func.round(SpendRow.cost_usd * _PICO), BigInteger))
+    return func.sum(SpendRow.cost_usd * _PICO)
+
+
 async def spent_pico(db: Database, column: LedgerScope, ids: Collection[str],
                      since: datetime | None) -> dict[tuple[str, str], int]:
     """Spend of each of ``ids`` (a workspace, key or agent id, by ``column``) since
@@ -196,10 +205,7 @@ async def spent_pico(db: Database, column: LedgerScope, ids: Collection[str],
     (NULL) adds nothing.
     """
     scope = getattr(SpendRow, column)
-    if db.is_sqlite:
-        amount = func.sum(cast(func.round(SpendRow.cost_usd * _PICO), BigInteger))
-    else:
-        amount = func.sum(SpendRow.cost_usd * _PICO)
+    amount = pico_sum(db)
     wanted = sorted(set(ids))
     out: dict[tuple[str, str], int] = {}
     async with db.session() as s:

@@ -25,15 +25,13 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.errors import NotFound, ValidationFailed, parse_input
 from warden.netpolicy import AddressPolicy, EgressError, EgressRefused
 from warden.store import audit
 from warden.store.base import new_id, utcnow
-from warden.store.db import Database
+from warden.store.db import Database, dialect_insert
 from warden.store.webhook_models import Webhook, WebhookDelivery
 from warden.vault.keyring import Keyring
 
@@ -147,8 +145,7 @@ async def emit(s: AsyncSession, workspace_id: str, event_type: str, data: Mappin
     rows = [{"id": new_id("whd"), "webhook_id": wid, "workspace_id": workspace_id, "event_type": event_type,
              "event_id": event_id, "payload": payload, "status": "pending", "attempts": 0,
              "next_attempt_at": now, "log": [], "created_at": now} for wid in targets]
-    insert = sqlite_insert if s.bind.dialect.name == "sqlite" else pg_insert
-    result = await s.execute(insert(WebhookDelivery).values(rows)
+    result = await s.execute(dialect_insert(s, WebhookDelivery).values(rows)
                              .on_conflict_do_nothing(index_elements=["webhook_id", "event_id"]))
     return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(rows)
 

@@ -443,7 +443,8 @@ class _OpenAI(_Wire):
         return plan.b.finish_reason or ("tool_calls" if plan.calls else "stop")
 
     def _call_id(self, i: int) -> str:
-        return f"call_sim{i:04d}"
+        # unique across responses, as a real provider's are: clients (Claude Code) drop a repeated id
+        return self.new_id("call_sim")
 
     def completion(self, plan: _Plan) -> bytes:
         message: dict[str, Any] = {
@@ -610,7 +611,7 @@ class _Anthropic(_Wire):
         return plan.b.finish_reason or ("tool_use" if plan.calls else "end_turn")
 
     def _tool_id(self, i: int) -> str:
-        return f"toolu_sim{i:04d}"
+        return self.new_id("toolu_sim")  # unique across responses, see _call_id
 
     def _message(
         self, plan: _Plan, content: list[dict[str, Any]], stop: str | None, output: int

@@ -254,13 +254,13 @@ async def test_an_unreachable_source_fails_closed_or_open_and_says_so(
 class DownState(MemoryState):
     """The in-process store with its settle/release/adjust failing, as a store that went away."""
 
-    async def settle(self, reservation_id: str, actual_pico: int) -> bool:
+    async def settle(self, reservation_id: str, actual_pico: int, *, scopes=None) -> bool:  # noqa: ANN001
         raise StateUnavailable()
 
-    async def release(self, reservation_id: str) -> bool:
+    async def release(self, reservation_id: str, *, scopes=None) -> bool:  # noqa: ANN001
         raise StateUnavailable()
 
-    async def rate_adjust(self, key: str, limit: int, period_s: float, delta: int):  # noqa: ANN201
+    async def rate_adjust_many(self, adjustments):  # noqa: ANN001, ANN201
         raise StateUnavailable()
 
 

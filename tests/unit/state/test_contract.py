@@ -265,6 +265,47 @@ async def test_token_adjust_refunds_and_charges(store: StateStore) -> None:
     assert not (await store.rate_acquire("tpm:adj", 100, 60, cost=1)).allowed
 
 
+async def test_adjust_many_moves_every_counter_by_its_own_delta(store: StateStore) -> None:
+    key, ws = RateLimit("tpm:key", 100, 60, cost=80), RateLimit("tpm:ws", 1000, 60, cost=80)
+    assert (await store.rate_acquire_many([key, ws])).allowed
+
+    # The real count was 30, not the 80 estimated: both give 50 back in one call.
+    results = await store.rate_adjust_many([(key, -50), (ws, -50)])
+
+    assert [r.remaining for r in results] == [70, 970]
+    assert [r.limit for r in results] == [100, 1000]
+    assert (await store.rate_adjust("tpm:key", 100, 60, 0)).remaining == 70
+    assert (await store.rate_adjust("tpm:ws", 1000, 60, 0)).remaining == 970
+    with pytest.raises(ValueError):
+        await store.rate_adjust_many([(key, 1), (key, 2)])
+    with pytest.raises(ValueError):
+        await store.rate_adjust_many([])
+
+
+async def test_settle_and_release_with_the_reserved_scopes(store: StateStore) -> None:
+    scopes = [BudgetScope("ws:hint", 100, ttl_s=60), BudgetScope("key:hint", None)]
+    assert (await store.reserve(scopes, 40, "h1")).ok
+    assert (await store.reserve(scopes, 30, "h2")).ok
+
+    assert await store.settle("h1", 25, scopes=scopes) is True
+    assert await store.settle("h1", 25, scopes=scopes) is False  # once only
+    assert await store.release("h2", scopes=scopes) is True
+    assert await store.usage("ws:hint") == (25, 0)
+    assert await store.usage("key:hint") == (25, 0)
+
+
+async def test_scopes_other_than_the_reserved_ones_are_not_charged(store: StateStore) -> None:
+    reserved = [BudgetScope("ws:real", 100)]
+    assert (await store.reserve(reserved, 40, "w1")).ok
+
+    # A caller naming the wrong scopes still settles the reservation's own.
+    assert await store.settle("w1", 10, scopes=[BudgetScope("ws:other", 100)]) is True
+
+    assert await store.usage("ws:real") == (10, 0)
+    assert await store.usage("ws:other") == (0, 0)
+    assert await store.release("w1", scopes=reserved) is False
+
+
 async def test_refund_never_goes_below_empty(store: StateStore) -> None:
     await store.rate_acquire("tpm:floor", 100, 60, cost=10)
 

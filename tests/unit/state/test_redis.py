@@ -152,6 +152,48 @@ async def test_malformed_message_is_skipped(redis_factory: RedisFactory, redis_u
     assert got == [("t", "k")]
 
 
+# ---------------------------------------------------------------- round trips
+
+
+class _CountingRedis(Redis):
+    """A real client that records the name of every command it sends."""
+
+    sent: list[str]
+
+    async def execute_command(self, *args, **options):  # noqa: ANN002, ANN003, ANN201
+        self.sent.append(str(args[0]).upper())
+        return await super().execute_command(*args, **options)
+
+
+async def test_settle_with_scopes_and_adjust_many_take_one_round_trip_each(
+    redis_factory: RedisFactory, redis_url: str
+) -> None:
+    client = _CountingRedis.from_url(redis_url, decode_responses=True)
+    client.sent = []
+    store = RedisState(client, prefix=redis_factory.prefix, clock=redis_factory.clock)
+    scopes = [BudgetScope("ws:rt", 1000), BudgetScope("key:rt", None)]
+    limits = [RateLimit("tpm:k", 500, 60, cost=300), RateLimit("tpm:ws", 900, 60, cost=300)]
+    try:
+        await store.rate_acquire_many(limits)
+        await store.reserve(scopes, 100, "rt1")
+        client.sent.clear()
+
+        assert await store.settle("rt1", 60, scopes=scopes) is True
+        assert client.sent == ["EVALSHA"]  # no GET of the reservation first
+        results = await store.rate_adjust_many([(rl, -200) for rl in limits])
+        assert client.sent == ["EVALSHA", "EVALSHA"]
+        assert [r.remaining for r in results] == [400, 800]
+
+        # Without scopes (or with wrong ones) the record is read: still correct.
+        await store.reserve(scopes, 100, "rt2")
+        client.sent.clear()
+        assert await store.release("rt2", scopes=[BudgetScope("ws:rt", 1)]) is True
+        assert client.sent == ["EVALSHA", "GET", "EVALSHA"]
+        assert await store.usage("ws:rt") == (60, 0)
+    finally:
+        await store.close()
+
+
 # ---------------------------------------------------------------- server clock
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from warden import tracing
 from warden.agents.events import EventLog, RunChannel
 from warden.agents.hooks import PolicySource, RunHooks, ToolboxFactory, ToolboxLike
-from warden.agents.registry import Agents, require_hosted
+from warden.agents.registry import Agents, default_agent_ref, require_bound_agent, require_hosted
 from warden.agents.runs.actions import Paused, ToolActions
 from warden.agents.runs.live import LeaseLost, LiveRuns, RunHandle
 from warden.agents.runs.outcome import RunOutcome, error_body, sum_steps, usage_dict
@@ -106,12 +106,13 @@ class RunLoop:
         if session_id is not None:
             session = await self.sessions.get(principal, session_id)
             agent = await self.agents.get(principal.workspace_id, session.agent_id)
+            require_bound_agent(principal, agent)
             require_hosted(agent)
             if agent_ref is not None and agent_ref not in (agent.id, agent.name):
                 raise ValidationFailed("agent_id: the session belongs to another agent", param="agent_id")
         else:
-            agent = await self.agents.get(principal.workspace_id, agent_ref or "assistant")
-            session = await self.sessions.create(principal, agent.id)
+            agent = await self.agents.get(principal.workspace_id, default_agent_ref(principal, agent_ref))
+            session = await self.sessions.create(principal, agent.id)  # refuses another agent of a bound key
         run = Run(id=new_id("run"), workspace_id=principal.workspace_id, session_id=session.id,
                   agent_id=agent.id, api_key_id=principal.key_id, status="running", steps=[],
                   owner=self.live.instance_id, lease_expires_at=self.live.config.lease_until())

@@ -1,0 +1,35 @@
+"""What the serving process loads at start: the app is built without the MCP SDK,
+the CLI, alembic or a database dialect it does not use (each is tens of MB resident
+or a large share of the cold start; they load when their feature is first used)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = ("mcp", "mcp_types", "httpx", "rich", "pygments", "typer", "alembic",
+         "sqlalchemy.dialects.postgresql")
+
+_PROBE = """
+import json, sys
+from warden.config import load_settings
+from warden.server import create_app
+app = create_app(load_settings(data_dir=sys.argv[1]))
+assert any(getattr(r, "path", None) == "/mcp" for r in app.routes)
+print(json.dumps(sorted(m for m in sys.modules if m in set(sys.argv[2:]))))
+"""
+
+
+def test_building_the_served_app_leaves_the_heavy_modules_unloaded(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path), *HEAVY],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_probe_sees_a_module_that_is_loaded(tmp_path: Path) -> None:
+    # The same probe reports what is imported: the check above can fail.
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path), "fastapi", "mcp"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["fastapi"]
