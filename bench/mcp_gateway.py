@@ -183,9 +183,8 @@ def render(r: Result) -> str:
     return "\n".join([
         SECTION, "",
         f"`python -m bench.mcp_gateway` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {pinned}; load average "
-        f"{os.getloadavg()[0]:.1f} at the end. The machine was shared with other engineers' work while "
-        "this ran: absolute figures are inflated and noisy, the direct vs through-Warden figures of one "
-        "run compare. Method in `bench/mcp_gateway.py`: the official Python `mcp` client, an upstream "
+        f"{os.getloadavg()[0]:.1f} at the end (absolute figures move with the machine; the direct and "
+        "through-Warden figures of one run compare). Method in `bench/mcp_gateway.py`: the official Python `mcp` client, an upstream "
         "MCP server on streamable HTTP (official SDK), an external agent's key on `/mcp` (stateless "
         "streamable HTTP: one HTTP request per call); the upstream session is pooled by Warden.", "",
         f"Allowed call (`echo`, level 1), {r.rounds} rounds after 30 warm-up, direct and through Warden "

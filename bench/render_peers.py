@@ -51,7 +51,7 @@ def peer_targets(res: dict) -> list[tuple[str, str, str, bool | None]]:
         p = _load(res, name, 64)
         if w and p:
             x = _x(w["rps"], p["rps"])
-            out.append((f"… against {label} at c=64", f"≥ {goal:g}×, 0 errors",
+            out.append((f"throughput at c=64 against {label}", f"≥ {goal:g}×, 0 errors",
                         f"{_fmt_x(x)} ({w['rps']:,.0f} vs {p['rps']:,.0f} req/s; errors "
                         f"{w['errors']} vs {p['errors']})",
                         (x is None or x >= goal) and w["errors"] == 0))
@@ -66,14 +66,6 @@ def peer_targets(res: dict) -> list[tuple[str, str, str, bool | None]]:
         out.append(("2 workers against 1 at c=64", "≥ 1.6×", "not measured: the 2-worker Warden "
                     "did not start (see section 9)", False))
     return out
-
-
-def unpinned_target(res: dict) -> tuple[str, str, str, bool | None] | None:
-    v = _median(_row(res.get("latency_unpinned"), "warden"), "added_ms")
-    if v is None:
-        return None
-    return ("added latency, sequential, unpinned, median", "≤ 1 ms (reported beside pinned)",
-            f"{v:.3f} ms", v <= 1.0)
 
 
 def peers_method(res: dict) -> str:

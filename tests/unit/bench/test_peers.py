@@ -14,7 +14,8 @@ import pytest
 from bench.clients import Conn, Target
 from bench.peers import load_point, tree_cpu_s, unpinned
 from bench.procs import ROOT, Proc, free_port
-from bench.render_peers import peer_targets, peers_section, scaling, unpinned_target
+from bench.render import targets
+from bench.render_peers import peer_targets, peers_section, scaling
 
 
 def _load(target: str, c: int, rps: float, cpu_us: float | None, errors: int = 0) -> dict:
@@ -39,14 +40,28 @@ def test_scaling_takes_the_load_generator_out_through_cpu_per_request() -> None:
 
 def test_peer_targets_judge_each_ratio_against_its_goal() -> None:
     rows = {r[0]: r for r in peer_targets(RES)}
-    lite = rows["… against LiteLLM at c=64"]
+    lite = rows["throughput at c=64 against LiteLLM"]
     assert lite[1].startswith("≥ 40×") and lite[2].startswith("50.0×") and lite[3] is True
-    port = rows["… against Portkey at c=64"]
+    port = rows["throughput at c=64 against Portkey"]
     assert port[2].startswith("2.5×") and port[3] is False
     assert rows["2 workers against 1 at c=64, req/s as measured"][3] is False
     assert rows["… from server CPU per request (load generator's cost taken out)"][3] is True
-    assert unpinned_target(RES) == ("added latency, sequential, unpinned, median",
-                                    "≤ 1 ms (reported beside pinned)", "0.700 ms", True)
+
+
+def test_latency_targets_are_ratios_to_the_direct_round_trip_of_the_same_pass() -> None:
+    direct = {"name": "direct", "latency_ms": {"median": 0.5}}
+    res = {**RES, "latency": [direct, *RES["latency"]],
+           "latency_unpinned": [{**direct, "latency_ms": {"median": 0.6}}, *RES["latency_unpinned"]],
+           "stream": [{"name": "warden", "ttft_added_ms": {"median": 0.5}, "chunks_in": 50,
+                       "chunks_out": [50, 50]}]}
+    rows = {r[0]: r for r in targets(res)}
+    assert rows["added latency, sequential, median, pinned"][2:] == [
+        "0.8× (0.400 ms added, direct 0.500 ms)", "met"]
+    assert rows["added latency, sequential, median, unpinned"][2:] == [
+        "1.2× (0.700 ms added, direct 0.600 ms)", "**not met**"]
+    # a streamed first token may cost no more than a whole non-streamed request adds
+    assert rows["streaming TTFT overhead, median"][2:] == ["0.500 ms vs 0.400 ms (1.25×)", "**not met**"]
+    assert rows["chunks in = chunks out"][3] == "met"
 
 
 def test_a_2_worker_start_failure_is_a_target_not_met() -> None:
