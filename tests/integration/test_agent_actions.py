@@ -202,7 +202,9 @@ async def test_pages_errors_and_who_sees_what(services: Services, admin: httpx.A
         if cursor is None:
             break
     assert seen == full and len(full) == 7
-    for bad in ("nope", "e30", "WyIyMDI2IiwiZyIsIngiXQ"):  # not base64 JSON; {}; a bad time
+    for bad in ("nope", "e30", "WyIyMDI2IiwiZyIsIngiXQ",  # not base64 JSON; {}; a bad time
+                "WyIyMDI2LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwgIm0iLCAiXHUwMGIyIl0",  # a model row id "²"
+                "WyIyMDI2LTAxLTAxVDAwOjAwOjAwKzAwOjAwIiwgIm0iLCAiMTExMTExMTExMTExMTExMTExMTEiXQ"):  # 20 digits
         err = assert_envelope(await admin.get("/api/agents/cc/actions", params={"before": bad}), 422,
                               "validation_error")
         assert err["param"] == "before"
@@ -248,6 +250,9 @@ async def test_feedback_on_an_external_call_counts_as_on_a_run(services: Service
     async with client_for(services, key) as c:
         v = await decide(c, "Read", {"path": "x"}, level=1)
         await report(c, v["action_id"], True)
+        # the agent's own key sits in the agent's environment: it may not rate itself up
+        assert_envelope(await c.post("/api/feedback", json={"action_id": v["action_id"], "rating": 5}),
+                        403, "own_agent")
     r = await admin.post("/api/feedback", json={"action_id": v["action_id"], "rating": "down",
                                                 "correction": "read y, not x"})
     assert r.status_code == 201, r.text

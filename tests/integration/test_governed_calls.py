@@ -179,3 +179,17 @@ async def test_timeout_then_retry_runs_exactly_once(bound: tuple[dict[str, Any],
         assert a is not None and a.consumed_at is not None and a.run_id is None
         approvals = list((await s.execute(select(Approval).where(Approval.call_hash == a.call_hash))).scalars())
     assert len(approvals) == 2  # the used one, and the one the losing retry asked for
+
+
+async def test_a_call_the_client_left_is_recorded_and_says_nothing_about_the_agent(
+        bound: tuple[dict[str, Any], httpx.AsyncClient], admin: httpx.AsyncClient, services: Services) -> None:
+    from warden.tenancy.accounts import Principal
+
+    agent, c = bound
+    v = await decide(c, "Read", {"path": "a"}, level=1)
+    who = Principal(workspace_id=agent["workspace_id"], workspace_name="default", key_id="k", role="admin")
+    await services.gate.finished(who, v["action_id"], ok=False, result=None, interrupted=True)
+    shown = (await c.get(f"/api/governance/actions/{v['action_id']}")).json()
+    assert (shown["status"], shown["is_error"]) == ("interrupted", True)
+    counts = (await admin.get(f"/api/agents/{agent['id']}/maturity")).json()["counts"]
+    assert (counts["runs"], counts["failures"]) == (0, 0)  # as a cancelled hosted run

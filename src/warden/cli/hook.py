@@ -77,13 +77,15 @@ def _post(url: str, key: str, path: str, body: dict[str, Any], timeout: float) -
 
 
 def _pre(event: dict[str, Any], *, agent: str | None, hold_s: float, mapping: Path | None,
-         fail_open: bool, client: str = "claude-code") -> None:
+         fail_open: bool, client: str = "claude-code", mcp_server: str = "warden") -> None:
     tool = str(event.get("tool_name") or "")
 
     def emit(decision: str, reason: str) -> None:
         _emit(decision, reason, client)
 
-    if tool.startswith("mcp__"):
+    # Only Warden's own MCP server decides its tools; a tool of any other MCP server the
+    # client talks to directly is decided here like any other tool.
+    if tool.startswith(f"mcp__{mcp_server}__"):
         emit("allow", "MCP tool: governed by Warden's /mcp gateway, not decided twice")
         return
     tool_input = event.get("tool_input")
@@ -93,9 +95,10 @@ def _pre(event: dict[str, Any], *, agent: str | None, hold_s: float, mapping: Pa
         body = {"tool": tool, "arguments": tool_input, "level": level, "hold_s": hold_s,
                 "source": f"hook:{client}", **({"agent": agent} if agent else {})}
         v = _post(url, key, "/api/governance/decide", body, timeout=hold_s + 10)
-    except (Refused, httpx.HTTPError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure answers; a crashed hook lets the call run
         what = exc if isinstance(exc, Refused) else f"{exc.__class__.__name__}: {exc}"
-        if fail_open:
+        # --fail-open covers an unreachable Warden, not one that answered no (a revoked key).
+        if fail_open and not isinstance(exc, Refused):
             emit("allow", f"Warden unreachable ({what}); allowed because the hook runs with --fail-open")
         else:
             emit("deny", f"Warden could not decide this call ({what}); denied (the hook fails closed)")
@@ -142,9 +145,13 @@ Hold = Annotated[float, typer.Option(
 LevelsFile = Annotated[Path | None, typer.Option(
     help="A TOML/JSON file of tool levels and shell rules.", envvar="WARDEN_HOOK_LEVELS")]
 FailOpen = Annotated[bool, typer.Option("--fail-open", help="Allow when Warden cannot be reached (default: deny).")]
+McpServer = Annotated[str, typer.Option(
+    help="The name Warden's /mcp has in the client's MCP config: its tools are decided there.",
+    envvar="WARDEN_HOOK_MCP_SERVER")]
 
 
-def _run(client: str, agent: str | None, hold: float, levels: Path | None, fail_open: bool) -> None:
+def _run(client: str, agent: str | None, hold: float, levels: Path | None, fail_open: bool,
+         mcp_server: str) -> None:
     try:
         event = json.loads(sys.stdin.read() or "{}")
     except ValueError:
@@ -157,20 +164,21 @@ def _run(client: str, agent: str | None, hold: float, levels: Path | None, fail_
         return
     if name not in (None, "PreToolUse"):
         return  # another event wired to this hook by mistake: deciding it would record a call twice
-    _pre(event, agent=agent, hold_s=hold, mapping=levels, fail_open=fail_open, client=client)
+    _pre(event, agent=agent, hold_s=hold, mapping=levels, fail_open=fail_open, client=client,
+         mcp_server=mcp_server)
 
 
 @hook_app.command("claude-code")
 def claude_code(agent: Agent = None, hold: Hold = CLAUDE_HOOK_TIMEOUT_S - 10, levels: LevelsFile = None,
-                fail_open: FailOpen = False) -> None:
+                fail_open: FailOpen = False, mcp_server: McpServer = "warden") -> None:
     """Decide a Claude Code tool call (PreToolUse) or report its outcome (PostToolUse,
     PostToolUseFailure); the event's JSON on stdin."""
-    _run("claude-code", agent, hold, levels, fail_open)
+    _run("claude-code", agent, hold, levels, fail_open, mcp_server)
 
 
 @hook_app.command("codex")
 def codex(agent: Agent = None, hold: Hold = CLAUDE_HOOK_TIMEOUT_S - 10, levels: LevelsFile = None,
-          fail_open: FailOpen = False) -> None:
+          fail_open: FailOpen = False, mcp_server: McpServer = "warden") -> None:
     """The same for Codex's PreToolUse / PostToolUse hooks (hooks.json, or hooks tables in config.toml).
     Codex takes no "allow" answer: an allowed call gets no output, a refused one a deny."""
-    _run("codex", agent, hold, levels, fail_open)
+    _run("codex", agent, hold, levels, fail_open, mcp_server)

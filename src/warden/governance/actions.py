@@ -128,7 +128,7 @@ def decode_cursor(cursor: str) -> _Key:
     if when.tzinfo is None or source not in (GOVERNED, HOSTED, MODEL) or not isinstance(ident, str) or not ident:
         raise bad
     if source == MODEL:
-        if not ident.isdigit():
+        if not (ident.isascii() and ident.isdigit() and len(ident) <= 18):  # "²" is a digit; BIGINT fits 18
             raise bad
         return when, source, int(ident)
     return when, source, ident

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from warden.agents.runs import Runs
-from warden.errors import NotFound, ValidationFailed
+from warden.errors import Forbidden, NotFound, ValidationFailed
 from warden.governance.gate import own_call
 from warden.governance.maturity import Maturity, find_agent
 from warden.store.agent_models import Agent, Message
@@ -133,6 +133,10 @@ class FeedbackService:
         """Record (or replace) the caller's feedback. Returns (view, replaced)."""
         t = (await self._call_target(principal, body.action_id) if body.action_id is not None
              else await self._run_target(principal, body))
+        if principal.agent_id is not None and principal.agent_id == t.agent_id:
+            # An agent's own key lives in the agent's environment: feedback from it would let
+            # the agent rate itself toward promotion.
+            raise Forbidden("an agent's own key cannot rate its own actions", code="own_agent")
         steps, target = t.steps, t.target
         last = steps[-1] if steps else {}
         values = dict(rating=str(body.rating), score=score_of(body.rating), correction=body.correction or None,

@@ -303,13 +303,14 @@ class Gate:
     # --- outcomes -------------------------------------------------------------------------
 
     async def finished(self, principal: Principal, action_id: str, *, ok: bool, result: Any,
-                       verdict: Verdict | None = None) -> None:
+                       verdict: Verdict | None = None, interrupted: bool = False) -> None:
         """The allowed call ran: record how it went (once), and count it toward the agent's
         maturity as one hosted run (ok: completed, else failed; clean: it was not refused).
         ``verdict``: a deferred one (``decide(defer=True)``) is written here first, in the
-        same transaction."""
+        same transaction. ``interrupted``: the client left mid-call; recorded, but it says
+        nothing about the agent (maturity ignores it, as a cancelled hosted run)."""
         result_hash = arguments_hash(result)
-        status = "completed" if ok else "failed"
+        status = "interrupted" if interrupted else "completed" if ok else "failed"
         deferred = verdict.deferred if verdict is not None and verdict.action_id == action_id else None
 
         async def tx(s: AsyncSession) -> None:

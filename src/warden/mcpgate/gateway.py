@@ -127,16 +127,20 @@ class McpGateway:
         try:
             result = await self._forward(agent, tool, arguments, verdict.action_id)
         except asyncio.CancelledError:  # the client went away mid-call: it may have run, so record it
-            await asyncio.shield(self._finished(principal, verdict, tool_error("cancelled: the client left")))
+            await asyncio.shield(self._finished(principal, verdict, tool_error("cancelled: the client left"),
+                                                interrupted=True))
             raise
-        if not await self._finished(principal, verdict, result) and verdict.deferred is not None:
+        # Shielded: a client leaving now must not roll back the record of a call that ran.
+        if not await asyncio.shield(self._finished(principal, verdict, result)) and verdict.deferred is not None:
             # Nothing of this call is on the ledger: its result does not leave unrecorded.
             return tool_error("Warden could not record this call, so its result is withheld; try again shortly")
         return result
 
-    async def _finished(self, principal: Principal, verdict: Verdict, result: CallToolResult) -> bool:
+    async def _finished(self, principal: Principal, verdict: Verdict, result: CallToolResult, *,
+                        interrupted: bool = False) -> bool:
         try:
             await self.gate.finished(principal, verdict.action_id, ok=not result.is_error, verdict=verdict,
+                                     interrupted=interrupted,
                                      result=result.model_dump(mode="json", by_alias=True, exclude_none=True))
         except Exception:  # decided before it ran: its result reaches the client even if the outcome is lost
             log.exception("recording the outcome of %s failed", verdict.action_id)

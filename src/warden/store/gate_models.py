@@ -12,7 +12,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from warden.store.base import Base, UTCDateTime, utcnow
 
-CALL_STATUSES = ("allowed", "denied", "held", "approved", "rejected", "expired", "completed", "failed")
+CALL_STATUSES = ("allowed", "denied", "held", "approved", "rejected", "expired", "completed", "failed",
+                 "interrupted")  # interrupted: the client left mid-call (it may have run)
 
 
 class GovernedCallRow(Base):

@@ -52,3 +52,38 @@ def test_mcp_tools_pass_through() -> None:
     out = _hook({"hook_event_name": "PreToolUse", "tool_name": "mcp__warden__fs_write", "tool_input": {}},
                 env={"WARDEN_URL": "http://127.0.0.1:9", "WARDEN_KEY": "wk-test"})
     assert out["permissionDecision"] == "allow" and "/mcp" in out["permissionDecisionReason"]
+
+
+def test_only_wardens_own_mcp_server_passes_through() -> None:
+    env = {"WARDEN_URL": "http://127.0.0.1:9", "WARDEN_KEY": "wk-test"}
+    other = {"hook_event_name": "PreToolUse", "tool_name": "mcp__github__delete_repo", "tool_input": {}}
+    out = _hook(other, env=env)  # not Warden's /mcp: decided here, and Warden is unreachable
+    assert out["permissionDecision"] == "deny" and "fails closed" in out["permissionDecisionReason"]
+    assert _hook(other, "--mcp-server", "github", env=env)["permissionDecision"] == "allow"
+
+
+def test_fail_open_does_not_cover_a_warden_that_said_no() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Revoked(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = json.dumps({"error": {"message": "this key was revoked"}}).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Revoked)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {"WARDEN_URL": f"http://127.0.0.1:{server.server_port}", "WARDEN_KEY": "wk-test"}
+        event = {"hook_event_name": "PreToolUse", "tool_name": "Write", "tool_input": {"file_path": "x"}}
+        out = _hook(event, "--fail-open", env=env)
+        assert out["permissionDecision"] == "deny" and "this key was revoked" in out["permissionDecisionReason"]
+    finally:
+        server.shutdown()
