@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,15 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.app import ADMIN_KEY, LiveWarden
-from tests.support.mcp_client import external_agent, stdio_fixture
+from tests.e2e.test_claude_code import CLAUDE, OFFLINE_RUN, QUIET, REPO  # its telemetry-off environment
+from tests.support.app import LiveWarden
+from tests.support.mcp_client import HOLD_S, external_agent, governed_settings, stdio_fixture
 from tests.support.upstreams import UPSTREAM_KEYS, add_credential
-from warden.config import load_settings
+from warden.config import Settings
 from warden.testing.upstream import Behaviour, SimToolCall, UpstreamServer
 
-REPO = Path(__file__).resolve().parents[2]
-CLAUDE = REPO / "tests" / "clients" / "node_modules" / ".bin" / "claude"
-OFFLINE_RUN = REPO.parent / "shared" / "tools" / "offline-run"
 WARDEN = REPO / ".venv" / "bin" / "warden"
 
 pytestmark = [
@@ -39,26 +36,10 @@ pytestmark = [
                        reason="npm ci --prefix tests/clients installs Claude Code (.ci/run does)"),
 ]
 
-QUIET = {"DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
-         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_BUG_COMMAND": "1",
-         "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1", "DISABLE_COST_WARNINGS": "1",
-         "CLAUDE_CODE_DISABLE_TERMINAL_TITLE": "1", "CLAUDE_CODE_SKIP_BEDROCK_AUTH": "1"}
-HOLD_S = 40.0  # the server's and the hook's hold: far longer than the test takes to approve
-
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveWarden]:
-    settings = load_settings(data_dir=tmp_path / "data", admin_key=ADMIN_KEY, access_log=False,
-                             mcp_stdio_allow=sys.executable, approval_hold=HOLD_S, request_deadline=30.0)
-    server = LiveWarden(settings).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def admin(live: LiveWarden) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as c:
-        yield c
+def live_settings(tmp_path: Path) -> Settings:  # tests/e2e/conftest.py's live and admin run on it
+    return governed_settings(tmp_path)
 
 
 @pytest.fixture

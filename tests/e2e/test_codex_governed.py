@@ -12,7 +12,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,10 @@ import httpx
 import pytest
 
 from tests.e2e.test_codex import CODEX, CONFIG, OFFLINE_RUN
-from tests.support.app import ADMIN_KEY, LiveWarden
-from tests.support.mcp_client import external_agent, mcp_session, stdio_fixture
+from tests.support.app import LiveWarden
+from tests.support.mcp_client import external_agent, governed_settings, mcp_session, stdio_fixture
 from tests.support.upstreams import UPSTREAM_KEYS, add_credential
-from warden.config import load_settings
+from warden.config import Settings
 from warden.testing.upstream import Behaviour, SimToolCall, UpstreamServer
 
 pytestmark = [
@@ -41,22 +40,11 @@ bearer_token_env_var = "WARDEN_API_KEY"
 tool_timeout_sec = 60
 default_tools_approval_mode = "approve"  # Warden decides (and holds) each call; Codex need not ask
 """
-HOLD_S = 40.0
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveWarden]:
-    settings = load_settings(data_dir=tmp_path / "data", admin_key=ADMIN_KEY, access_log=False,
-                             mcp_stdio_allow=sys.executable, approval_hold=HOLD_S, request_deadline=30.0)
-    server = LiveWarden(settings).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def admin(live: LiveWarden) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as c:
-        yield c
+def live_settings(tmp_path: Path) -> Settings:  # tests/e2e/conftest.py's live and admin run on it
+    return governed_settings(tmp_path)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ is denied, so never offered; each result or refusal reaches the model as the too
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,29 +18,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.app import ADMIN_KEY, LiveWarden
-from tests.support.mcp_client import external_agent, stdio_fixture
+from tests.support.app import LiveWarden
+from tests.support.mcp_client import external_agent, governed_settings, stdio_fixture
 from tests.support.offline import Client, warden_client
 from tests.support.upstreams import UPSTREAM_KEYS, add_credential
-from warden.config import load_settings
+from warden.config import Settings
 from warden.testing.upstream import Behaviour, SimToolCall, UpstreamServer
 
-HOLD_S = 40.0  # the server's hold: far longer than the test takes to decide
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveWarden]:
-    settings = load_settings(data_dir=tmp_path / "data", admin_key=ADMIN_KEY, access_log=False,
-                             mcp_stdio_allow=sys.executable, approval_hold=HOLD_S, request_deadline=30.0)
-    server = LiveWarden(settings).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def admin(live: LiveWarden) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as c:
-        yield c
+def live_settings(tmp_path: Path) -> Settings:  # tests/e2e/conftest.py's live and admin run on it
+    return governed_settings(tmp_path)
 
 
 @pytest.fixture

@@ -15,7 +15,18 @@ import httpx2
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.support.app import ADMIN_KEY
+from warden.config import Settings, load_settings
+
 FIXTURE = str(Path(__file__).parent / "mcp_fixture_server.py")
+HOLD_S = 40.0  # a governed client test's hold: far longer than the test takes to decide
+
+
+def governed_settings(tmp_path: Path) -> Settings:
+    """A live Warden for an external agent's client: stdio MCP upstreams of this Python,
+    calls held for ``HOLD_S``."""
+    return load_settings(data_dir=tmp_path / "data", admin_key=ADMIN_KEY, access_log=False,
+                         mcp_stdio_allow=sys.executable, approval_hold=HOLD_S, request_deadline=30.0)
 
 
 @contextlib.asynccontextmanager
