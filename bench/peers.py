@@ -30,7 +30,7 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def serving_pid(proc: Proc) -> int:
-    """The pid whose process tree serves (offline-run's shell is not Portkey)."""
+    """The pid whose process tree serves (offline-run's shell is not the server)."""
     pid = getattr(proc, "serving_pid", None)
     return pid() if callable(pid) else proc.pid
 

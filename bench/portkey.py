@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -24,13 +23,12 @@ from pathlib import Path
 import orjson
 
 from bench.clients import Target
-from bench.procs import HOST, PY, ROOT, Proc, _children, free_port, pinned, start
+from bench.procs import HOST, OFFLINE_RUN, PY, ROOT, NamespacedProc, find_child, free_port, pinned, start
 from bench.targets import MODEL, UPSTREAM_KEY, wait_answers
 
 PIN_DIR = ROOT / "bench/portkey"  # package.json + package-lock.json, committed
 PREFIX = ROOT / "bench/.portkey"  # `npm ci --prefix`, ignored by git
 ENTRY = PREFIX / "node_modules/@portkey-ai/gateway/build/start-server.js"
-OFFLINE_RUN = Path(os.environ.get("WARDEN_OFFLINE_RUN", "/work/shared/tools/offline-run"))
 
 
 def ensure_portkey(log: Path) -> Path | None:
@@ -60,31 +58,8 @@ def portkey_version() -> str | None:
         return None
 
 
-@dataclass
-class PortkeyProc(Proc):
-    """offline-run's whole process group: the gateway (``node``) and its simulator."""
-
-    node_pid: int = 0
-    sim_pid: int = 0  # its own upstream simulator, inside the namespace
-
-    def serving_pid(self) -> int:
-        return self.node_pid
-
-    def stop(self, timeout: float = 10.0) -> None:
-        # offline-run is a shell that waits on its child: signal the whole group.
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGTERM)
-                self.popen.wait(timeout)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
-
-
 def start_portkey(logs: Path, *, cpus: str | None, upstream_cpus: str | None,
-                  extra_models: list[str] | None = None) -> tuple[PortkeyProc, Target]:
+                  extra_models: list[str] | None = None) -> tuple[NamespacedProc, Target]:
     del extra_models  # Portkey passes any model name through to the provider
     port, sim_port = free_port(), free_port()
     sim = pinned([PY, "-m", "bench.upstream_proc", "--port", str(sim_port)], upstream_cpus)
@@ -93,10 +68,10 @@ def start_portkey(logs: Path, *, cpus: str | None, upstream_cpus: str | None,
     # NODE_ENV=production: no UI or log stream routes; the gateway has no telemetry of its own.
     base = start("portkey", [str(OFFLINE_RUN), "--", "bash", "-c", inner], logs=logs,
                  env={"NODE_ENV": "production", "DO_NOT_TRACK": "1"}, cwd=ROOT)
-    proc = PortkeyProc(base.name, base.popen, base.log)
+    proc = NamespacedProc(base.name, base.popen, base.log)
     try:
-        proc.node_pid = _find(proc, "node", 30.0)
-        proc.sim_pid = _find(proc, "python", 5.0)
+        proc.node_pid = find_child(proc, "node", 30.0)
+        proc.sim_pid = find_child(proc, "python", 5.0)
         target = Target("portkey", port, MODEL, key=UPSTREAM_KEY,
                         extra={"x-portkey-provider": "openai",
                                "x-portkey-custom-host": f"http://{HOST}:{sim_port}/v1"},
@@ -106,19 +81,3 @@ def start_portkey(logs: Path, *, cpus: str | None, upstream_cpus: str | None,
         proc.stop()
         raise
     return proc, target
-
-
-def _find(proc: Proc, comm: str, timeout: float) -> int:
-    """The pid of the process named ``comm*`` under offline-run."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"portkey exited; see {proc.log}:\n" + proc.log.read_text()[-2000:])
-        for pid in _children(proc.pid):
-            try:
-                if Path(f"/proc/{pid}/comm").read_text().startswith(comm):
-                    return pid
-            except OSError:
-                continue
-        time.sleep(0.05)
-    raise TimeoutError(f"portkey's {comm} process never started")

@@ -119,3 +119,45 @@ def _children(pid: int) -> list[int]:
 def server_pid(proc: Proc) -> int:
     """The process that serves (taskset execs, so the pid is the program's own)."""
     return proc.pid
+
+
+OFFLINE_RUN = Path(os.environ.get("WARDEN_OFFLINE_RUN", "/work/shared/tools/offline-run"))
+
+
+@dataclass
+class NamespacedProc(Proc):
+    """A third-party server under offline-run (loopback only): the whole process group."""
+
+    node_pid: int = 0  # the server itself (memory, CPU, its network namespace)
+    sim_pid: int = 0  # its own upstream simulator inside the namespace, if any
+
+    def serving_pid(self) -> int:
+        return self.node_pid
+
+    def stop(self, timeout: float = 10.0) -> None:
+        # offline-run is a shell that waits on its child: signal the whole group.
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(timeout)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+
+
+def find_child(proc: Proc, comm: str, timeout: float) -> int:
+    """The pid of the process named ``comm*`` under offline-run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited; see {proc.log}:\n" + proc.log.read_text()[-2000:])
+        for pid in _children(proc.pid):
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().startswith(comm):
+                    return pid
+            except OSError:
+                continue
+        time.sleep(0.05)
+    raise TimeoutError(f"{proc.name}'s {comm} process never started")

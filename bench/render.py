@@ -155,7 +155,9 @@ def _method(res: dict, args: argparse.Namespace) -> str:
   cost metering and the batched spend writer are all on the path.
 - **LiteLLM**: `litellm[proxy]` in its own virtualenv (`bench/.litellm-venv`, installed by the
   script), `litellm --config … --num_workers 1`, a master key, the same simulator as
-  `openai/gpt-4o-mini`.
+  `openai/gpt-4o-mini`, telemetry off, inside `offline-run` (loopback only; the
+  simulator's port bridged in, the clients entering its namespace). The round-4 figures
+  below were taken before this move, with LiteLLM outside the namespace.
 - {pin}
 - **Added latency**: rounds of one non-streamed request to direct and to one proxy over
   keep-alive connections (stdlib `http.client`, the same client for all), the order rotated

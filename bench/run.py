@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
                                                extra_models=[STREAM_MODEL])
                 procs.append(lproc)
                 proxies.append(ltarget)
-                res["litellm_rss_idle_mb"] = rss_mb(lproc.pid)
+                res["litellm_rss_idle_mb"] = rss_mb(peers.serving_pid(lproc))
             except (RuntimeError, TimeoutError) as exc:
                 res["litellm_error"] = str(exc)[:300]
         extra, more, w2 = peers.start_extra(logs, up_port, warden.key or "", portkey_ok=portkey_ok,
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
                     say(f"  c={c} {t.name}: {r['rps']:.0f} req/s, errors {r['errors']}")
             res["load"] = rows
         if lproc is not None:
-            res["litellm_rss_after_load_mb"] = rss_mb(lproc.pid)
+            res["litellm_rss_after_load_mb"] = rss_mb(peers.serving_pid(lproc))
             lproc.stop()
         for name, proc in extra.items():
             res[f"{name}_rss_after_load_mb"] = peers.tree_rss_mb(proc)

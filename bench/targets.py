@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 
 from bench.clients import Target
-from bench.procs import HOST, PY, ROOT, Proc, free_port, start, wait_port
+from bench.procs import HOST, OFFLINE_RUN, PY, ROOT, NamespacedProc, Proc, find_child, free_port, start, wait_port
 
 ADMIN_KEY = "wk-bench-admin-0123456789abcdefghijkl"
 UPSTREAM_KEY = "sk-bench-upstream-0123456789"
@@ -132,12 +132,19 @@ def start_litellm(logs: Path, upstream_port: int, *, cpus: str | None = None,
     port = free_port()
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
            "LITELLM_LOG": "ERROR", "PYTHONUNBUFFERED": "1"}
-    proc = start("litellm", [str(exe), "--config", str(cfg), "--host", HOST, "--port", str(port),
-                             "--num_workers", "1"], logs=logs, cpus=cpus, env=env,
-                 cwd=logs)
-    wait_port(port, proc, timeout=180)
-    target = Target("litellm", port, MODEL, key=LITELLM_MASTER)
-    wait_answers(target, proc, 120)
+    # Third-party, so inside offline-run (loopback only) like Portkey: the simulator's port
+    # is bridged in, and the bench's clients enter LiteLLM's namespace (Target.netns).
+    base = start("litellm", [str(OFFLINE_RUN), "--port", str(upstream_port), "--", str(exe), "--config",
+                             str(cfg), "--host", HOST, "--port", str(port), "--num_workers", "1"],
+                 logs=logs, cpus=cpus, env=env, cwd=logs)
+    proc = NamespacedProc(base.name, base.popen, base.log)
+    try:
+        proc.node_pid = find_child(proc, "litellm", 60.0)
+        target = Target("litellm", port, MODEL, key=LITELLM_MASTER, netns=f"/proc/{proc.node_pid}/ns/net")
+        wait_answers(target, proc, 180)
+    except BaseException:
+        proc.stop()
+        raise
     return proc, target
 
 
