@@ -10,6 +10,7 @@ by own time and by inclusive time, so a hot spot is visible without a viewer.
 from __future__ import annotations
 
 import argparse
+import os
 import collections
 import subprocess
 import time
@@ -55,7 +56,7 @@ def main() -> None:
         load.run_wrk(target, args.connections, 2, cpus="1", body=body)  # warm-up
         out = logs / "profile.collapsed"
         spy = subprocess.Popen(pinned([str(PY_SPY), "record", "--pid", str(wproc.pid), "--rate", "500",
-                                       "--format", "raw", "--output", str(out), "--nonblocking",
+                                       "--format", "raw", "--output", str(out), *([] if os.environ.get("BENCH_SPY_BLOCKING") else ["--nonblocking"]),
                                        "--duration", str(args.seconds + 1)], "1"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         result = load.run_wrk(target, args.connections, args.seconds, cpus="1", body=body)

@@ -36,6 +36,7 @@ from warden.api import decisions as decisions_api
 from warden.api import webhooks as webhooks_api
 from warden.api.docs import install_docs
 from warden.api.errors import install_error_handlers
+from warden.api.hot_routes import HotRoutes
 from warden.api.metrics import metrics_endpoint
 from warden.api import mcp_servers as mcp_servers_api
 from warden.api.root import root as root_page
@@ -69,23 +70,25 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             if owned:
                 await app.state.services.close()
 
-    app = FastAPI(title="Warden", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, **_NO_NATIVE_TELEMETRY)
+    app = _WardenApp(title="Warden", version=__version__, lifespan=lifespan,
+                     docs_url=None, redoc_url=None, **_NO_NATIVE_TELEMETRY)
+    app.hot_routes = {  # the gateway: plain Starlette endpoints, served past the framework
+        "/v1/chat/completions": openai_compat.chat_completions,
+        "/v1/messages": anthropic_compat.messages,
+        "/v1/messages/count_tokens": anthropic_compat.count_tokens,
+        "/v1/responses": responses_compat.create_response,
+        "/v1/embeddings": embeddings.embeddings,
+    }
+    app.hot_settings = {"max_body_bytes": settings.max_body_bytes, "access_log": settings.access_log}
     if services is not None:
         app.state.services = services  # tests and embedders may skip the lifespan
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
                        access_log=settings.access_log)
-    # The two gateway routes are plain Starlette routes, first in line: the hot path
-    # skips FastAPI's dependency solving and the scan of the included routers.
-    app.add_route("/v1/chat/completions", openai_compat.chat_completions, methods=["POST"],
-                  include_in_schema=False)
-    app.add_route("/v1/messages", anthropic_compat.messages, methods=["POST"], include_in_schema=False)
-    app.add_route("/v1/messages/count_tokens", anthropic_compat.count_tokens, methods=["POST"],
-                  include_in_schema=False)
-    app.add_route("/v1/responses", responses_compat.create_response, methods=["POST"],
-                  include_in_schema=False)
-    app.add_route("/v1/embeddings", embeddings.embeddings, methods=["POST"], include_in_schema=False)
+    # Registered too (a GET is answered 405 with the allowed methods), though HotRoutes
+    # serves their POSTs before the framework sees them.
+    for path, endpoint in app.hot_routes.items():
+        app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(workspaces.router)
@@ -115,6 +118,17 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.add_route("/", root_page, methods=["GET"], include_in_schema=False)
     install_docs(app)
     return app
+
+
+class _WardenApp(FastAPI):
+    """FastAPI with the gateway's POST routes in front of its middleware stack
+    (api/hot_routes.py says why)."""
+
+    hot_routes: dict[str, Any]
+    hot_settings: dict[str, Any]
+
+    def build_middleware_stack(self) -> Any:
+        return HotRoutes(super().build_middleware_stack(), self.hot_routes, **self.hot_settings)
 
 
 class _LazyMcpEndpoint:

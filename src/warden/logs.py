@@ -15,7 +15,10 @@ import json
 import logging
 import re
 import sys
+import time
 from contextvars import ContextVar
+
+import orjson
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -155,15 +158,32 @@ class RedactingFilter(logging.Filter):
 
 
 class _RedactingJsonFormatter(JsonFormatter):
+    _second: int | None = None
+    _second_text = ""
+
+    def _time(self, record: logging.LogRecord) -> str:
+        """``formatTime``'s text, its seconds part rendered once a second (strftime and
+        localtime are most of a line's cost)."""
+        if self.datefmt:
+            return self.formatTime(record, self.datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime(self.default_time_format, self.converter(second))
+            self._second = second
+        return self.default_msec_format % (self._second_text, record.msecs)
+
     def format(self, record: logging.LogRecord) -> str:
         if record.name in _NOTHING_TO_REDACT and not record.exc_info and not record.stack_info:
             # One line per request: the same JSON the generic path writes for these
             # records (fixed fields, no extras), at a fraction of its cost.
-            line = {"ts": self.formatTime(record, self.datefmt), "level": record.levelname,
+            line = {"ts": self._time(record), "level": record.levelname,
                     "logger": record.name, "message": record.getMessage(),
                     "request_id": getattr(record, "request_id", None)}
             line.update(getattr(record, "access", None) or {})  # the access log's own fields
-            return json.dumps(line)
+            # orjson: a tenth of json.dumps' time; it writes UTF-8, so a line that is not
+            # ASCII takes json.dumps, whose escapes any stream encoding can carry.
+            text = orjson.dumps(line, default=str).decode()
+            return text if text.isascii() else json.dumps(line, default=str)
         text = super().format(record)
         return text if record.name in _NOTHING_TO_REDACT and not record.exc_info else redact(text)
 

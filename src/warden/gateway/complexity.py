@@ -115,9 +115,33 @@ def _term_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w)(?=[{first}])(?:{_alternation(words)})(?!\w)", re.IGNORECASE)
 
 
-# One pattern per domain.
-_DOMAIN_PATTERNS: dict[str, re.Pattern[str]] = {name: _term_pattern(words) for name, words in _DOMAINS.items()}
-_REASONING_PATTERN = _term_pattern(_REASONING_CUES)
+def _first_words(words: tuple[str, ...]) -> frozenset[str]:
+    """Each term's first word: a text none of them occurs in holds no term."""
+    return frozenset(_WORD.findall(word.replace("\\", "").lower())[0] for word in words)
+
+
+_WORD = re.compile(r"\w+")
+# One pattern per domain, with the first words of its terms.
+_DOMAIN_PATTERNS: dict[str, tuple[re.Pattern[str], frozenset[str]]] = {
+    name: (_term_pattern(words), _first_words(words)) for name, words in _DOMAINS.items()}
+_REASONING_PATTERN = _term_pattern(_REASONING_CUES), _first_words(_REASONING_CUES)
+
+
+def found_terms(text: str, pattern: tuple[re.Pattern[str], frozenset[str]],
+                words: set[str] | None) -> list[str]:
+    """The distinct terms of ``pattern`` in ``text``, sorted. ``words``: the text's words
+    (an ASCII text's, lowercased), to skip a pattern none of whose terms can occur:
+    most prompts hold no term of most domains, and a regex tries every position."""
+    regex, firsts = pattern
+    if words is not None and words.isdisjoint(firsts):
+        return []
+    return sorted({m.group(0).lower() for m in regex.finditer(text)})
+
+
+def text_words(text: str) -> set[str] | None:
+    """The words ``found_terms`` checks first; None (check nothing) for a text that is
+    not ASCII, where case-insensitive matching and ``lower()`` can disagree ("İ")."""
+    return set(_WORD.findall(text.lower())) if text.isascii() else None
 _CODE_FENCE = re.compile(r"^\s*```", re.MULTILINE)
 
 _THRESHOLDS: tuple[tuple[float, Level], ...] = ((5.5, "advanced"), (4.0, "complex"), (2.0, "moderate"))
@@ -172,14 +196,15 @@ def score_complexity(req: ChatRequest, *, estimated_tokens: int | None = None) -
         add(min(2.0, float(fences)), f"{fences} code block{'s' if fences > 1 else ''}")
 
     text = _focus_text(req)
+    words = text_words(text)
     domain_terms = 0
     for domain, pattern in _DOMAIN_PATTERNS.items():
-        terms = sorted({m.group(0).lower() for m in pattern.finditer(text)})
+        terms = found_terms(text, pattern, words)
         if terms:
             domain_terms += len(terms)
             add(min(1.5, 0.5 * len(terms)), f"{domain} vocabulary: {', '.join(terms[:5])}")
 
-    cues = sorted({m.group(0).lower() for m in _REASONING_PATTERN.finditer(text)})
+    cues = found_terms(text, _REASONING_PATTERN, words)
     if cues:
         add(min(3.0, 1.0 * len(cues)), f"asks for reasoning: {', '.join(cues[:5])}")
         if domain_terms >= 2:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from warden.gateway.catalog import Catalog, ModelInfo, ModelOverride
 
@@ -16,6 +16,14 @@ class Deployment:
     model: str
     credential_id: str | None
     info: ModelInfo
+    # The names a bare model id matches it by: its model, lowercased, and the part after
+    # its last "/" ("meta-llama/llama-3-70b" is "llama-3-70b" too). Set once: routing
+    # checks every deployment of a workspace against the requested name.
+    bare_names: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        model = self.model.lower()
+        object.__setattr__(self, "bare_names", frozenset({model, model.rsplit("/", 1)[-1]}))
 
     @classmethod
     def build(

@@ -183,8 +183,7 @@ def needs_for(req: ChatRequest, input_tokens: int) -> Needs:
 
 
 def _matches_bare(d: Deployment, name: str) -> bool:
-    model = d.model.lower()
-    return model == name or model.rsplit("/", 1)[-1] == name
+    return name in d.bare_names
 
 
 def _resolve(

@@ -170,3 +170,33 @@ def test_estimate_tokens_counts_text_images_tools_and_schema() -> None:
 def test_to_dict() -> None:
     c = score_complexity(req("prove it"))
     assert c.to_dict() == {"level": c.level, "score": c.score, "reasons": c.reasons}
+
+
+# --- the first-word check skips patterns, never changes what they find --------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from warden.gateway import complexity  # noqa: E402
+
+_PIECES = st.sampled_from([
+    "sql", "SQL", "mysqlx", "c++", "C++ code", "race condition", "Race  condition", "big-o", "step-by-step",
+    "step by step", "trade-offs", "prove", "proven", "İntegral", "integral", "ſql", "K", "ﬁ", "theorem",
+    "eigenvalue", ".", ",", " ", "\n", "-", "_", "é", "kubernetes", "api", "apis", "think carefully",
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=12).map("".join))
+def test_the_word_check_finds_what_every_pattern_finds(text: str) -> None:
+    words = complexity.text_words(text)
+    for pattern in (*complexity._DOMAIN_PATTERNS.values(), complexity._REASONING_PATTERN):
+        regex = pattern[0]
+        assert complexity.found_terms(text, pattern, words) == sorted(
+            {m.group(0).lower() for m in regex.finditer(text)})
+
+
+def test_a_text_that_is_not_ascii_is_read_by_the_patterns_alone() -> None:
+    # "İ" lowercases to two characters, while the patterns match it as "i".
+    assert complexity.text_words("İntegral") is None
+    assert complexity.found_terms("İntegral", complexity._DOMAIN_PATTERNS["math"], None) == ["i̇ntegral"]
+    assert complexity.text_words("an integral") == {"an", "integral"}

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -59,6 +60,7 @@ Classifier = Callable[[str, int, Mapping[str, str], bytes], ProviderError]
 ERROR_BODY_BYTES = 64 * 1024  # of an error reply: enough for any provider's error JSON
 
 
+@lru_cache(maxsize=64)  # a handful of distinct Timeouts exist; one object each, not one a call
 def client_timeout(t: Timeouts) -> aiohttp.ClientTimeout:
     """The transport's own limits; the first-byte and gap limits are enforced around them."""
     return aiohttp.ClientTimeout(

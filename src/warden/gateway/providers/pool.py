@@ -81,6 +81,9 @@ class UpstreamClient:
             # environment and ~/.netrc (in a thread) on every request.
             trust_env=False,
             raise_for_status=False,
+            # One session serves every tenant: a cookie one provider reply sets must not
+            # ride along on another tenant's call (and matching cookies costs every request).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     @property
@@ -143,6 +146,7 @@ def _proxy(scheme: str, host: str) -> str | None:
     return urllib.request.getproxies_environment().get(scheme)
 
 
+@lru_cache(maxsize=1024)  # an endpoint's URL is the same on every call
 def proxy_for(url: str) -> str | None:
     """The HTTP(S)_PROXY that applies to ``url`` (NO_PROXY honoured), read once per host."""
     parts = urlsplit(url)

@@ -406,3 +406,35 @@ def test_a_400_mb_reply_costs_at_most_its_bound_in_memory(kind: str) -> None:
     assert outcome == "UpstreamTooLarge"
     # The bound (32 MiB reply, 8 MiB event) plus copies of it, far below the 400 MB sent.
     assert (int(peak_kib) - int(before_kib)) < 128 * 1024, done.stdout
+
+
+async def test_a_cookie_one_reply_sets_never_rides_on_the_next_call() -> None:
+    """One pooled session serves every tenant: a provider's Set-Cookie (a load
+    balancer's, say) must not travel with another tenant's request."""
+    from aiohttp import web
+
+    seen: list[str | None] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("cookie"))
+        response = web.json_response({"ok": True})
+        response.set_cookie("lb", "tenant-a-session")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/x", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        ep = endpoint(UpstreamServer("openai"))
+        url = f"http://localhost:{port}/v1/x"  # a name: aiohttp keeps no cookies of IP hosts
+        for _ in range(2):
+            parsed, _raw = await http.request_json(ep, "POST", url, {}, http.build_error, b"{}")
+            assert parsed == {"ok": True}
+        assert seen == [None, None]
+    finally:
+        await runner.cleanup()
+        await http.aclose_client()
