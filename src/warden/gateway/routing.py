@@ -205,6 +205,21 @@ def _resolve(
     return _resolve_named(name, deployments)
 
 
+def reachable(names: Sequence[str], deployments: Sequence[Deployment],
+              groups: Mapping[str, list[str]]) -> Sequence[Deployment]:
+    """The deployments a plan for any of ``names`` (a model and its fallbacks) can hold,
+    in their order: planning over these gives the plan it gives over all, and only
+    these need their breakers read (a workspace may hold hundreds of models)."""
+    ids: set[str] = set()
+    for name in names:
+        resolved = _resolve(name, deployments, groups, [])
+        if resolved is not None:
+            if resolved[0] == "auto":
+                return deployments
+            ids.update(d.id for d in resolved[1])
+    return [d for d in deployments if d.id in ids]
+
+
 def _resolve_named(name: str, deployments: Sequence[Deployment]) -> tuple[Kind, list[Deployment]] | None:
     lowered = name.lower()
     provider, sep, model = lowered.partition("/")

@@ -20,7 +20,7 @@ from warden.gateway.catalog import ModelOverride, get_catalog
 from warden.gateway.context import RouteOptions
 from warden.gateway.deployment import Deployment
 from warden.gateway.health import Health
-from warden.gateway.routing import WORST_CASE_OUTPUT, needs_for, plan_route
+from warden.gateway.routing import WORST_CASE_OUTPUT, needs_for, plan_route, reachable
 from warden.gateway.types import (
     ChatRequest,
     ImagePart,
@@ -224,6 +224,30 @@ def test_named_models_fallbacks_and_groups_never_repeat_or_lack_a_known_need(
     assert "nope" not in fallbacks or ("nope", "fallback not served by any deployment") in plan.rejected
     if req.model == "grp":
         assert ("missing", "member of group 'grp' that no deployment serves") in plan.rejected
+
+
+def outcome(req: ChatRequest, fleet, **kw):  # noqa: ANN001, ANN003, ANN201
+    """A plan as data, or the error it ended in."""
+    try:
+        plan = plan_route(req, fleet, **kw)
+    except (InvalidRequest, NotFound) as exc:
+        return type(exc).__name__, str(exc)
+    return plan.kind, [(s.deployment.id, s.reason, s.score) for s in plan.steps], plan.rejected, \
+        plan.complexity.to_dict()
+
+
+@PLANS
+@given(requests(model=st.sampled_from(["auto", "openai/model-0", "model-1", "groq/*", "grp", "nope"])),
+       fleets, st.lists(st.sampled_from(["model-2", "deepseek/model-3", "nope", "grp"]), max_size=2),
+       st.none() | st.sampled_from([1.0, 4.0]))
+def test_planning_over_the_reachable_deployments_is_planning_over_all(
+        req: ChatRequest, fleet: list[Deployment], fallbacks: list[str], factor: float | None) -> None:
+    """The gateway reads breakers for, and plans over, only what the names can reach."""
+    groups = {"grp": ["model-2", "openai/model-0", "missing"]}
+    kw = {"groups": groups, "options": RouteOptions(fallbacks=fallbacks), "max_fallback_cost_factor": factor}
+    near = reachable([req.model, *fallbacks], fleet, groups)
+    assert [d.id for d in near] == [d.id for d in fleet if d in near]  # the fleet's order
+    assert outcome(req, near, **kw) == outcome(req, fleet, **kw)
 
 
 @pytest.mark.parametrize("prefer", ["value", "cost", "quality", "latency"])
