@@ -17,6 +17,7 @@ ADMIN_KEY = "wk-bench-admin-0123456789abcdefghijkl"
 UPSTREAM_KEY = "sk-bench-upstream-0123456789"
 LITELLM_VENV = ROOT / "bench/.litellm-venv"
 LITELLM_MASTER = "sk-bench-litellm-master"
+LITELLM_PIN = "1.108.7"  # the peer measured since round 4; a new release is a new baseline
 MODEL = "gpt-4o-mini"
 
 
@@ -96,7 +97,7 @@ def ensure_litellm(log: Path) -> Path | None:
     with open(log, "ab") as fh:
         if not (LITELLM_VENV / "bin/python").exists():
             subprocess.run([PY, "-m", "venv", str(LITELLM_VENV)], check=True, stdout=fh, stderr=fh)
-        r = subprocess.run([str(LITELLM_VENV / "bin/pip"), "install", "-q", "litellm[proxy]"],
+        r = subprocess.run([str(LITELLM_VENV / "bin/pip"), "install", "-q", f"litellm[proxy]=={LITELLM_PIN}"],
                            stdout=fh, stderr=fh, timeout=1800)
     return exe if r.returncode == 0 and exe.exists() else None
 

@@ -70,6 +70,28 @@ def factor_of(cost: Decimal, reference: Decimal) -> float:
     return 1.0 if cost == 0 else math.inf
 
 
+def _rate_cost(info: ModelInfo, input_tokens: int, output_tokens: int) -> float:
+    return input_tokens * (info.input_rate or 0.0) + output_tokens * (info.output_rate or 0.0)
+
+
+def _factor(info: ModelInfo, first: ModelInfo, ref: Decimal, ref_rate: float, input_tokens: int,
+            output_tokens: int, max_factor: float) -> float | None:
+    """``factor_of`` the step's estimate, from the float rates (Decimal division is most
+    of the guard's cost, on every request); exact where the floats come too close to
+    the limit to decide."""
+    if info.input_price is None or info.output_price is None:
+        return None
+    if info is first or (info.input_price == first.input_price and info.output_price == first.output_price):
+        return 1.0  # the first choice itself, or the same model through another key
+    if ref_rate > 0.0:
+        factor = _rate_cost(info, input_tokens, output_tokens) / ref_rate
+        if math.isinf(max_factor) or abs(factor - max_factor) > 1e-9 * max_factor:
+            return factor
+    cost = estimate(info, input_tokens, output_tokens)
+    assert cost is not None  # both prices are known
+    return factor_of(cost, ref)
+
+
 def apply_cost_guard(steps: Sequence[Step], first: Deployment, max_factor: float, input_tokens: int,
                      output_tokens: int, rejected: list[tuple[str, str]], *,
                      exempt: Set[str] = frozenset()) -> tuple[list[Step], CostGuard]:
@@ -79,11 +101,13 @@ def apply_cost_guard(steps: Sequence[Step], first: Deployment, max_factor: float
     ref = estimate(first.info, input_tokens, output_tokens)
     if ref is None:
         return list(steps), CostGuard(max_factor, first.id, None)
+    ref_rate = _rate_cost(first.info, input_tokens, output_tokens)
     kept: list[Step] = []
     for step in steps:
-        cost = estimate(step.deployment.info, input_tokens, output_tokens)
+        cost = _factor(step.deployment.info, first.info, ref, ref_rate, input_tokens, output_tokens,
+                       max_factor)
         if cost is not None:
-            step.cost_factor = factor_of(cost, ref)
+            step.cost_factor = cost
             if step.cost_factor > max_factor and step.deployment is not first \
                     and step.deployment.id not in exempt:
                 rejected.append((step.deployment.id, (

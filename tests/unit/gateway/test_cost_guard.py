@@ -148,3 +148,46 @@ def test_no_step_is_pricier_than_the_factor_allows(specs, factor, mode, fallback
             over = next(d for d in deps if d.id == who)
             cost = estimate(over.info, plan.needs.input_tokens, output)
             assert ref is not None and cost is not None and (ref == 0 or cost / ref > Decimal(str(factor)) * Decimal("0.999999"))
+
+
+RATES = st.sampled_from([0.0, 0.1, 0.3, 0.9, 0.15, 0.6]) | st.floats(min_value=0.0, max_value=100.0).map(
+    lambda p: round(p, 4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(RATES, RATES), min_size=2, max_size=5),
+       st.integers(min_value=0, max_value=5_000), st.integers(min_value=0, max_value=5_000),
+       st.sampled_from([1.0, 1.5, 2.0, 4.0, math.inf]))
+def test_the_float_factor_decides_as_the_exact_one(prices, input_tokens, output_tokens, limit) -> None:
+    """Factors come from float rates; near the limit from Decimals: the same steps kept."""
+    deps = [Deployment.build("openai", f"m{i}", "c", catalog=CATALOG,
+                             overrides=ModelOverride(input_price=Decimal(str(a)), output_price=Decimal(str(b))))
+            for i, (a, b) in enumerate(prices)]
+    steps = [_Step(d) for d in deps]
+    kept, _guard = apply_cost_guard(steps, deps[0], limit, input_tokens, output_tokens, [])
+    ref = estimate(deps[0].info, input_tokens, output_tokens)
+    assert ref is not None
+    exact = [s for s in steps if s.deployment is deps[0]
+             or factor_of(estimate(s.deployment.info, input_tokens, output_tokens), ref) <= limit]
+    assert [s.deployment.id for s in kept] == [s.deployment.id for s in exact]
+    for step in kept:
+        want = factor_of(estimate(step.deployment.info, input_tokens, output_tokens), ref)
+        assert step.cost_factor == pytest.approx(want, rel=1e-9) or step.cost_factor == want
+
+
+class _Step:
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.cost_factor: float | None = None
+
+
+def test_a_step_exactly_at_the_limit_is_kept() -> None:
+    """Exactly 3x; from float rates alone it reads 3.0000000000000004, over the limit."""
+    a = Deployment.build("openai", "a", "c", catalog=CATALOG,
+                         overrides=ModelOverride(input_price=Decimal("0.1"), output_price=Decimal("0.3")))
+    b = Deployment.build("openai", "b", "c", catalog=CATALOG,
+                         overrides=ModelOverride(input_price=Decimal("0.3"), output_price=Decimal("0.9")))
+    assert (7 * 0.3 + 3 * 0.9) / (7 * 0.1 + 3 * 0.3) > 3.0
+    kept, guard = apply_cost_guard([_Step(a), _Step(b)], a, 3.0, 7, 3, [])
+    assert [s.deployment for s in kept] == [a, b] and guard.excluded == 0
+    assert kept[1].cost_factor == 3.0
