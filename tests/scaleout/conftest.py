@@ -106,7 +106,11 @@ def cluster_env(redis_prefix: str) -> dict[str, str]:
 def cluster(tmp_path: Path, cluster_env: dict[str, str]) -> Iterator[tuple[Instance, Instance]]:
     asyncio.run(reset_pg(PG_URL or ""))
     a = Instance("a", tmp_path / "a", cluster_env)
-    a.wait_ready()  # migrates first; the second then finds the schema in place
+    try:
+        a.wait_ready()  # migrates first; the second then finds the schema in place
+    except BaseException:
+        a.stop()  # not left running when it never got ready
+        raise
     b = Instance("b", tmp_path / "b", cluster_env)
     try:
         b.wait_ready()

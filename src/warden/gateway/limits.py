@@ -50,6 +50,7 @@ from warden.gateway.deployment import Deployment
 from warden.gateway.types import ChatRequest, EmbeddingRequest, Usage
 from warden.state.base import (
     BudgetScope,
+    RateBatchResult,
     RateLimit,
     RateResult,
     StateStore,
@@ -176,6 +177,7 @@ class Admission:
             return
         self.done = True
         has_usage = bool(usage.input_tokens or usage.output_tokens)
+        charge = 0
         if self.reservation_id is not None:
             if cost_usd is not None and has_usage:
                 charge = to_pico(cost_usd)
@@ -183,28 +185,33 @@ class Admission:
                 charge = _consumed_estimate(dep, self.prompt_tokens, output_seen, self.reserved_pico)
             else:
                 charge = self.reserved_pico  # never less than we could have spent
-            await self._quietly(
-                self.state.settle(self.reservation_id, charge, scopes=self.scopes), "settle")
         tokens = usage.total_tokens if has_usage else self.prompt_tokens + output_seen
-        await self._adjust_tokens(tokens)
+        await self._finish(self.state, charge, tokens)
 
     async def release(self) -> None:
         """The call failed upstream: drop the hold; refund the tokens (the request counts)."""
         if self.done or self.state is None:
             return
         self.done = True
-        if self.reservation_id is not None:
-            await self._quietly(
-                self.state.release(self.reservation_id, scopes=self.scopes), "release")
-        await self._adjust_tokens(0)
+        await self._finish(self.state, None, 0)
 
-    async def _adjust_tokens(self, actual: int) -> None:
-        # Every tpm counter in one call: the key's and the workspace's.
-        changes = [(r.limit, actual - r.limit.cost) for r in self.rates
-                   if r.tokens and actual != r.limit.cost]
-        if not changes:
-            return
-        results = await self._quietly(self.state.rate_adjust_many(changes), "rate_adjust")  # type: ignore[union-attr]
+    async def _finish(self, state: StateStore, charge: int | None, tokens: int) -> None:
+        """Settle the hold (``charge`` None: release it) and correct every tpm counter (the
+        key's and the workspace's) to the real ``tokens``, in one store call."""
+        changes = [(r.limit, tokens - r.limit.cost) for r in self.rates
+                   if r.tokens and tokens != r.limit.cost]
+        rid, what = self.reservation_id, "settle" if charge is not None else "release"
+        results = None
+        if rid is not None and changes:
+            done = await self._quietly(
+                state.settle_and_adjust(rid, charge or 0, changes, scopes=self.scopes), what)
+            results = done and done.rates
+        elif rid is not None and charge is not None:
+            await self._quietly(state.settle(rid, charge, scopes=self.scopes), what)
+        elif rid is not None:
+            await self._quietly(state.release(rid, scopes=self.scopes), what)
+        elif changes:
+            results = await self._quietly(state.rate_adjust_many(changes), "rate_adjust")
         if results and self.rate is not None:  # the headers show the level after the adjustment
             tight = min(results, key=lambda r: r.remaining)
             self.rate.remaining_tokens, self.rate.reset_tokens_s = tight.remaining, tight.reset_after_s
@@ -276,17 +283,37 @@ class Limiter:
             amount = to_pico(max(self._worst_cost(req, step.deployment, prompt) for step in plan.steps))
             _check_caps(budgets, amount)
         try:
-            if rates:
-                await self._acquire(rates, admission)
-            if budgets:
-                await self._reserve(budgets, ctx, amount, admission)
+            await self._take(rates, budgets, ctx, amount, admission)
         except StateUnavailable:
-            await self._refund(admission)
             return self._unavailable("the shared state store"), plan
-        except BaseException:
-            await self._refund(admission)  # refused or broken: never keep what was taken
-            raise
         return admission, plan
+
+    async def _take(self, rates: list[_Rate], budgets: list[Budget], ctx: CallContext,
+                    amount: int, admission: Admission) -> None:
+        """Rate units and the budget hold in one store call (one round trip), all or
+        nothing: a refusal took nothing, so nothing is ever given back."""
+        limits = [r.limit for r in rates]
+        at = self._now()
+        counters = [b.counter(ctx.workspace_id, at) for b in budgets]
+        reservation_id = f"{ctx.request_id or 'req'}:{uuid.uuid4().hex}" if budgets else ""
+        if rates and budgets:
+            got = await self.state.admit(limits, counters, amount, reservation_id)
+            batch, reserved = got.rate, got.reserve
+        elif rates:
+            batch, reserved = await self.state.rate_acquire_many(limits), None
+        else:
+            batch, reserved = None, await self.state.reserve(counters, amount, reservation_id)
+        snapshot = self._rated(rates, batch) if batch is not None else None
+        if reserved is not None and not reserved.ok:
+            denied = next(b for b, c in zip(budgets, counters, strict=True)
+                          if c.key == reserved.denied_scope)
+            raise BudgetExceeded(f"budget exceeded: this request's worst-case cost does not fit in "
+                                 f"{denied.describe()}")
+        if batch is not None:
+            admission.rates, admission.rate = rates, snapshot
+        if reserved is not None:
+            admission.reservation_id, admission.reserved_pico = reservation_id, amount
+            admission.scopes = counters
 
     # --- rate limits -------------------------------------------------------------
 
@@ -308,14 +335,14 @@ class Limiter:
                                    True, owner))
         return rates
 
-    async def _acquire(self, rates: list[_Rate], admission: Admission) -> None:
-        batch = await self.state.rate_acquire_many([r.limit for r in rates])
+    @staticmethod
+    def _rated(rates: list[_Rate], batch: RateBatchResult) -> RateSnapshot | None:
+        """The headers' snapshot of a batch the limits had room for; raises if they had not."""
         requests = [res for r, res in zip(rates, batch.results, strict=True) if not r.tokens]
         tokens = [res for r, res in zip(rates, batch.results, strict=True) if r.tokens]
         snapshot = RateSnapshot.of(requests, tokens)
         if batch.allowed:
-            admission.rates, admission.rate = rates, snapshot
-            return
+            return snapshot
         denied, result = next((r, res) for r, res in zip(rates, batch.results, strict=True)
                               if not res.allowed)
         headers = rate_headers(snapshot)
@@ -337,32 +364,6 @@ class Limiter:
         if output is None:
             output = min(self.default_output_tokens, info.max_output or self.default_output_tokens)
         return (prompt * info.input_price + output * info.output_price) / _MTOK  # type: ignore[operator]
-
-    async def _reserve(self, budgets: list[Budget], ctx: CallContext, amount: int,
-                       admission: Admission) -> None:
-        at = self._now()
-        counters = [b.counter(ctx.workspace_id, at) for b in budgets]
-        reservation_id = f"{ctx.request_id or 'req'}:{uuid.uuid4().hex}"
-        result = await self.state.reserve(counters, amount, reservation_id)
-        if result.ok:
-            admission.reservation_id, admission.reserved_pico = reservation_id, amount
-            admission.scopes = counters
-            return
-        await self._refund(admission)
-        denied = next(b for b, c in zip(budgets, counters, strict=True) if c.key == result.denied_scope)
-        raise BudgetExceeded(f"budget exceeded: this request's worst-case cost does not fit in "
-                             f"{denied.describe()}")
-
-    async def _refund(self, admission: Admission) -> None:
-        """Give back the rate units of a request that is refused after taking them."""
-        taken = [(r.limit, -r.limit.cost) for r in admission.rates if r.limit.cost]
-        if taken:
-            try:
-                await self.state.rate_adjust_many(taken)
-            except StateUnavailable:
-                log.warning("shared state unavailable: rate refund skipped")
-        admission.rates = []
-        admission.done = True
 
     def _unavailable(self, what: str) -> Admission:
         if self.fail_open:

@@ -53,6 +53,80 @@ local function purge(h, z, now)
 end
 """
 
+# Budget scope i: KEYS[k0 + 2i - 1] (counter hash), KEYS[k0 + 2i] (holds zset);
+# ARGV[a0 + 2i - 1] (limit or ''), ARGV[a0 + 2i] (ttl_s or ''). Its spent and
+# reserved go to out[o0 + 2i - 1], out[o0 + 2i].
+_BUDGET = r"""
+local function budget_check(k0, a0, n, amount, now, out, o0)
+  local denied = 0
+  for i = 1, n do
+    local h, z = KEYS[k0 + 2 * i - 1], KEYS[k0 + 2 * i]
+    purge(h, z, now)
+    local v = redis.call('HMGET', h, 'spent', 'reserved')
+    local spent, reserved = v[1] or '0', v[2] or '0'
+    local limit = ARGV[a0 + 2 * i - 1]
+    if denied == 0 and limit ~= '' and not dle(dadd(dadd(spent, reserved), amount), limit) then
+      denied = i
+    end
+    out[o0 + 2 * i - 1] = spent
+    out[o0 + 2 * i] = reserved
+  end
+  return denied
+end
+local function budget_hold(k0, a0, n, amount, rid, expires, out, o0)
+  for i = 1, n do
+    local h, z = KEYS[k0 + 2 * i - 1], KEYS[k0 + 2 * i]
+    redis.call('HINCRBY', h, 'reserved', amount)
+    redis.call('HSET', h, 'r:' .. rid, amount)
+    redis.call('ZADD', z, expires, rid)
+    local ttl = ARGV[a0 + 2 * i]
+    if ttl ~= '' then
+      redis.call('EXPIRE', h, ttl)
+      redis.call('EXPIRE', z, ttl)
+    end
+    out[o0 + 2 * i] = dadd(out[o0 + 2 * i], amount)
+  end
+end
+"""
+
+# GCRA as a continuous-state leaky bucket: 'l' = level in units, 't' = when.
+# Limit i: KEYS[k0 + i] (bucket hash); ARGV[a0 + 3i - 2 .. a0 + 3i] (limit,
+# period_us, cost or delta).
+_RATE = r"""
+local function rate_levels(k0, a0, n, now, adjust)
+  local levels, ok = {}, true
+  for i = 1, n do
+    local a = a0 + 3 * i
+    local limit, period, cost = tonumber(ARGV[a - 2]), tonumber(ARGV[a - 1]), tonumber(ARGV[a])
+    local v = redis.call('HMGET', KEYS[k0 + i], 'l', 't')
+    local level = 0
+    if v[1] then
+      level = math.max(0, tonumber(v[1]) - math.max(0, now - tonumber(v[2])) * limit / period)
+    end
+    levels[i] = level
+    if not adjust and level + cost > limit + 1e-9 then ok = false end
+  end
+  return levels, ok
+end
+local function rate_take(k0, a0, levels, now)
+  for i = 1, #levels do
+    local a = a0 + 3 * i
+    local limit, period = tonumber(ARGV[a - 2]), tonumber(ARGV[a - 1])
+    local level = math.max(0, levels[i] + tonumber(ARGV[a]))
+    if level > 0 then
+      redis.call('HSET', KEYS[k0 + i], 'l', string.format('%.17g', level), 't', istr(now))
+      redis.call('PEXPIRE', KEYS[k0 + i], istr(math.ceil(level * period / limit / 1000) + 1000))
+    else
+      redis.call('DEL', KEYS[k0 + i])
+    end
+    levels[i] = level
+  end
+end
+local function rate_out(levels, out, o0)
+  for i = 1, #levels do out[o0 + i] = string.format('%.17g', levels[i]) end
+end
+"""
+
 # KEYS: record, then (counter hash, holds zset) per scope.
 # ARGV: amount, reservation id, hold_us, now, record_ms, record_json,
 #       then (limit or '', ttl_s or '') per scope.
@@ -60,75 +134,114 @@ end
 RESERVE = (
     _PRELUDE
     + _MONEY
+    + _BUDGET
     + r"""
-local amount, rid = ARGV[1], ARGV[2]
 local now = now_us(ARGV[4])
 if redis.call('EXISTS', KEYS[1]) == 1 then return {-1, 0} end
-local n = (#KEYS - 1) / 2
-local out, denied = {0, 0}, 0
-for i = 1, n do
-  local h, z = KEYS[2 * i], KEYS[2 * i + 1]
-  purge(h, z, now)
-  local v = redis.call('HMGET', h, 'spent', 'reserved')
-  local spent, reserved = v[1] or '0', v[2] or '0'
-  local limit = ARGV[5 + 2 * i]
-  if denied == 0 and limit ~= '' and not dle(dadd(dadd(spent, reserved), amount), limit) then
-    denied = i
-  end
-  out[2 * i + 1] = spent
-  out[2 * i + 2] = reserved
-end
+local n, out = (#KEYS - 1) / 2, {0, 0}
+local denied = budget_check(1, 6, n, ARGV[1], now, out, 2)
 if denied > 0 then
   out[2] = denied
   return out
 end
-local expires = istr(now + tonumber(ARGV[3]))
-for i = 1, n do
-  local h, z = KEYS[2 * i], KEYS[2 * i + 1]
-  redis.call('HINCRBY', h, 'reserved', amount)
-  redis.call('HSET', h, 'r:' .. rid, amount)
-  redis.call('ZADD', z, expires, rid)
-  local ttl = ARGV[6 + 2 * i]
-  if ttl ~= '' then
-    redis.call('EXPIRE', h, ttl)
-    redis.call('EXPIRE', z, ttl)
-  end
-  out[2 * i + 2] = dadd(out[2 * i + 2], amount)
-end
+budget_hold(1, 6, n, ARGV[1], ARGV[2], istr(now + tonumber(ARGV[3])), out, 2)
 redis.call('SET', KEYS[1], ARGV[6], 'PX', ARGV[5])
 out[1] = 1
 return out
 """
 )
 
-# KEYS: record, then (counter hash, holds zset) per scope.
-# ARGV: actual pico ('0' to release), reservation id, done_ms, the record the
-#       caller expects (its scopes, as RESERVE stored it), then ttl_s or '' per scope.
-# Returns 1 when applied, 0 when unknown or already finished, -1 (nothing
-# changed) when the record names other scopes than the KEYS given.
-FINISH = r"""
-local rec = redis.call('GET', KEYS[1])
-if not rec or rec == 'done' then return 0 end
-if rec ~= ARGV[4] then return -1 end
-local actual, rid = ARGV[1], ARGV[2]
-for i = 1, (#KEYS - 1) / 2 do
-  local h, z = KEYS[2 * i], KEYS[2 * i + 1]
-  local amt = redis.call('HGET', h, 'r:' .. rid)
-  if amt then
-    if amt ~= '0' then redis.call('HINCRBY', h, 'reserved', '-' .. amt) end
-    redis.call('HDEL', h, 'r:' .. rid)
-    redis.call('ZREM', z, rid)
-  end
-  if actual ~= '0' then redis.call('HINCRBY', h, 'spent', actual) end
-  local ttl = ARGV[4 + i]
-  if ttl ~= '' then
-    redis.call('EXPIRE', h, ttl)
-    redis.call('EXPIRE', z, ttl)
+# RATE (acquire) and RESERVE in one: every limit's units and the hold, or nothing.
+# KEYS: record, (counter hash, holds zset) per scope, then one bucket per limit.
+# ARGV: RESERVE's six, the number of scopes, (limit, ttl_s) per scope, then
+#       (limit, period_us, cost) per limit.
+# Returns {status, denied index, 1 if the limits had room else 0, spent_1,
+# reserved_1, ..., level_1, ...}; status -1 = id reused, nothing read. When
+# the limits had no room the scopes are not read (their entries are '0').
+ADMIT = (
+    _PRELUDE
+    + _MONEY
+    + _BUDGET
+    + _RATE
+    + r"""
+local now = now_us(ARGV[4])
+if redis.call('EXISTS', KEYS[1]) == 1 then return {-1, 0, 0} end
+local n = tonumber(ARGV[7])
+local nr, ra = #KEYS - 1 - 2 * n, 7 + 2 * n
+local out = {0, 0, 0}
+for i = 4, 3 + 2 * n do out[i] = '0' end
+local levels, room = rate_levels(1 + 2 * n, ra, nr, now, false)
+if room then
+  out[3] = 1
+  out[2] = budget_check(1, 7, n, ARGV[1], now, out, 3)
+  if out[2] == 0 then
+    rate_take(1 + 2 * n, ra, levels, now)
+    budget_hold(1, 7, n, ARGV[1], ARGV[2], istr(now + tonumber(ARGV[3])), out, 3)
+    redis.call('SET', KEYS[1], ARGV[6], 'PX', ARGV[5])
+    out[1] = 1
   end
 end
-redis.call('SET', KEYS[1], 'done', 'PX', ARGV[3])
-return 1
+rate_out(levels, out, 3 + 2 * n)
+return out
 """
+)
+
+# KEYS: record, then (counter hash, holds zset) per scope.
+# ARGV: actual pico ('0' to release), reservation id, done_ms, the record the
+#       caller expects (its scopes, as RESERVE stored it); scope i's ttl_s or ''
+#       at ARGV[a0 + i].
+# finish returns 1 when applied, 0 when unknown or already finished, -1
+# (nothing changed) when the record names other scopes than the KEYS given.
+_FINISH = r"""
+local function finish(n, a0)
+  local rec = redis.call('GET', KEYS[1])
+  if not rec or rec == 'done' then return 0 end
+  if rec ~= ARGV[4] then return -1 end
+  local actual, rid = ARGV[1], ARGV[2]
+  for i = 1, n do
+    local h, z = KEYS[2 * i], KEYS[2 * i + 1]
+    local amt = redis.call('HGET', h, 'r:' .. rid)
+    if amt then
+      if amt ~= '0' then redis.call('HINCRBY', h, 'reserved', '-' .. amt) end
+      redis.call('HDEL', h, 'r:' .. rid)
+      redis.call('ZREM', z, rid)
+    end
+    if actual ~= '0' then redis.call('HINCRBY', h, 'spent', actual) end
+    local ttl = ARGV[a0 + i]
+    if ttl ~= '' then
+      redis.call('EXPIRE', h, ttl)
+      redis.call('EXPIRE', z, ttl)
+    end
+  end
+  redis.call('SET', KEYS[1], 'done', 'PX', ARGV[3])
+  return 1
+end
+"""
+
+# ARGV: the four above, then ttl_s or '' per scope.
+FINISH = _FINISH + "\nreturn finish((#KEYS - 1) / 2, 4)\n"
+
+# FINISH, then the token counters adjusted (RATE's 'adjust'), in one trip.
+# KEYS: FINISH's, then one bucket per limit.
+# ARGV: FINISH's four, now, the number of scopes, ttl_s or '' per scope, then
+#       (limit, period_us, delta) per limit.
+# Returns {FINISH's answer, level_1, ...}; {-1} changed nothing at all.
+SETTLE = (
+    _PRELUDE
+    + _RATE
+    + _FINISH
+    + r"""
+local n = tonumber(ARGV[6])
+local done = finish(n, 6)
+if done == -1 then return {-1} end
+local now, k0, a0 = now_us(ARGV[5]), 1 + 2 * n, 6 + n
+local levels = rate_levels(k0, a0, #KEYS - k0, now, true)
+rate_take(k0, a0, levels, now)
+local out = {done}
+rate_out(levels, out, 1)
+return out
+"""
+)
 
 # KEYS: counter hash, holds zset. ARGV: now. Returns {spent, reserved}.
 USAGE = (
@@ -141,42 +254,18 @@ return {v[1] or '0', v[2] or '0'}
 """
 )
 
-# GCRA as a continuous-state leaky bucket: 'l' = level in units, 't' = when.
 # KEYS: one bucket hash per limit.
 # ARGV: now, mode ('acquire' | 'adjust'), then (limit, period_us, cost or delta) per key.
 # Returns {1 if applied else 0, level_1, level_2, ...} (levels after the call, %.17g).
 RATE = (
     _PRELUDE
+    + _RATE
     + r"""
 local now = now_us(ARGV[1])
-local adjust = ARGV[2] == 'adjust'
-local levels, ok = {}, true
-for i = 1, #KEYS do
-  local limit, period = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
-  local cost = tonumber(ARGV[3 * i + 2])
-  local v = redis.call('HMGET', KEYS[i], 'l', 't')
-  local level = 0
-  if v[1] then
-    level = math.max(0, tonumber(v[1]) - math.max(0, now - tonumber(v[2])) * limit / period)
-  end
-  levels[i] = level
-  if not adjust and level + cost > limit + 1e-9 then ok = false end
-end
+local levels, ok = rate_levels(0, 2, #KEYS, now, ARGV[2] == 'adjust')
+if ok then rate_take(0, 2, levels, now) end
 local out = {ok and 1 or 0}
-for i = 1, #KEYS do
-  local level = levels[i]
-  if ok then
-    local limit, period = tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
-    level = math.max(0, level + tonumber(ARGV[3 * i + 2]))
-    if level > 0 then
-      redis.call('HSET', KEYS[i], 'l', string.format('%.17g', level), 't', istr(now))
-      redis.call('PEXPIRE', KEYS[i], istr(math.ceil(level * period / limit / 1000) + 1000))
-    else
-      redis.call('DEL', KEYS[i])
-    end
-  end
-  out[i + 1] = string.format('%.17g', level)
-end
+rate_out(levels, out, 1)
 return out
 """
 )

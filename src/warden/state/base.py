@@ -186,6 +186,32 @@ class RateBatchResult:
     results: tuple[RateResult, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class AdmitResult:
+    """Rate units and a budget hold taken in one step (:meth:`StateStore.admit`), or neither.
+
+    ``rate``: the limits' verdict (``rate.allowed``: they all had room). When
+    they had not, ``reserve`` is None: the budgets were not looked at. When the
+    budget refused, no rate units were taken either, and ``rate`` describes the
+    buckets as they are. ``ok``: both were taken.
+    """
+
+    rate: RateBatchResult
+    reserve: ReserveResult | None
+
+    @property
+    def ok(self) -> bool:
+        return self.reserve is not None and self.reserve.ok
+
+
+class Settled(NamedTuple):
+    """What :meth:`StateStore.settle_and_adjust` did: as ``settle``'s answer, and
+    each adjusted limit's level afterwards."""
+
+    settled: bool
+    rates: tuple[RateResult, ...]
+
+
 def rate_fits(level: float, cost: int, limit: int) -> bool:
     return level + cost <= limit + RATE_EPSILON
 
@@ -326,6 +352,35 @@ class StateStore(ABC):
         token count is known, for every ``(limit, delta)`` at once (one round
         trip; each limit's ``cost`` is ignored). Never refused; a charge may push
         the level over the limit so later requests wait longer."""
+
+    async def settle_and_adjust(
+        self,
+        reservation_id: str,
+        actual_pico: int,
+        adjustments: Sequence[tuple[RateLimit, int]],
+        *,
+        scopes: Sequence[BudgetScope] | None = None,
+    ) -> Settled:
+        """:meth:`settle` (``actual_pico`` 0: as :meth:`release`), then
+        :meth:`rate_adjust_many`: the end of a call, in one round trip where the
+        store can (Redis, given ``scopes``)."""
+        settled = await self.settle(reservation_id, actual_pico, scopes=scopes)
+        return Settled(settled, await self.rate_adjust_many(adjustments))
+
+    @abstractmethod
+    async def admit(
+        self,
+        limits: Sequence[RateLimit],
+        scopes: Sequence[BudgetScope],
+        amount_pico: int,
+        reservation_id: str,
+        *,
+        ttl_s: float | None = None,
+    ) -> AdmitResult:
+        """:meth:`rate_acquire_many` then :meth:`reserve` as one atomic step (one
+        round trip): a budget refusal takes no rate units, so nothing has to be
+        given back. Raises ValueError, taking nothing, if ``reservation_id`` was
+        already used."""
 
     # circuit breakers
     @abstractmethod

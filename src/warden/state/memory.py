@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from warden.state.base import (
     DEFAULT_RESERVATION_TTL_S,
     RECORD_GRACE_S,
+    AdmitResult,
     BreakerConfig,
     BreakerState,
     BudgetScope,
@@ -41,6 +42,19 @@ from warden.state.base import (
 )
 
 _SWEEP_EVERY = 4096
+
+
+def _fit(limits: Sequence[RateLimit], levels: list[float]) -> bool:
+    return all(rate_fits(lv, rl.cost, rl.limit) for rl, lv in zip(limits, levels, strict=True))
+
+
+def _batch(
+    limits: Sequence[RateLimit], levels: list[float], *, room: bool, taken: bool
+) -> RateBatchResult:
+    return RateBatchResult(
+        room,
+        tuple(rate_result(rl, lv, consumed=taken) for rl, lv in zip(limits, levels, strict=True)),
+    )
 
 
 @dataclass(slots=True)
@@ -104,8 +118,42 @@ class MemoryState(StateStore):
     ) -> ReserveResult:
         check_reserve_args(scopes, amount_pico)
         now = self._tick()
+        self._check_unused(reservation_id, now)
+        return self._reserve(scopes, amount_pico, reservation_id, ttl_s, now)
+
+    async def admit(
+        self,
+        limits: Sequence[RateLimit],
+        scopes: Sequence[BudgetScope],
+        amount_pico: int,
+        reservation_id: str,
+        *,
+        ttl_s: float | None = None,
+    ) -> AdmitResult:
+        check_rate_batch(limits)
+        check_reserve_args(scopes, amount_pico)
+        now = self._tick()
+        self._check_unused(reservation_id, now)
+        levels = [self._level(rl, now) for rl in limits]
+        if not _fit(limits, levels):
+            return AdmitResult(_batch(limits, levels, room=False, taken=False), None)
+        reserved = self._reserve(scopes, amount_pico, reservation_id, ttl_s, now)
+        if reserved.ok:
+            levels = self._take(limits, levels, now)
+        return AdmitResult(_batch(limits, levels, room=True, taken=reserved.ok), reserved)
+
+    def _check_unused(self, reservation_id: str, now: float) -> None:
         if self._live_reservation(reservation_id, now) is not None:
             raise ValueError("reservation id already used")
+
+    def _reserve(
+        self,
+        scopes: Sequence[BudgetScope],
+        amount_pico: int,
+        reservation_id: str,
+        ttl_s: float | None,
+        now: float,
+    ) -> ReserveResult:
         counters = [self._scope(s.key, now) for s in scopes]
         denied = next(
             (
@@ -206,19 +254,16 @@ class MemoryState(StateStore):
         check_rate_batch(limits)
         now = self._tick()
         levels = [self._level(rl, now) for rl in limits]
-        allowed = all(
-            rate_fits(lv, rl.cost, rl.limit) for rl, lv in zip(limits, levels, strict=True)
-        )
+        allowed = _fit(limits, levels)
         if allowed:
-            levels = [lv + rl.cost for rl, lv in zip(limits, levels, strict=True)]
-            for rl, lv in zip(limits, levels, strict=True):
-                self._store_bucket(rl, lv, now)
-        return RateBatchResult(
-            allowed,
-            tuple(
-                rate_result(rl, lv, consumed=allowed) for rl, lv in zip(limits, levels, strict=True)
-            ),
-        )
+            levels = self._take(limits, levels, now)
+        return _batch(limits, levels, room=allowed, taken=allowed)
+
+    def _take(self, limits: Sequence[RateLimit], levels: list[float], now: float) -> list[float]:
+        levels = [lv + rl.cost for rl, lv in zip(limits, levels, strict=True)]
+        for rl, lv in zip(limits, levels, strict=True):
+            self._store_bucket(rl, lv, now)
+        return levels
 
     async def rate_adjust_many(
         self, adjustments: Sequence[tuple[RateLimit, int]]

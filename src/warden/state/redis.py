@@ -37,17 +37,17 @@ Invalidation. ``publish`` sends ``[topic, key]`` on one channel; a background
 listener task (``_redis_listener.py``, started on first use) delivers to local
 callbacks, reconnects with backoff on its own, and after a reconnect tells
 subscribers ``(FLUSH_ALL, FLUSH_ALL)`` since messages may have been missed
-meanwhile. The Lua this runs lives in ``_redis_scripts.py``.
+meanwhile. The Lua this runs lives in ``_redis_scripts.py``; budgets and rate
+limits (reserve, admit, settle, rate buckets) in ``_redis_counters.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -58,45 +58,21 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from warden.state import _redis_scripts as lua
+from warden.state._redis_counters import RedisCounters, store_errors
 from warden.state._redis_listener import DOWN, Listener
 from warden.state.base import (
     DEFAULT_RESERVATION_TTL_S,
     FLUSH_ALL,
-    RECORD_GRACE_S,
     BreakerConfig,
     BreakerState,
-    BudgetScope,
     InvalidationCallback,
-    RateBatchResult,
-    RateLimit,
-    RateResult,
-    ReserveResult,
-    StateStore,
     StateUnavailable,
-    Usage,
-    check_rate_batch,
-    check_reserve_args,
     deliver,
-    rate_result,
-    remaining_after,
 )
 
 log = logging.getLogger(__name__)
 
 _BREAKER_KEEP_MS = 86_400_000  # an untouched open breaker is forgotten after a day
-
-
-def _record(scopes: Sequence[BudgetScope]) -> str:
-    """What RESERVE stores under a reservation: its scopes, for FINISH to find."""
-    return orjson.dumps([[s.key, s.ttl_s] for s in scopes]).decode()
-
-
-@contextlib.contextmanager
-def _store_errors() -> Iterator[None]:
-    try:
-        yield
-    except DOWN as exc:
-        raise StateUnavailable() from exc
 
 
 @dataclass(slots=True)
@@ -106,7 +82,7 @@ class _View:
     fetched: float  # time.monotonic() of the read
 
 
-class RedisState(StateStore):
+class RedisState(RedisCounters):
     def __init__(
         self,
         client: Redis,
@@ -131,7 +107,9 @@ class RedisState(StateStore):
             name: client.register_script(getattr(lua, name))
             for name in (
                 "RESERVE",
+                "ADMIT",
                 "FINISH",
+                "SETTLE",
                 "USAGE",
                 "RATE",
                 "BREAKER_ALLOW",
@@ -166,133 +144,8 @@ class RedisState(StateStore):
 
     # ------------------------------------------------------------ helpers
 
-    def _key(self, kind: str, name: str) -> str:
-        return f"{self._prefix}{kind}:{name}"
-
-    def _now_arg(self) -> str:
-        return "" if self._clock is None else str(int(self._clock() * 1_000_000))
-
     def _local_now(self) -> float:
         return time.monotonic() if self._clock is None else self._clock()
-
-    async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        with _store_errors():
-            return await self._scripts[script](keys=list(keys), args=list(args))
-
-    def _scope_keys(self, scope_key: str) -> tuple[str, str]:
-        return self._key("b", scope_key), self._key("bz", scope_key)
-
-    # ------------------------------------------------------------ budgets
-
-    async def reserve(
-        self,
-        scopes: Sequence[BudgetScope],
-        amount_pico: int,
-        reservation_id: str,
-        *,
-        ttl_s: float | None = None,
-    ) -> ReserveResult:
-        check_reserve_args(scopes, amount_pico)
-        hold_s = ttl_s if ttl_s is not None else self._reservation_ttl_s
-        keys = [self._key("r", reservation_id)]
-        args: list[Any] = [
-            str(amount_pico),
-            reservation_id,
-            str(int(hold_s * 1_000_000)),
-            self._now_arg(),
-            str(int((hold_s + RECORD_GRACE_S) * 1000)),
-            _record(scopes),
-        ]
-        for s in scopes:
-            keys.extend(self._scope_keys(s.key))
-            args += [
-                "" if s.limit_pico is None else str(s.limit_pico),
-                "" if s.ttl_s is None else str(s.ttl_s),
-            ]
-        out = await self._run("RESERVE", keys, args)
-        status, denied = int(out[0]), int(out[1])
-        if status == -1:
-            raise ValueError("reservation id already used")
-        return ReserveResult(
-            ok=status == 1,
-            denied_scope=scopes[denied - 1].key if denied else None,
-            remaining_pico={
-                s.key: remaining_after(s.limit_pico, int(out[2 * i + 2]), int(out[2 * i + 3]))
-                for i, s in enumerate(scopes)
-            },
-        )
-
-    async def settle(
-        self, reservation_id: str, actual_pico: int, *, scopes: Sequence[BudgetScope] | None = None
-    ) -> bool:
-        if actual_pico < 0:
-            raise ValueError("actual_pico must be >= 0")
-        return await self._finish(reservation_id, actual_pico, scopes)
-
-    async def release(
-        self, reservation_id: str, *, scopes: Sequence[BudgetScope] | None = None
-    ) -> bool:
-        return await self._finish(reservation_id, 0, scopes)
-
-    async def _finish(
-        self, reservation_id: str, actual_pico: int, scopes: Sequence[BudgetScope] | None
-    ) -> bool:
-        # FINISH must be told the scope keys (it reads no undeclared key). The
-        # caller's scopes save reading the record first; the script compares
-        # them with the record, so a wrong guess changes nothing and we read.
-        record_key = self._key("r", reservation_id)
-        if scopes:
-            done = await self._finish_as(record_key, reservation_id, actual_pico, _record(scopes))
-            if done >= 0:
-                return done == 1
-        with _store_errors():
-            record = await self._redis.get(record_key)
-        if record is None or record == "done":
-            return False
-        return await self._finish_as(record_key, reservation_id, actual_pico, record) == 1
-
-    async def _finish_as(self, record_key: str, rid: str, actual_pico: int, record: str) -> int:
-        keys = [record_key]
-        args: list[Any] = [str(actual_pico), rid, str(RECORD_GRACE_S * 1000), record]
-        for scope_key, ttl in orjson.loads(record):
-            keys.extend(self._scope_keys(scope_key))
-            args.append("" if ttl is None else str(ttl))
-        return int(await self._run("FINISH", keys, args))
-
-    async def usage(self, scope_key: str) -> Usage:
-        spent, reserved = await self._run("USAGE", self._scope_keys(scope_key), [self._now_arg()])
-        return Usage(int(spent), int(reserved))
-
-    # ------------------------------------------------------------ rate limits
-
-    async def rate_acquire_many(self, limits: Sequence[RateLimit]) -> RateBatchResult:
-        check_rate_batch(limits)
-        out = await self._rate("acquire", limits, [rl.cost for rl in limits])
-        allowed = int(out[0]) == 1
-        return RateBatchResult(
-            allowed,
-            tuple(
-                rate_result(rl, float(level), consumed=allowed)
-                for rl, level in zip(limits, out[1:], strict=True)
-            ),
-        )
-
-    async def rate_adjust_many(
-        self, adjustments: Sequence[tuple[RateLimit, int]]
-    ) -> tuple[RateResult, ...]:
-        limits = [rl for rl, _ in adjustments]
-        check_rate_batch(limits)
-        out = await self._rate("adjust", limits, [delta for _, delta in adjustments])
-        return tuple(
-            rate_result(rl, float(level), consumed=True)
-            for rl, level in zip(limits, out[1:], strict=True)
-        )
-
-    async def _rate(self, mode: str, limits: Sequence[RateLimit], amounts: Sequence[int]) -> Any:
-        args: list[Any] = [self._now_arg(), mode]
-        for rl, amount in zip(limits, amounts, strict=True):
-            args += [str(rl.limit), repr(rl.period_s * 1_000_000), str(amount)]
-        return await self._run("RATE", [self._key("rl", rl.key) for rl in limits], args)
 
     # ------------------------------------------------------------ breakers
 
@@ -395,7 +248,7 @@ class RedisState(StateStore):
     # ------------------------------------------------------------ invalidation
 
     async def publish(self, topic: str, key: str) -> None:
-        with _store_errors():
+        with store_errors():
             await self._redis.publish(self._inv_channel, orjson.dumps([topic, key]))
 
     async def subscribe(self, callback: InvalidationCallback) -> Callable[[], None]:

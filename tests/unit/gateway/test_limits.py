@@ -109,6 +109,17 @@ async def test_release_on_failure_refunds_tokens(store: StateStore) -> None:
     assert (await store.rate_adjust("workspace:ws1:tpm", 1000, 60.0, 0)).remaining == 1000
 
 
+async def test_requests_per_minute_alone_take_one_unit_and_keep_it(store: StateStore) -> None:
+    """No budget, no tokens limit: the end of the call has nothing to settle or correct."""
+    lim = limiter(store, WorkspaceLimits(rpm_limit=5))
+    admission, _ = await lim.admit(REQ, CTX, plan(dep()))
+    assert admission.reservation_id is None and admission.rate is not None
+    assert admission.rate.remaining_requests == 4
+    await admission.settle(Decimal("0.01"), Usage(3, 4))
+    assert admission.done and admission.rate.remaining_tokens is None
+    assert (await store.rate_adjust("workspace:ws1:rpm", 5, 60.0, 0)).remaining == 4  # the request counts
+
+
 async def test_stream_without_usage_charges_what_was_seen(store: StateStore) -> None:
     budget = ws_budget("1")
     lim = limiter(store, WorkspaceLimits((budget,)))
