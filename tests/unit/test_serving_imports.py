@@ -1,6 +1,6 @@
 """What the serving process loads at start: the app is built without the MCP SDK,
-the CLI, alembic or a database dialect it does not use (each is tens of MB resident
-or a large share of the cold start; they load when their feature is first used)."""
+the CLI, alembic, the console's pages (Jinja2) or a database dialect it does not use
+(each is MBs resident or a share of the cold start; they load when first used)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HEAVY = ("mcp", "mcp_types", "httpx", "rich", "pygments", "typer", "alembic",
-         "sqlalchemy.dialects.postgresql")
+         "sqlalchemy.dialects.postgresql", "jinja2", "warden.console.web")
 
 _PROBE = """
 import json, sys

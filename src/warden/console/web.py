@@ -23,11 +23,11 @@ from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
 from warden import __version__
+from warden.console import PREFIX
 from warden.console.sessions import ConsoleSessions, Viewer
 from warden.errors import Forbidden, NotFound, Unauthorized, WardenError, field_path
 from warden.services import Services
 
-PREFIX = "/ui"
 COOKIE = "warden_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
