@@ -190,6 +190,13 @@ def main(argv: list[str] | None = None) -> None:
                                                  upstream=up))
                     r = rows[-1]
                     say(f"  c={c} {t.name}: {r['rps']:.0f} req/s, errors {r['errors']}")
+            if w2 is not None:  # 1 worker as the 2 workers run (unpinned, wrk too): their baseline
+                for t in one_at_a_time([warden], proc_of):
+                    with peers.unpinned([wproc]):
+                        rows.append(peers.load_point(t, 64, secs, cpus=None, log=logs / "wrk.log",
+                                                     server=wproc, upstream=up))
+                rows[-1]["target"] = "warden-unpinned"
+                say(f"  c=64 warden-unpinned: {rows[-1]['rps']:.0f} req/s, errors {rows[-1]['errors']}")
             res["load"] = rows
         if lproc is not None:
             res["litellm_rss_after_load_mb"] = rss_mb(peers.serving_pid(lproc))

@@ -38,6 +38,15 @@ def test_scaling_takes_the_load_generator_out_through_cpu_per_request() -> None:
     assert projected == pytest.approx(2 * 300 / 330)  # each worker on a core of its own
 
 
+def test_scaling_compares_with_the_one_worker_run_as_the_two_are_when_measured() -> None:
+    res = {**RES, "load": [*RES["load"], _load("warden-unpinned", 64, 2400.0, 360.0)]}
+    measured, projected = scaling(res)
+    assert measured == pytest.approx(3600 / 2400)
+    assert projected == pytest.approx(2 * 360 / 330)
+    rows = {r[0]: r for r in peer_targets(res)}
+    assert "both unpinned" in rows["2 workers against 1 at c=64, req/s as measured"][2]
+
+
 def test_peer_targets_judge_each_ratio_against_its_goal() -> None:
     rows = {r[0]: r for r in peer_targets(RES)}
     lite = rows["throughput at c=64 against LiteLLM"]
