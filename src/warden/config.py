@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     audit_checkpoint_file: Path | None = None
     audit_checkpoint_interval: float = Field(default=60.0, gt=0)
     audit_checkpoint_events: int = Field(default=100, ge=1)
+    # How often spend rows are sealed into the audit chain (store/spend_sealer.py), seconds.
+    spend_seal_interval: float = Field(default=1.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from warden.tenancy import invalidation
 from warden.tenancy.accounts import Accounts, bootstrap_admin
 from warden.tenancy.budgets import Budgets
+from warden.agents.agent_cache import AgentCache
 from warden.agents.registry import Agents
 from warden.agents.runs import Runs, RuntimeConfig
 from warden.agents.sessions import Sessions
@@ -54,6 +55,7 @@ from warden.state.base import BreakerConfig, InvalidationCallback, StateUnavaila
 from warden.state.memory import MemoryState
 from warden.store.checkpoints import Checkpointer
 from warden.store.spend import SpendWriter
+from warden.store.spend_sealer import SpendSealer
 from warden.store.db import Database, private_dir
 from warden.vault.keyring import Keyring, load_audit_signing_key
 
@@ -155,6 +157,12 @@ class Services:
                                     every=st.audit_checkpoint_events)
         checkpointer.start()
         on_close(checkpointer.close)
+        # Spend rows sealed into the chain off the request path (store/spend_sealer.py); its
+        # close comes after the spend writer's flush and before the checkpointer's signature.
+        spend_sealer = SpendSealer(db, interval=st.spend_seal_interval)
+        if serving:
+            spend_sealer.start()
+        on_close(spend_sealer.close)
 
         # Tenancy: every cache's changes are broadcast through the state store.
         notify = invalidation.publisher(state)
@@ -206,11 +214,14 @@ class Services:
 
         # Agents, and the governance their runs are built with (policy source and hooks).
         tools = ToolboxLoader(lambda: _tool_deps(st, db), mcp_stdio_allow=st.mcp_stdio_allow_list)
+        agent_cache = AgentCache(db, ttl=st.key_cache_ttl, notify=notify)  # as keys: a bound key acts as it
+        await _subscribe(state, on_close, agent_cache.on_message)
         agents = Agents(db, check_tools=tools.validate, check_servers=tools.check_servers,
-                        forget_keys=accounts.forget_everywhere)
+                        forget_keys=accounts.forget_everywhere, forget_agent=agent_cache.forget_everywhere)
         sessions = Sessions(db, agents)
         maturity = Maturity(db, policies, MaturityConfig.from_settings(
-            st.promotion_min_runs, st.promotion_max_intervention, st.promotion_min_feedback, st.demotion_streak))
+            st.promotion_min_runs, st.promotion_max_intervention, st.promotion_min_feedback, st.demotion_streak),
+            agents=agent_cache)
         runs = Runs(db, gateway, agents, sessions, toolbox_factory=tools,
                     policy_source=policies.policy_for,
                     hooks=GovernanceHooks(maturity, approval_ttl_s=st.approval_ttl),
@@ -227,7 +238,8 @@ class Services:
         on_close(runs.close)
         on_close(approvals.close)
         holds = Holds(db, poll_s=st.approval_hold_poll, publish=notify)
-        gate = Gate(db, policies, maturity, approvals, holds, hold_s=st.approval_hold, approval_ttl_s=st.approval_ttl)
+        gate = Gate(db, policies, maturity, approvals, holds, hold_s=st.approval_hold, approval_ttl_s=st.approval_ttl,
+                    agents=agent_cache)
         await _subscribe(state, on_close, holds.on_message)  # a decision on another instance releases holders
         on_close(holds.close)
         feedback = FeedbackService(db, runs, maturity)
@@ -273,7 +285,7 @@ class Services:
                    spend=spend, gateway=gateway, tools=tools,
                    agents=agents, sessions=sessions, policies=policies, maturity=maturity, runs=runs,
                    approvals=approvals, gate=gate, feedback=feedback, _mcp_build=build_mcp,
-                   audit_log=AuditLog(db, checkpointer),
+                   audit_log=AuditLog(db, checkpointer, spend_sealer),
                    responses=StoredResponses(db, ttl_s=st.responses_ttl), webhooks=webhooks,
                    admin_key_path=admin_key_path, _exit=exit_stack)
 

@@ -33,7 +33,7 @@ from warden.services import Services
 from warden.store import migrate
 from warden.store.db import Database
 from warden.store.gate_models import GovernedCallRow
-from warden.store.models import SpendRow
+from warden.store.models import AuditEvent, SpendRow
 from warden.testing.upstream import DEFAULT_TEXT, Behaviour, SimToolCall, UpstreamServer
 
 SECRET = "sk-live-actions-secret-0123456789abcdef"
@@ -124,6 +124,7 @@ async def external_history(services: Services, admin: httpx.AsyncClient) -> tupl
 
 async def test_an_external_agents_actions_explained(services: Services, admin: httpx.AsyncClient) -> None:
     agent, _, d = await external_history(services, admin)
+    await services.audit_log.sealer.seal_pending()  # what the server's sealer does within a second
     page = await actions(admin, "cc")  # by name; the id works the same
     assert page == await actions(admin, agent["id"])
     assert (page["agent_id"], page["agent"], page["agent_kind"], page["next_cursor"]) == (
@@ -156,6 +157,14 @@ async def test_an_external_agents_actions_explained(services: Services, admin: h
     assert models[0]["output_tokens"] == OUTPUT_TOKENS and models[0]["provider"] == "openai"
     assert page["totals"] == {"actions": 6, "tool_calls": 4, "model_calls": 2, "held": 2, "denied": 1,
                               "cost_usd": str(2 * ONE_CALL)}
+    # Each model call names the audit event that seals its row: part of the agent's trail.
+    assert [m["audit_seq"] for m in models] == [r.audit_seq for r in reversed(rows)]
+    async with services.db.session() as s:
+        seals = list((await s.execute(select(AuditEvent).where(
+            AuditEvent.seq.in_([m["audit_seq"] for m in models])))).scalars())
+    assert all(m["audit_seq"] is not None for m in models)  # one sealer run: maybe one seal for both
+    assert {e.seq for e in seals} == {m["audit_seq"] for m in models}
+    assert {(e.action, e.workspace_id) for e in seals} == {("spend.sealed", rows[0].workspace_id)}
 
 
 async def test_a_hosted_agents_run_tool_calls_and_spend(services: Services, admin: httpx.AsyncClient,

@@ -173,6 +173,59 @@ def test_cli_audit_verify_export_and_a_tampered_row(tmp_path: Path, monkeypatch:
     assert f"audit chain broken at event {victim['seq']}: content does not match its hash" in broken.stderr
 
 
+def test_cli_audit_verify_counts_spend_seals_and_names_a_broken_one(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from decimal import Decimal
+
+    from warden.store.models import SpendRow
+    from warden.store.spend import SpendWriter
+    from warden.store.spend_sealer import SpendSealer
+
+    monkeypatch.setenv("WARDEN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WARDEN_ADMIN_KEY", ADMIN_KEY)
+    runner = CliRunner()
+    assert runner.invoke(cli_app, ["migrate"]).exit_code == 0
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'warden.db'}"
+    spent = {"workspace_id": "ws_x", "status": "ok", "input_tokens": 1, "output_tokens": 2,
+             "cost_usd": Decimal("0.01"), "latency_ms": None, "ttft_ms": None, "attempts": 1}
+
+    async def spend(sql: str | None = None) -> int:
+        db = Database(url)
+        try:
+            if sql:
+                async with db.transaction() as s:
+                    await s.execute(text(sql))
+                return 0
+            from datetime import UTC, datetime
+
+            await db.insert_rows(SpendRow, [{**spent, "request_id": "old", "ts": datetime.now(UTC)}])
+            assert await SpendSealer(db, interval=1).seal_once() == 1
+            writer = SpendWriter(db)
+            writer.record({**spent, "request_id": "r1"})
+            writer.record({**spent, "request_id": "r2"})
+            await writer.flush()  # committed unsealed: the tail until a sealer run
+            async with db.session() as s:
+                return (await s.execute(text("SELECT max(audit_seq) FROM spend"))).scalar_one()
+        finally:
+            await db.close()
+
+    assert asyncio.run(spend()) == 1
+    ok = runner.invoke(cli_app, ["audit", "verify"], catch_exceptions=False)
+    assert ok.exit_code == 0, ok.output
+    assert " ".join(ok.stdout.split()).endswith(
+        "; 1 spend seal(s) match their 1 row(s); 2 spend row(s) not yet sealed")
+    ok = runner.invoke(cli_app, ["audit", "verify", "--seal"], catch_exceptions=False)  # seal the tail first
+    assert ok.exit_code == 0, ok.output
+    assert " ".join(ok.stdout.split()).endswith("; 2 spend seal(s) match their 3 row(s)")
+    seal = 2
+    assert runner.invoke(cli_app, ["audit", "verify", "--seal", "--export", "x.jsonl"]).exit_code == 2
+    asyncio.run(spend("UPDATE spend SET cost_usd = 0 WHERE request_id = 'r2'"))
+    broken = runner.invoke(cli_app, ["audit", "verify"])
+    assert broken.exit_code == 1
+    assert (f"audit chain broken at event {seal}: spend seal broken: their cost is 10000000000 pico-USD, "
+            "it sealed 20000000000") in " ".join(broken.stderr.split())
+
+
 @requires_pg
 async def test_concurrent_appends_from_two_engines_stay_one_chain_on_postgresql() -> None:
     """Two Database engines stand for two instances; the head row's compare-and-swap

@@ -8,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from tests.support.app import ADMIN_KEY, LiveWarden
+from tests.support.app import ADMIN_KEY, LiveWarden, client_for
 from tests.support.mcp_client import external_agent, mcp_session, pending_approval, stdio_fixture, text_of
+from warden.app import create_app
 from warden.config import Settings, load_settings
+from warden.services import Services
 
 
 @pytest.fixture
@@ -167,3 +170,69 @@ def test_mcp_needs_an_agent(live: LiveWarden, admin: httpx.Client) -> None:
     member = admin.post("/api/keys", json={"name": "plain", "role": "member"}).json()["key"]
     unbound = httpx.post(f"{live.url}/mcp", json=body, headers={**headers, "authorization": f"Bearer {member}"})
     assert unbound.status_code == 403 and unbound.json()["error"]["code"] == "agent_key_required"
+
+
+def test_answers_in_json_unless_progress_is_asked_for(live: LiveWarden, admin: httpx.Client) -> None:
+    _, key = _fixture_agent(admin)
+    headers = {**HEADERS, "authorization": f"Bearer {key}", "mcp-protocol-version": "2025-06-18"}
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "fx__echo", "arguments": {"text": "j"}}}
+    plain = httpx.post(f"{live.url}/mcp", json=call, headers=headers, timeout=60)
+    assert plain.status_code == 200 and plain.headers["content-type"].startswith("application/json")
+    assert plain.json()["result"]["content"][0]["text"] == "j"
+    # A progress token: the SSE stream, which can carry the notifications.
+    progress = {**call, "params": {**call["params"], "_meta": {"progressToken": "p1"}}}
+    streamed = httpx.post(f"{live.url}/mcp", json=progress, headers=headers, timeout=60)
+    assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+    assert '"text":"j"' in streamed.text.replace(" ", "")
+    # A call the gate may hold (level 3 for an intern): SSE, whose pings keep a long hold alive.
+    held = {**call, "params": {"name": "fx__add", "arguments": {"a": 1, "b": 2}}}
+    with httpx.stream("POST", f"{live.url}/mcp", json=held, headers=headers, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    # A client that does not take JSON, a batch, a body that does not parse: the SSE transport's answers.
+    sse_only = httpx.post(f"{live.url}/mcp", json=call, headers={**headers, "accept": "text/event-stream"})
+    assert sse_only.status_code == 406
+    batch = httpx.post(f"{live.url}/mcp", json=[call], headers=headers)
+    assert batch.status_code == 400 and "Traceback" not in batch.text
+    broken = httpx.post(f"{live.url}/mcp", content=b"{nope", headers={**headers, "content-type": "application/json"})
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == -32700
+
+
+async def test_a_client_gone_before_its_mcp_body_gets_no_answer(services: Services) -> None:
+    """``/mcp`` reads a POST's body to choose JSON or SSE: a client that left meanwhile is
+    answered nothing (and nothing is logged as a failure)."""
+    async with client_for(services) as admin:
+        agent = (await admin.post("/api/agents", json={"name": "gone", "kind": "external"})).json()
+        key = (await admin.post("/api/keys", json={"name": "gone", "agent": agent["id"]})).json()["key"]
+    app = create_app(services=services)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/mcp", "raw_path": b"/mcp", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"warden.test"), (b"authorization", f"Bearer {key}".encode()),
+                         (b"content-type", b"application/json"), (b"accept", b"application/json")],
+             "client": ("127.0.0.1", 1), "server": ("warden.test", 80)}
+    await app(scope, receive, send)
+    assert not [m for m in sent if m["type"] == "http.response.start"]
+
+
+def test_a_call_whose_catalog_fails_is_answered_the_mcp_way(live: LiveWarden, admin: httpx.Client) -> None:
+    """``/mcp`` reads the catalog to choose JSON or SSE; when that fails (an entry stored by
+    an older version that no longer parses) the handler meets it again and answers it."""
+    import sqlite3
+
+    agent, key = _fixture_agent(admin, name="broken")
+    with sqlite3.connect(live.settings.data_dir / "warden.db") as db:
+        db.execute("UPDATE agents SET mcp_servers = ? WHERE id = ?", ('[{"name": 7}]', agent["id"]))
+    assert live.services is not None
+    live.services.gate.agents.forget(agent["id"])
+    headers = {**HEADERS, "authorization": f"Bearer {key}", "mcp-protocol-version": "2025-06-18"}
+    call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "fx__echo", "arguments": {}}}
+    r = httpx.post(f"{live.url}/mcp", json=call, headers=headers, timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert "mcp_servers[0]" in r.text and "Traceback" not in r.text

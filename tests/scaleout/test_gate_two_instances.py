@@ -50,3 +50,27 @@ async def test_decide_held_on_a_is_released_by_an_approval_on_b(cluster) -> None
         again = (await c.post("/api/governance/decide", json={
             "tool": "Edit", "arguments": {"file": "x.py"}, "level": 2, "hold_s": 0})).json()
         assert again["decision"] == "pending" and again["approval_id"] != approval["id"]  # used once
+
+
+async def test_a_tier_changed_on_a_decides_the_next_call_on_b(cluster) -> None:
+    """B caches the agent (agents/agent_cache.py; TTL 60 s here, as keys): A's change reaches
+    it through the broadcast, not the TTL."""
+    a, b = cluster
+    with a.client() as admin_a:
+        agent = admin_a.post("/api/agents", json={"name": "moving", "kind": "external"}).json()
+        key = admin_a.post("/api/keys", json={"name": "moving-key", "agent": agent["id"]}).json()["key"]
+    async with httpx.AsyncClient(base_url=b.url, headers={"authorization": f"Bearer {key}"}, timeout=30) as c:
+        first = (await c.post("/api/governance/decide", json={"tool": "Bash", "arguments": {}, "level": 3})).json()
+        assert (first["decision"], first["rule"]) == ("deny", "matrix:student:3")
+        with a.client() as admin_a:
+            r = admin_a.put(f"/api/agents/{agent['id']}/tier", json={"tier": "supervised", "reason": "trusted now"})
+            assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 20
+        for i in range(1000):
+            v = (await c.post("/api/governance/decide", json={"tool": "Bash", "arguments": {"i": i},
+                                                              "level": 3})).json()
+            if v["decision"] == "allow":
+                break
+            assert time.monotonic() < deadline, v
+            await asyncio.sleep(0.1)
+        assert v["rule"] == "matrix:supervised:3"

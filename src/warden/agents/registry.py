@@ -226,14 +226,17 @@ def default_agent_ref(principal: Principal, ref: str | None) -> str:
 class Agents:
     def __init__(self, db: Database, *, check_tools: ToolCheck = _accept_tools,
                  check_servers: ServerCheck = _accept_servers,
-                 forget_keys: Callable[[list[str]], Awaitable[None]] | None = None) -> None:
+                 forget_keys: Callable[[list[str]], Awaitable[None]] | None = None,
+                 forget_agent: Callable[[str], Awaitable[None]] | None = None) -> None:
         """``check_tools`` / ``check_servers(servers, is_admin)`` refuse unknown tools and
         bad or forbidden MCP servers before an agent is stored (they raise); ``forget_keys``
-        drops cached lookups of the keys a deleted agent's revocation ended, everywhere."""
+        drops cached lookups of the keys a deleted agent's revocation ended, everywhere;
+        ``forget_agent`` a changed or deleted agent's cached copies (agents/agent_cache.py)."""
         self.db = db
         self._check_tools = check_tools
         self._check_servers = check_servers
         self._forget_keys = forget_keys
+        self._forget_agent = forget_agent
         self._has_default: set[str] = set()  # workspaces known to have their assistant
 
     # --- reading --------------------------------------------------------------
@@ -385,7 +388,10 @@ class Agents:
                 await _audit_tier(s, agent, old_tier, principal.actor, patch.tier_reason)
             return agent
 
-        return await self.db.run_tx(tx)
+        updated = await self.db.run_tx(tx)
+        if self._forget_agent is not None:
+            await self._forget_agent(updated.id)
+        return updated
 
     async def delete(self, workspace_id: str, ref: str, *, principal: Principal) -> Agent:
         current = await self.get(workspace_id, ref)
@@ -408,6 +414,8 @@ class Agents:
         deleted = await self.db.run_tx(tx)
         if revoked and self._forget_keys is not None:
             await self._forget_keys(list(revoked))
+        if self._forget_agent is not None:
+            await self._forget_agent(deleted.id)
         deleted.mcp_servers = current.mcp_servers  # as shown (trust resolved), not the raw row
         if deleted.name == DEFAULT_AGENT:
             self._has_default.discard(workspace_id)  # comes back on next use

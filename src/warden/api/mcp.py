@@ -12,6 +12,13 @@ low-level server), for an agent's key; the work is in ``mcpgate``.
   SDK runs handlers in its own task group, so a contextvar would not reach them).
 - While the gate holds a call, a progress notification goes out every few
   seconds when the client sent a ``progressToken``.
+- A POST whose answer is its one response (the client accepts
+  ``application/json``, sent no ``progressToken``, and it is no tool call the
+  gate may hold) is answered with a JSON body, which the streamable HTTP
+  transport allows; the rest (progress, a call that may wait for a human, GET)
+  with SSE, whose keep-alive pings carry a long hold through proxies. Nothing
+  but progress ever streams back from Warden, and the SDK's per-request SSE
+  stream cost more than a quarter of an allowed call's time.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ import asyncio
 from typing import Any
 
 import mcp.types as types
+import orjson
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message, Receive, Scope, Send
 
 from warden import __version__
 from warden.api.deps import authenticated
@@ -62,7 +71,7 @@ async def _call_tool(ctx: ServerRequestContext[Any, Any],
                                           f"held for a human's approval ({approval_id}), {waited:.0f} s so far")
 
     return await services.mcp_gateway.call(principal, agent, params.name, dict(params.arguments or {}),
-                                           on_hold=on_hold)
+                                           on_hold=on_hold, tools=getattr(ctx.request.state, "mcp_tools", None))
 
 
 async def _list_resources(ctx: ServerRequestContext[Any, Any],
@@ -104,12 +113,13 @@ class McpEndpoint:
 
     def __init__(self) -> None:
         self.manager = StreamableHTTPSessionManager(build_server(), stateless=True)
+        self.json_manager = StreamableHTTPSessionManager(build_server(), stateless=True, json_response=True)
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
         self._stop = asyncio.Event()
 
     async def _run(self) -> None:
-        async with self.manager.run():
+        async with self.manager.run(), self.json_manager.run():
             self._started.set()
             await self._stop.wait()
 
@@ -138,4 +148,55 @@ class McpEndpoint:
             await error_reply(exc)(scope, receive, send)
             return
         await self._ensure_running()
-        await self.manager.handle_request(scope, receive, send)
+        manager = self.manager
+        if request.method == "POST":
+            try:
+                body = await request.body()
+            except ClientDisconnect:
+                return  # nobody to answer
+            if await _answer_in_json(request, body, services, request.state.mcp_agent):
+                manager = self.json_manager
+            receive = _replay(body, receive)
+        await manager.handle_request(scope, receive, send)
+
+
+async def _answer_in_json(request: Request, body: bytes, services: Services, agent: Agent) -> bool:
+    """One JSON-RPC message asking for no progress, from a client that accepts JSON, and no
+    tool call but one the policy allows at once (the catalog it was judged by goes on to the
+    handler). Anything else (a batch, a body that does not parse) goes the SSE way."""
+    if not check_accept_headers(request)[0]:
+        return False
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(message, dict):
+        return False
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if isinstance(meta, dict) and meta.get("progressToken") is not None:
+        return False
+    if message.get("method") != "tools/call":
+        return True  # never held: resources and prompts are decided at level 1 without a hold
+    try:
+        tools = await services.mcp_gateway.tools(agent)
+    except Exception:  # noqa: BLE001 - the handler meets it again and answers it the MCP way
+        return False
+    request.state.mcp_tools = tools
+    name = params.get("name") if isinstance(params, dict) else None
+    tool = tools.get(name) if isinstance(name, str) else None
+    return tool is not None and tool.outcome == "allow"
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body read above, once, then the client's own messages (its disconnect)."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return again

@@ -38,13 +38,17 @@ def _report(result: VerifyResult, what: str) -> None:
         at = f" at event {result.broken_seq}" if result.broken_seq is not None else ""
         fail(f"{what} broken{at}: {result.reason} ({result.count} event(s) before it verified)")
     if not result.checkpoints:
-        out.print(f"{what} ok: {result.count} events; no signed checkpoint yet, so only the chain's "
-                  "own consistency was checked", highlight=False, soft_wrap=True)
-        return
-    line = (f"{what} ok: {result.count} events; {result.checkpoints} signed checkpoint(s) match, "
-            f"the latest covers event {result.anchored_seq} (signed {result.anchored_ts})")
-    if result.count > result.anchored_seq:
-        line += f"; {result.count - result.anchored_seq} later event(s) not anchored yet"
+        line = (f"{what} ok: {result.count} events; no signed checkpoint yet, so only the chain's "
+                "own consistency was checked")
+    else:
+        line = (f"{what} ok: {result.count} events; {result.checkpoints} signed checkpoint(s) match, "
+                f"the latest covers event {result.anchored_seq} (signed {result.anchored_ts})")
+        if result.count > result.anchored_seq:
+            line += f"; {result.count - result.anchored_seq} later event(s) not anchored yet"
+    if result.seals or result.unsealed_rows:  # the database's spend ledger (an export holds no rows)
+        line += f"; {result.seals} spend seal(s) match their {result.sealed_rows} row(s)"
+        if result.unsealed_rows:  # the sealer seals them within seconds (--seal: now)
+            line += f"; {result.unsealed_rows} spend row(s) not yet sealed"
     out.print(line, highlight=False, soft_wrap=True)
 
 
@@ -55,6 +59,9 @@ def audit_verify(
         dir_okay=False)] = None,
     public_key: Annotated[str | None, typer.Option(
         "--public-key", help="With --export: the signer's public key (base64, or a file holding it).")] = None,
+    seal: Annotated[bool, typer.Option(
+        "--seal", help="Seal the spend rows committed so far first, instead of counting them as "
+        "not yet sealed.")] = False,
 ) -> None:
     """Check every event's link and hash and every signed checkpoint; exit 1 naming
     the first broken event."""
@@ -62,11 +69,13 @@ def audit_verify(
         if public_key is not None:
             fail("--public-key goes with --export (the database is checked with this server's own key)", 2)
         direct(settings_or_exit(), "verifying the database directly")
-        result = run_with_services(lambda s: s.audit_log.verify(), bootstrap=False)
+        result = run_with_services(lambda s: s.audit_log.verify(seal_first=seal), bootstrap=False)
         _report(result, "audit chain")
         return
     from warden.store.checkpoints import CheckpointError, parse_public_key, verify_export
 
+    if seal:
+        fail("--seal goes with the database (an export holds no spend rows)", 2)
     if public_key is None:
         fail("--export needs --public-key: the signer's public key, from `warden audit public-key`, "
              "obtained from its operator (never from the export itself)", 2)

@@ -90,6 +90,7 @@ class ModelCallAction(BaseModel):
     reasoning_tokens: int
     cost_usd: str | None  # exact dollars, fixed-point, as the ledger stores them; None: no price known
     latency_ms: float | None
+    audit_seq: int | None  # the audit event (spend.sealed) that seals this row; None: not sealed yet
 
 
 Action = Annotated[ToolCallAction | ModelCallAction, Field(discriminator="kind")]
@@ -239,7 +240,8 @@ class _Query:
             status=r.status, input_tokens=r.input_tokens, output_tokens=r.output_tokens,
             cache_read_tokens=r.cache_read_tokens, cache_write_tokens=r.cache_write_tokens,
             reasoning_tokens=r.reasoning_tokens, cost_usd=None if r.cost_usd is None else _usd(r.cost_usd),
-            latency_ms=None if r.latency_ms is None else float(r.latency_ms))) for r in rows]
+            latency_ms=None if r.latency_ms is None else float(r.latency_ms), audit_seq=r.audit_seq))
+            for r in rows]
 
     async def totals(self) -> ActionTotals:
         G, T = GovernedCallRow, ToolCallRecord

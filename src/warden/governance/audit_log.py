@@ -1,7 +1,7 @@
 """Reading the audit log: filtered pages for the API, a full export (signed, with
 its checkpoints, for a third party), and the check behind ``warden audit verify``:
 the chain walked and held against every signed checkpoint (appending lives in
-store/audit.py, checkpoints in store/checkpoints.py)."""
+store/audit.py, checkpoints in store/checkpoints.py, spend seals in store/spend_sealer.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlalchemy import select
 from warden.store import audit, checkpoints
 from warden.store.checkpoints import Checkpointer, CheckpointError
 from warden.store.db import Database
+from warden.store.spend_sealer import SpendSealer
 from warden.store.models import AuditEvent
 
 MAX_PAGE = 1000
@@ -26,9 +27,10 @@ def event_view(ev: AuditEvent) -> dict[str, Any]:
 
 
 class AuditLog:
-    def __init__(self, db: Database, signer: Checkpointer) -> None:
+    def __init__(self, db: Database, signer: Checkpointer, sealer: SpendSealer) -> None:
         self.db = db
         self.signer = signer
+        self.sealer = sealer
 
     @property
     def public_key(self) -> str:
@@ -78,7 +80,11 @@ class AuditLog:
         async for line in checkpoints.export_lines(self.signer.public, known, self.export()):
             yield line
 
-    async def verify(self) -> audit.VerifyResult:
+    async def verify(self, *, seal_first: bool = False) -> audit.VerifyResult:
+        """``seal_first``: seal every spend row committed so far before checking, instead
+        of reporting them as the unsealed tail (store/spend_sealer.py)."""
+        if seal_first:
+            await self.sealer.seal_pending()
         try:
             known = checkpoints.load(self.signer.path)
         except CheckpointError as exc:

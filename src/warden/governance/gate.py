@@ -35,14 +35,16 @@ from typing import Any, Literal
 import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
+from warden.agents.agent_cache import AgentCache
 from warden.agents.policy import LEVELS, Decision, decide
 from warden.agents.registry import require_bound_agent
 from warden.agents.secrets_mask import mask_arguments
 from warden.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from warden.governance.approvals import Approvals, approval_event
 from warden.governance.holds import Holds
-from warden.governance.maturity import Maturity, find_agent
+from warden.governance.maturity import Maturity, MoveDue, find_agent
 from warden.governance.policy_store import PolicyStore
 from warden.store import audit
 from warden.store.agent_models import Agent
@@ -125,8 +127,10 @@ _REFUSED = {"rejected": "a human rejected it", "expired": "nobody approved it in
 
 class Gate:
     def __init__(self, db: Database, policies: PolicyStore, maturity: Maturity, approvals: Approvals,
-                 holds: Holds, *, hold_s: float = 120.0, approval_ttl_s: float = 86400.0) -> None:
+                 holds: Holds, *, hold_s: float = 120.0, approval_ttl_s: float = 86400.0,
+                 agents: AgentCache | None = None) -> None:
         self.db = db
+        self.agents = agents or AgentCache(db)  # the bound agent of every call, cached
         self.policies = policies
         self.maturity = maturity
         self.approvals = approvals
@@ -139,19 +143,20 @@ class Gate:
 
     async def agent_for(self, principal: Principal, ref: str | None) -> Agent:
         bound = principal.agent_id
-        async with self.db.session() as s:
-            if bound is not None:
-                agent = await s.get(Agent, bound)
-                if agent is None or agent.workspace_id != principal.workspace_id:
-                    raise NotFound("the agent this key is bound to no longer exists", code="agent_not_found")
-                if ref is not None and ref not in (agent.id, agent.name):
+        if bound is not None:
+            agent = await self.agents.get(bound)
+            if agent is None or agent.workspace_id != principal.workspace_id:
+                raise NotFound("the agent this key is bound to no longer exists", code="agent_not_found")
+            if ref is not None and ref not in (agent.id, agent.name):
+                async with self.db.session() as s:
                     require_bound_agent(principal, await find_agent(s, principal.workspace_id, ref))
-                return agent
-            if not principal.is_admin:
-                raise Forbidden("governed calls need a key bound to an agent (warden keys create --agent NAME)",
-                                code="agent_key_required")
-            if ref is None:
-                raise ValidationFailed("agent: an admin key not bound to an agent must name one", param="agent")
+            return agent
+        if not principal.is_admin:
+            raise Forbidden("governed calls need a key bound to an agent (warden keys create --agent NAME)",
+                            code="agent_key_required")
+        if ref is None:
+            raise ValidationFailed("agent: an admin key not bound to an agent must name one", param="agent")
+        async with self.db.session() as s:
             return await find_agent(s, principal.workspace_id, ref)
 
     # --- the decision -------------------------------------------------------------------
@@ -195,20 +200,10 @@ class Gate:
                 approval = await self._pending_or_new(s, principal, agent, call, level, d, chash)
                 status, outcome, approval_id = "held", "pending", approval.id
                 reason = self._pending_reason(d.reason, approval.id)
-        row = GovernedCallRow(id=action_id, workspace_id=agent.workspace_id, agent_id=agent.id,
-                              api_key_id=principal.key_id, source=call.source, tool=call.tool,
-                              arguments_hash=args_hash, level=level, decision=d.outcome, rule=rule[:200],
-                              reason=reason, status=status, approval_id=approval_id)
-        if ended is not None:
-            row.status, row.result_hash, row.is_error = ended
-            row.ended_at = utcnow()
+        row, event = _call_row(principal, agent, call, level, d, args_hash, action_id, status, rule, reason,
+                               approval_id, ended)
         s.add(row)
-        await audit.append(s, workspace_id=agent.workspace_id, actor=f"agent:{agent.id}",
-                           action="governance.decision", target=action_id, data={
-                               "agent_id": agent.id, "tier": agent.tier, "tool": call.tool, "level": level,
-                               "decision": d.outcome, "rule": rule, "reason": reason, "arguments_hash": args_hash,
-                               "source": call.source, "api_key_id": principal.key_id,
-                               "approval_id": approval_id or ""})
+        await audit.append(s, **event)
         return Verdict(outcome, reason, rule, level, action_id, approval_id, note, decided_by)
 
     async def _consume_any(self, s: AsyncSession, agent_id: str, chash: str) -> Approval | None:
@@ -313,6 +308,14 @@ class Gate:
         status = "interrupted" if interrupted else "completed" if ok else "failed"
         deferred = verdict.deferred if verdict is not None and verdict.action_id == action_id else None
 
+        if deferred is not None and self.db.one_hop_writes:
+            try:  # a SQLite file: the whole transaction in one thread hop (store/db.py run_sync_tx)
+                await self.db.run_sync_tx(lambda s: self._finished_sync(s, deferred, action_id, status,
+                                                                        result_hash, ok))
+                return
+            except MoveDue:
+                pass  # rolled back; the async transaction below counts the run and makes the move
+
         async def tx(s: AsyncSession) -> None:
             if deferred is not None:  # its row goes in whole: nothing to read back or update
                 await self._record(s, deferred.principal, deferred.agent, deferred.call, deferred.level,
@@ -333,13 +336,25 @@ class Gate:
                     raise Conflict(f"action '{action_id}' already has an outcome", code="action_not_open")
                 ws_id, agent_id, tool, source, args_hash = (row.workspace_id, row.agent_id, row.tool, row.source,
                                                             row.arguments_hash)
-            await audit.append(s, workspace_id=ws_id, actor=f"agent:{agent_id}",
-                               action="governance.outcome", target=action_id, data={
-                                   "agent_id": agent_id, "tool": tool, "status": status,
-                                   "result_hash": result_hash, "arguments_hash": args_hash, "source": source})
+            await audit.append(s, **_outcome_event(ws_id, agent_id, tool, source, action_id, status, result_hash,
+                                                   args_hash))
             await self.maturity.run_ended(s, agent_id, status, clean=True)
 
         await self.db.run_tx(tx)
+
+    def _finished_sync(self, s: Session, deferred: Deferred, action_id: str, status: str, result_hash: str,
+                       ok: bool) -> None:
+        """The deferred branch of ``finished``'s transaction on a synchronous session: same rows,
+        same two events, same counting (``MoveDue`` when the count would move the agent's tier)."""
+        agent, call = deferred.agent, deferred.call
+        d = deferred.decision
+        row, event = _call_row(deferred.principal, agent, call, deferred.level, d, deferred.args_hash, action_id,
+                               "allowed", d.rule, d.reason, None, (status, result_hash, not ok))
+        s.add(row)
+        audit.append_sync(s, **event)
+        audit.append_sync(s, **_outcome_event(agent.workspace_id, agent.id, call.tool, call.source, action_id,
+                                              status, result_hash, deferred.args_hash))
+        self.maturity.run_ended_sync(s, agent.id, status, clean=True)
 
     async def action(self, principal: Principal, action_id: str) -> dict[str, Any]:
         """One recorded call, with the status of its approval (for polling a pending one)."""
@@ -355,6 +370,31 @@ class Gate:
                     "result_hash": row.result_hash, "is_error": row.is_error,
                     "created_at": row.created_at.isoformat(),
                     "ended_at": row.ended_at.isoformat() if row.ended_at else None}
+
+
+def _call_row(principal: Principal, agent: Agent, call: GovernedCall, level: int, d: Decision, args_hash: str,
+              action_id: str, status: str, rule: str, reason: str, approval_id: str | None,
+              ended: tuple[str, str, bool] | None) -> tuple[GovernedCallRow, dict[str, Any]]:
+    """A decided call's row and its ``governance.decision`` event (``audit.append``'s arguments)."""
+    row = GovernedCallRow(id=action_id, workspace_id=agent.workspace_id, agent_id=agent.id,
+                          api_key_id=principal.key_id, source=call.source, tool=call.tool,
+                          arguments_hash=args_hash, level=level, decision=d.outcome, rule=rule[:200],
+                          reason=reason, status=status, approval_id=approval_id)
+    if ended is not None:
+        row.status, row.result_hash, row.is_error = ended
+        row.ended_at = utcnow()
+    return row, {"workspace_id": agent.workspace_id, "actor": f"agent:{agent.id}", "action": "governance.decision",
+                 "target": action_id, "data": {
+                     "agent_id": agent.id, "tier": agent.tier, "tool": call.tool, "level": level,
+                     "decision": d.outcome, "rule": rule, "reason": reason, "arguments_hash": args_hash,
+                     "source": call.source, "api_key_id": principal.key_id, "approval_id": approval_id or ""}}
+
+
+def _outcome_event(ws_id: str, agent_id: str, tool: str, source: str, action_id: str, status: str,
+                   result_hash: str, args_hash: str) -> dict[str, Any]:
+    return {"workspace_id": ws_id, "actor": f"agent:{agent_id}", "action": "governance.outcome", "target": action_id,
+            "data": {"agent_id": agent_id, "tool": tool, "status": status, "result_hash": result_hash,
+                     "arguments_hash": args_hash, "source": source}}
 
 
 async def own_call(s: AsyncSession, principal: Principal, action_id: str) -> GovernedCallRow:

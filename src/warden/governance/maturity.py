@@ -21,7 +21,9 @@ from typing import Any
 
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
+from warden.agents.agent_cache import AgentCache
 from warden.agents.policy import TIERS
 from warden.errors import Conflict, NotFound, ValidationFailed
 from warden.governance.policy_store import PolicyStore
@@ -103,25 +105,56 @@ def readiness(tier: str, c: Counts, cfg: MaturityConfig) -> Readiness:
     return Readiness(tier, target, not needs, needs)
 
 
-def _insert_ignore(s: AsyncSession):
-    return dialect_insert(s, AgentMaturity)
+class MoveDue(Exception):
+    """``run_ended_sync``: the run's evidence calls for a promotion, a proposal or a demotion.
+    The caller rolls back and counts it with ``run_ended``, which makes the move."""
+
+
+def _bump_statements(s: AsyncSession | Session, workspace_id: str, agent_id: str, tier: str,
+                     values: dict[str, Any]) -> tuple[Any, Any]:
+    """The counter row (created at zero if missing), then its update: both sessions' one home."""
+    create = dialect_insert(s, AgentMaturity).values(  # type: ignore[arg-type]
+        agent_id=agent_id, tier=tier, workspace_id=workspace_id, runs=0, successes=0, failures=0,
+        approvals_asked=0, approvals_rejected=0, streak=0, updated_at=utcnow()).on_conflict_do_nothing()
+    return create, (update(AgentMaturity).where(AgentMaturity.agent_id == agent_id, AgentMaturity.tier == tier)
+                    .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+
+
+def _run_values(status: str, clean: bool) -> dict[str, Any]:
+    M = AgentMaturity
+    if status == "completed":
+        return {"runs": M.runs + 1, "successes": M.successes + 1, "streak": 0 if clean else M.streak}
+    return {"runs": M.runs + 1, "failures": M.failures + 1, "streak": M.streak + 1}
+
+
+def _feedback_totals(agent_id: str, tier: str) -> Any:
+    return select(
+        func.coalesce(func.sum(Feedback.score), 0.0), func.count(Feedback.id),
+        func.coalesce(func.sum(case((func.length(func.coalesce(Feedback.correction, "")) > 0, 1), else_=0)), 0),
+    ).where(Feedback.agent_id == agent_id, Feedback.tier == tier)
+
+
+def _counts_of(row: AgentMaturity | None, fb: Any) -> Counts:
+    c = Counts(feedback_sum=float(fb[0]), feedback_count=int(fb[1]), corrections=int(fb[2]))
+    if row is not None:
+        c.runs, c.successes, c.failures = row.runs, row.successes, row.failures
+        c.approvals_asked, c.approvals_rejected, c.streak = row.approvals_asked, row.approvals_rejected, row.streak
+    return c
 
 
 class Maturity:
-    def __init__(self, db: Database, policies: PolicyStore, config: MaturityConfig | None = None) -> None:
+    def __init__(self, db: Database, policies: PolicyStore, config: MaturityConfig | None = None, *,
+                 agents: AgentCache | None = None) -> None:
         self.db = db
         self.policies = policies
         self.config = config or MaturityConfig()
+        self.agents = agents  # told of tier moves at their commit: its copies go
 
     # --- counting (inside the caller's transaction) ------------------------------
 
     async def _bump(self, s: AsyncSession, workspace_id: str, agent_id: str, tier: str, **values: Any) -> None:
-        await s.execute(_insert_ignore(s).values(
-            agent_id=agent_id, tier=tier, workspace_id=workspace_id, runs=0, successes=0, failures=0,
-            approvals_asked=0, approvals_rejected=0, streak=0, updated_at=utcnow()
-        ).on_conflict_do_nothing())
-        await s.execute(update(AgentMaturity).where(AgentMaturity.agent_id == agent_id, AgentMaturity.tier == tier)
-                        .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+        for statement in _bump_statements(s, workspace_id, agent_id, tier, values):
+            await s.execute(statement)
 
     async def run_ended(self, s: AsyncSession, agent_id: str, status: str, *, clean: bool) -> None:
         """Count a finished run. ``clean``: no action of it was rejected (resets the streak)."""
@@ -130,16 +163,31 @@ class Maturity:
         agent = await s.get(Agent, agent_id)
         if agent is None:
             return
-        M = AgentMaturity
+        await self._bump(s, agent.workspace_id, agent.id, agent.tier, **_run_values(status, clean))
         if status == "completed":
-            streak = 0 if clean else M.streak
-            await self._bump(s, agent.workspace_id, agent.id, agent.tier, runs=M.runs + 1,
-                             successes=M.successes + 1, streak=streak)
             await self.reconsider(s, agent)
         else:
-            await self._bump(s, agent.workspace_id, agent.id, agent.tier, runs=M.runs + 1,
-                             failures=M.failures + 1, streak=M.streak + 1)
             await self._maybe_demote(s, agent, "failed runs")
+
+    def run_ended_sync(self, s: Session, agent_id: str, status: str, *, clean: bool) -> None:
+        """``run_ended`` on a synchronous session (store/db.py ``run_sync_tx``) for the common
+        run that moves no tier; raises :class:`MoveDue` when ``run_ended`` would move or propose."""
+        if status not in ("completed", "failed"):
+            return
+        agent = s.get(Agent, agent_id)
+        if agent is None:
+            return
+        for statement in _bump_statements(s, agent.workspace_id, agent.id, agent.tier, _run_values(status, clean)):
+            s.execute(statement)
+        if agent.tier_sticky:
+            return  # as reconsider and _maybe_demote: no automatic move
+        row = s.get(AgentMaturity, (agent.id, agent.tier), populate_existing=True)
+        if status == "completed":
+            counts = _counts_of(row, s.execute(_feedback_totals(agent.id, agent.tier)).one())
+            if readiness(agent.tier, counts, self.config).ready:
+                raise MoveDue()
+        elif row is not None and previous_tier(agent.tier) is not None and row.streak >= self.config.demotion_streak:
+            raise MoveDue()
 
     async def approvals_asked(self, s: AsyncSession, agent: Agent, n: int) -> None:
         await self._bump(s, agent.workspace_id, agent.id, agent.tier,
@@ -159,15 +207,7 @@ class Maturity:
 
     async def counts(self, s: AsyncSession, agent_id: str, tier: str) -> Counts:
         row = await s.get(AgentMaturity, (agent_id, tier), populate_existing=True)
-        fb = (await s.execute(select(
-            func.coalesce(func.sum(Feedback.score), 0.0), func.count(Feedback.id),
-            func.coalesce(func.sum(case((func.length(func.coalesce(Feedback.correction, "")) > 0, 1), else_=0)), 0),
-        ).where(Feedback.agent_id == agent_id, Feedback.tier == tier))).one()
-        c = Counts(feedback_sum=float(fb[0]), feedback_count=int(fb[1]), corrections=int(fb[2]))
-        if row is not None:
-            c.runs, c.successes, c.failures = row.runs, row.successes, row.failures
-            c.approvals_asked, c.approvals_rejected, c.streak = row.approvals_asked, row.approvals_rejected, row.streak
-        return c
+        return _counts_of(row, (await s.execute(_feedback_totals(agent_id, tier))).one())
 
     async def view(self, agent: Agent) -> dict[str, Any]:
         async with self.db.session() as s:
@@ -243,6 +283,8 @@ class Maturity:
         if sticky is not None:
             agent.tier_sticky = sticky
         agent.updated_at = utcnow()
+        if self.agents is not None:
+            self.agents.on_commit(s, agent.id)
         await s.execute(delete(TierProposal).where(TierProposal.agent_id == agent.id))
         # The new tier's evidence starts without a streak (an old row may hold one).
         await s.execute(update(AgentMaturity).where(AgentMaturity.agent_id == agent.id, AgentMaturity.tier == tier)

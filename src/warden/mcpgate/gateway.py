@@ -114,8 +114,10 @@ class McpGateway:
         return catalog(agent, upstreams, self._deps(), await self._policy_for(agent.workspace_id))
 
     async def call(self, principal: Principal, agent: Agent, name: str, arguments: dict[str, Any], *,
-                   on_hold: OnHold | None = None) -> CallToolResult:
-        tool = (await self.tools(agent)).get(name)
+                   on_hold: OnHold | None = None, tools: dict[str, GatewayTool] | None = None) -> CallToolResult:
+        """``tools``: the agent's catalog if the caller has it already (``/mcp`` reads it to
+        choose how to answer), else it is built here."""
+        tool = (tools if tools is not None else await self.tools(agent)).get(name)
         if tool is None:
             return tool_error(f"no tool named {name!r} is available to this agent through Warden "
                               "(unknown, or its server is down): list the tools again")

@@ -11,9 +11,10 @@ from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, insert, text
+from sqlalchemy import Connection, Engine, create_engine, event, insert, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 from warden.store.audit import AuditConflict
 
@@ -98,10 +99,47 @@ class Database:
             async with self.transaction() as s:
                 await s.execute(insert(table), rows)
             return
+        async with self._write_lock or nullcontext():
+            await self._sync_writer().call_core(lambda conn: conn.execute(insert(table), rows))
+
+    def _sync_writer(self) -> _Inserter:
+        assert self._sqlite_file is not None
         if self._inserter is None:
             self._inserter = _Inserter(self._sqlite_file, echo=self.engine.echo)
-        async with self._write_lock or nullcontext():
-            await self._inserter.run(table, rows)
+        return self._inserter
+
+    @property
+    def one_hop_writes(self) -> bool:
+        """A SQLite file: :meth:`run_sync_tx` writes a whole transaction in one thread hop."""
+        return self._sqlite_file is not None
+
+    async def run_sync_tx(self, fn: Callable[[Session], T], *, attempts: int = 20) -> T:
+        """``fn`` in one transaction of a synchronous session on the inserter's thread (only
+        when ``one_hop_writes``), again from the start if it lost an audit-chain race: one
+        thread hop for the transaction, where aiosqlite makes several per statement."""
+        for attempt in range(attempts):
+            try:
+                async with self._write_lock or nullcontext():
+                    return await self._sync_writer().call(fn)
+            except AuditConflict:
+                await asyncio.sleep(0.002 * (attempt + 1))
+        raise AuditConflict()
+
+    async def run_core_tx(self, fn: Callable[[Connection], T], *, attempts: int = 20) -> T:
+        """``fn`` in one transaction of a synchronous Core ``Connection``, again from the start
+        if it lost an audit-chain race: on a SQLite file on the inserter's thread, elsewhere
+        on the async engine (``run_sync``). No ORM session: the spend sealer's transaction
+        (store/spend_sealer.py) reads and stamps thousands of rows."""
+        for attempt in range(attempts):
+            try:
+                async with self._write_lock or nullcontext():
+                    if self._sqlite_file is not None:
+                        return await self._sync_writer().call_core(fn)
+                    async with self.engine.begin() as conn:
+                        return await conn.run_sync(fn)
+            except AuditConflict:
+                await asyncio.sleep(0.002 * (attempt + 1))
+        raise AuditConflict()
 
     async def run_tx(self, fn: Callable[[AsyncSession], Awaitable[T]], *, attempts: int = 20) -> T:
         """Run ``fn`` in a transaction, again from the start if it lost an audit-chain race."""
@@ -136,12 +174,19 @@ class _Inserter:
         event.listen(self.engine, "connect", _sqlite_pragmas)
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="warden-sqlite-insert")
 
-    def _insert(self, table: Any, rows: list[dict[str, Any]]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(insert(table), rows)
+    def _in_session(self, fn: Callable[[Session], T]) -> T:
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            return fn(s)
 
-    async def run(self, table: Any, rows: list[dict[str, Any]]) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.thread, self._insert, table, rows)
+    async def call(self, fn: Callable[[Session], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, self._in_session, fn)
+
+    def _in_connection(self, fn: Callable[[Connection], T]) -> T:
+        with self.engine.begin() as conn:
+            return fn(conn)
+
+    async def call_core(self, fn: Callable[[Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, self._in_connection, fn)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self.thread, self.engine.dispose)

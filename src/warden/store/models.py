@@ -113,6 +113,7 @@ class SpendRow(Base):
         Index("ix_spend_ws_key_ts", "workspace_id", "api_key_id", "ts"),
         Index("ix_spend_ws_session", "workspace_id", "session_id"),
         Index("ix_spend_ws_agent_ts", "workspace_id", "agent_id", "ts"),  # an agent's actions (0015)
+        Index("ix_spend_audit_seq", "audit_seq", "id"),  # a seal's rows (verify), the oldest unsealed (0016)
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
@@ -136,6 +137,8 @@ class SpendRow(Base):
     status: Mapped[str] = mapped_column(String(32))
     # The client's coding session (X-Claude-Code-Session-Id), migration 0008.
     session_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The audit event sealing this row (store/spend_seal.py), migration 0016; None: not sealed yet.
+    audit_seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), nullable=True)
 
 
 class AuditEvent(Base):
