@@ -6,6 +6,7 @@ synchronous session: ``Database.run_sync_tx``). When the count moves the agent's
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import delete, select
 
 from tests.support.app import client_for
 from warden.governance.gate import GovernedCall, arguments_hash
+from warden.config import Settings
 from warden.services import Services
 from warden.store import audit
 from warden.store.agent_models import Agent
@@ -143,9 +145,17 @@ async def test_an_agent_deleted_mid_call_is_still_on_the_ledger(services: Servic
         "governance.decision", "governance.outcome"]
 
 
-async def test_one_hop_transaction_retries_a_lost_chain_race(services: Services) -> None:
-    if not services.db.one_hop_writes:
-        pytest.skip("one-hop writes are a SQLite file's")
+@pytest.fixture
+async def sqlite_services(settings: Settings) -> AsyncIterator[Services]:
+    """One-hop writes are a SQLite file's: this test has no PostgreSQL twin."""
+    svc = await Services.start(settings)
+    yield svc
+    await svc.close()
+
+
+async def test_one_hop_transaction_retries_a_lost_chain_race(sqlite_services: Services) -> None:
+    services = sqlite_services
+    assert services.db.one_hop_writes
     tries: list[int] = []
 
     def lose_once(s: Any) -> int:

@@ -421,11 +421,20 @@ def test_the_digest_does_not_depend_on_row_order() -> None:
     assert spend_seal.summary(rows) != spend_seal.summary(rows[:2])
 
 
-async def test_a_head_moved_after_the_stamps_costs_a_retry_not_a_wrong_seal(db: Database) -> None:
+@pytest.fixture
+async def sqlite_db(tmp_path: Path):
+    """The interleaving hook needs the SQLite inserter's engine: no PostgreSQL twin."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    await migrate.upgrade(database)
+    yield database
+    await database.close()
+
+
+async def test_a_head_moved_after_the_stamps_costs_a_retry_not_a_wrong_seal(sqlite_db: Database) -> None:
     """A governance write commits between the sealer's read of the head and its append:
     the stamps carry a seq the event did not get, so the run starts again."""
-    if not db.one_hop_writes:
-        pytest.skip("the interleaving hook needs the SQLite inserter's engine")
+    db = sqlite_db
+    assert db.one_hop_writes
     await write(db, row("h1"), seal=False)
     other = create_engine(db._sync_writer().engine.url)
     done: list[int] = []
