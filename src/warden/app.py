@@ -83,8 +83,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     if services is not None:
         app.state.services = services  # tests and embedders may skip the lifespan
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes,
-                       access_log=settings.access_log)
+    app.add_middleware(RequestContextMiddleware, **app.hot_settings)  # the same for both paths
     # Registered too (a GET is answered 405 with the allowed methods), though HotRoutes
     # serves their POSTs before the framework sees them.
     for path, endpoint in app.hot_routes.items():

@@ -61,7 +61,8 @@ async def test_registry_changes_and_the_broadcast_drop_the_copy(services: Servic
     await services.state.publish(TOPIC, agent_id)
     assert (await services.gate.agent_for(principal, None)).tier == "intern"
     async with client_for(services) as admin:
-        assert (await admin.delete(f"/api/agents/{agent_id}")).status_code in (200, 204)
+        deleted = await admin.delete(f"/api/agents/{agent_id}")
+        assert deleted.status_code == 200 and deleted.json()["id"] == agent_id, deleted.text
     assert await services.gate.agents.get(agent_id) is None
 
 
