@@ -102,6 +102,13 @@ async def ledger(services: Services, agent_id: str) -> list[SpendRow]:
                                      .order_by(SpendRow.id))).scalars())
 
 
+async def settled(services: Services) -> None:
+    """Spend written and sealed now, so the server's background sealer (every second) cannot
+    change a row's ``audit_seq`` between two reads a test compares."""
+    await services.spend.flush()
+    await services.audit_log.sealer.seal_pending()
+
+
 async def external_history(services: Services, admin: httpx.AsyncClient) -> tuple[dict[str, Any], str, dict]:
     """cc: an allowed call that worked, a denied one, a held one a human approved (with a
     note) whose retry failed, and two model calls; returns (agent, key, the decisions)."""
@@ -124,7 +131,7 @@ async def external_history(services: Services, admin: httpx.AsyncClient) -> tupl
 
 async def test_an_external_agents_actions_explained(services: Services, admin: httpx.AsyncClient) -> None:
     agent, _, d = await external_history(services, admin)
-    await services.audit_log.sealer.seal_pending()  # what the server's sealer does within a second
+    await settled(services)  # what the server's sealer does within a second
     page = await actions(admin, "cc")  # by name; the id works the same
     assert page == await actions(admin, agent["id"])
     assert (page["agent_id"], page["agent"], page["agent_kind"], page["next_cursor"]) == (
@@ -201,6 +208,7 @@ async def test_a_hosted_agents_run_tool_calls_and_spend(services: Services, admi
 async def test_pages_errors_and_who_sees_what(services: Services, admin: httpx.AsyncClient) -> None:
     agent, key, _ = await external_history(services, admin)
     await decide(admin, "Read", {"by": "admin"}, level=1, agent="cc")  # the admin's own call for cc
+    await settled(services)
     full = (await actions(admin, "cc", limit=200))["actions"]
     seen, cursor = [], None
     while True:
@@ -241,6 +249,7 @@ async def test_pages_split_rows_of_the_same_instant_exactly_once(services: Servi
                                    status="allowed", created_at=at) for i in range(3)])
         s.add_all([SpendRow(ts=at, request_id=f"r{i}", workspace_id=ws, agent_id=agent["id"], status="ok",
                             cost_usd=Decimal("0.000000000001")) for i in range(2)])
+    await settled(services)
     full = (await actions(admin, "cc"))["actions"]
     assert len(full) == 5 and {a["at"] for a in full} == {full[0]["at"]}
     seen, cursor = [], None
