@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench import load
 from bench.procs import ROOT, pinned
-from bench.targets import add_credential, start_upstream, start_warden, warden_target
+from bench.targets import MODEL, add_credential, start_upstream, start_warden, warden_target
 
 PY_SPY = ROOT / ".venv/bin/py-spy"
 
@@ -44,6 +44,8 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--top", type=int, default=40)
     p.add_argument("--stream", action="store_true", help="profile streamed requests")
+    p.add_argument("--paced", type=int, default=0, metavar="MS",
+                   help="with --stream: the simulator's paced model, MS milliseconds between events")
     args = p.parse_args()
     logs = ROOT / "bench/results" / ("profile-" + time.strftime("%Y%m%d-%H%M%S"))
     up, up_port = start_upstream(logs, cpus="1")
@@ -52,6 +54,8 @@ def main() -> None:
         time.sleep(1.0)
         add_credential(wport, up_port)
         target = warden_target(wport)
+        if args.paced:
+            target.model = f"openai/slow{args.paced}-{MODEL}"
         body = target.body(stream=args.stream) if args.stream else None
         load.run_wrk(target, args.connections, 2, cpus="1", body=body)  # warm-up
         out = logs / "profile.collapsed"

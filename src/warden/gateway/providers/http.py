@@ -5,9 +5,7 @@
 - Timeouts from ``Endpoint.timeouts``: connect, first byte (response headers and,
   for streams, the first event) and the gap between stream events. Every one of
   them surfaces as :class:`Timeout`.
-- A small SSE decoder (comments and keep-alives ignored). It is hand-written
-  because it is twenty lines and sits on the hot path of every stream; the
-  ``httpx-sse`` package would add a dependency for the same loop.
+- Streams are read a chunk at a time and split into SSE events by ``sse.py``.
 - Bounded reads: a reply body over ``Timeouts.max_reply_bytes`` (refused at its
   ``content-length`` when it declares one), or a stream line or event over
   ``max_event_bytes``, stops the read and raises :class:`UpstreamTooLarge`;
@@ -25,7 +23,6 @@ import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -50,6 +47,8 @@ from warden.gateway.types import Endpoint, Timeouts
 from warden.gateway.providers.pool import Refused, refused, route
 from warden.gateway.providers.pool import aclose_client as aclose_client  # the server closes it
 from warden.gateway.providers.pool import get_client as get_client
+from warden.gateway.providers.sse import LineSplitter, LineTooLong, SSEDecoder
+from warden.gateway.providers.sse import SSEEvent as SSEEvent  # the adapters' event type
 from warden.logs import redact
 
 log = logging.getLogger("warden.gateway.providers")
@@ -261,45 +260,6 @@ def too_large(provider: str, what: str, limit: int) -> UpstreamTooLarge:
                             provider=provider)
 
 
-@dataclass(slots=True)
-class SSEEvent:
-    event: str
-    data: str
-
-
-class SSEDecoder:
-    """Feed it lines; it returns an event at each blank line that ends one."""
-
-    __slots__ = ("_data", "_event", "size")
-
-    def __init__(self) -> None:
-        self._event = ""
-        self._data: list[str] = []
-        self.size = 0  # characters of data held for the event being read
-
-    def feed(self, line: str) -> SSEEvent | None:
-        if not line:
-            if not self._data and not self._event:
-                return None
-            event = SSEEvent(self._event or "message", "\n".join(self._data))
-            self._event, self._data, self.size = "", [], 0
-            return event
-        if line[0] == ":":  # comment / keep-alive
-            return None
-        name, _, value = line.partition(":")
-        if value[:1] == " ":
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-            self.size += len(value) + 1
-        elif name == "event":
-            self._event = value
-        return None  # id / retry fields mean nothing to us
-
-    def flush(self) -> SSEEvent | None:
-        return self.feed("")
-
-
 async def stream_sse(
     ep: Endpoint,
     url: str,
@@ -328,69 +288,34 @@ async def stream_sse(
                 async with asyncio.timeout(ep.timeouts.stream_gap):
                     raw = await read_bounded(response, ERROR_BODY_BYTES)
                 raise classify(ep.provider, response.status, response.headers, raw)
-            decoder = SSEDecoder()
-            lines = iter_lines(response.content, limit)
+            decoder, splitter = SSEDecoder(), LineSplitter(limit)
             seen_event = False
+            line_wait = loop.time()  # when the wait for the line being read began
             while True:
-                deadline = (
-                    first_deadline if not seen_event else loop.time() + ep.timeouts.stream_gap
-                )
+                # Before the first event, the first-byte deadline; then each line within the gap.
+                deadline = line_wait + ep.timeouts.stream_gap if seen_event else first_deadline
                 try:
                     async with asyncio.timeout_at(deadline):
-                        line = await anext(lines)
-                except StopAsyncIteration:
-                    break
+                        chunk = await response.content.readany()
+                    lines = splitter.feed(chunk) if chunk else splitter.close()
                 except LineTooLong:
                     response.close()
                     raise too_large(ep.provider, "a stream line", limit) from None
-                event = decoder.feed(line)
-                if decoder.size > limit:
-                    response.close()
-                    raise too_large(ep.provider, "a stream event", limit)
-                if event is not None:
-                    seen_event = True
-                    yield event
+                for line in lines:
+                    event = decoder.feed(line)
+                    if decoder.size > limit:
+                        response.close()
+                        raise too_large(ep.provider, "a stream event", limit)
+                    if event is not None:
+                        seen_event = True
+                        yield event
+                if not chunk:
+                    break
+                if lines:  # a line ended: the next one's gap starts now (after its consumer)
+                    line_wait = loop.time()
             event = decoder.flush()
             if event is not None:
                 yield event
         finally:
             # Returns a fully read connection to the pool; closes one cut short.
             response.release()
-
-
-class LineTooLong(Exception):
-    """A line grew past the bound before its end arrived."""
-
-
-async def iter_lines(content: aiohttp.StreamReader, limit: int | None = None) -> AsyncIterator[str]:
-    """Lines of a body as they arrive (``\n``, ``\r\n`` or ``\r`` endings), each at most ``limit`` bytes.
-
-    The pieces of an unfinished line are kept in a list (joined once it ends), so
-    a long line costs its size once, not its size times the number of chunks.
-    """
-    parts: list[bytes] = []
-    size = 0
-    held_cr = False
-    async for chunk in content.iter_any():
-        if held_cr:
-            chunk, held_cr = b"\r" + chunk, False
-        # A CR at the very end may be the first half of a CRLF split across two chunks.
-        if chunk.endswith(b"\r"):
-            chunk, held_cr = chunk[:-1], True
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *complete, rest = chunk.split(b"\n")
-        for line in complete:
-            size += len(line)
-            if limit is not None and size > limit:
-                raise LineTooLong
-            parts.append(line)
-            yield b"".join(parts).decode("utf-8", "replace")
-            parts, size = [], 0
-        size += len(rest)
-        if limit is not None and size > limit:
-            raise LineTooLong
-        if rest:
-            parts.append(rest)
-    if parts or held_cr:
-        yield b"".join(parts).decode("utf-8", "replace")

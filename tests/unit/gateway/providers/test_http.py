@@ -32,6 +32,7 @@ from warden.gateway.errors import (
 )
 from warden.gateway.providers import http
 from warden.gateway.providers.pool import CheckingResolver
+from warden.gateway.providers.sse import LineSplitter, LineTooLong
 from warden.gateway.types import Endpoint
 from warden.netpolicy import AddressPolicy
 from warden.logs import redact
@@ -325,18 +326,9 @@ async def test_a_huge_error_body_is_classified_from_its_start(openai_up: Upstrea
         await collect_stream(bounded(openai_up))
 
 
-class _Chunks:
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
-
-
 @given(st.lists(st.sampled_from(["a", "bc", "\n", "\r", "\r\n", "é"]), max_size=30),
        st.lists(st.integers(1, 8), min_size=1, max_size=10))
-async def test_iter_lines_splits_like_str_splitlines_at_any_chunking(pieces: list[str], cuts: list[int]) -> None:
+def test_lines_split_like_str_splitlines_at_any_chunking(pieces: list[str], cuts: list[int]) -> None:
     raw = "".join(pieces).encode()
     chunks, i = [], 0
     for n in cuts * 20:
@@ -345,9 +337,25 @@ async def test_iter_lines_splits_like_str_splitlines_at_any_chunking(pieces: lis
         chunks.append(raw[i:i + n])
         i += n
     chunks.append(raw[i:])
-    lines = [line async for line in http.iter_lines(_Chunks(chunks))]  # type: ignore[arg-type]
+    splitter = LineSplitter()
+    lines = [line for chunk in chunks for line in splitter.feed(chunk)] + splitter.close()
     expected = raw.decode().replace("\r\n", "\n").replace("\r", "\n").split("\n")
     assert lines == (expected[:-1] if expected[-1] == "" else expected)
+    assert not splitter.pending and splitter.close() == []
+
+
+@given(st.lists(st.integers(0, 12), min_size=1, max_size=6), st.integers(1, 8), st.integers(1, 10))
+def test_a_line_over_the_limit_is_refused_however_it_arrives(lengths: list[int], limit: int, cut: int) -> None:
+    raw = b"".join(b"x" * n + b"\n" for n in lengths)
+    splitter, lines, refused = LineSplitter(limit), [], False
+    try:
+        for i in range(0, len(raw), cut):
+            lines += splitter.feed(raw[i:i + cut])
+    except LineTooLong:
+        refused = True
+    assert refused == any(n > limit for n in lengths)
+    if not refused:
+        assert lines == ["x" * n for n in lengths]
 
 
 # A process receiving a 400 MB upstream reply (one JSON body, or one SSE line), default bounds:
