@@ -13,6 +13,10 @@ the fact (store/spend_sealer.py).
   highest round, and the paired difference. Without ``--base`` this part is skipped.
 - **Sealer**: this tree's :class:`SpendSealer` sealing a backlog of committed rows in
   runs of 5,000 (3 workspaces): wall and CPU per sealed row; and an idle run.
+- **Stall** (``--stall-base SRC``, SQLite): a sealer run over ``--stall-rows`` rows
+  while 1-row spend commits go on back to back, as replies' commits do under load:
+  the longest and the median commit during the run, in the tree ``SRC`` and this one
+  (each a child process, alternated over ``--rounds``).
 
 On a migrated SQLite file and, when ``WARDEN_BENCH_DATABASE_URL`` answers, PostgreSQL
 (databases ``<name>_base`` / ``<name>_new`` beside it).
@@ -62,11 +66,53 @@ async def child(url: str, n: int) -> dict[str, float]:
     return {"ms": statistics.median(samples), "cpu_us": cpu}
 
 
-def run_child(src: str, url: str, n: int) -> dict[str, float]:
+async def stall_child(url: str, rows: int) -> dict[str, float]:
+    """In the child: 1-row commits back to back while one sealer run seals ``rows``."""
+    from warden.store.spend_sealer import SpendSealer
+
+    db = Database(url)
+    await migrate.upgrade(db)
+    try:
+        writer = SpendWriter(db, commit_wait=5.0)
+        writer.start()
+        for i in range(rows):
+            writer.record(row(i))
+        await writer.flush()
+        sealer, waits = SpendSealer(db, interval=1, batch=rows), []
+        t0 = time.perf_counter()
+        run = asyncio.ensure_future(sealer.seal_once())
+        while not run.done():
+            c0 = time.perf_counter()
+            await writer.record(row(0))  # type: ignore[misc]
+            waits.append((time.perf_counter() - c0) * 1000)
+        sealed, seal_ms = await run, (time.perf_counter() - t0) * 1000
+        await writer.close()
+    finally:
+        await db.close()
+    assert sealed == rows, sealed
+    return {"longest_ms": max(waits), "median_ms": statistics.median(waits), "seal_ms": seal_ms,
+            "commits": len(waits)}
+
+
+def run_child(src: str, url: str, n: int, mode: str = "--child") -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{REPO}"}
-    out = subprocess.run([sys.executable, "-m", "bench.spend_seal", "--child", url, "--requests", str(n)],
+    out = subprocess.run([sys.executable, "-m", "bench.spend_seal", mode, url, "--requests", str(n)],
                          env=env, cwd=REPO, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def stall_ab(tmp: str, base: str, args: argparse.Namespace) -> None:
+    srcs = {"base": base, "this": str(REPO / "src")}
+    got: dict[str, dict[str, list[float]]] = {k: {} for k in srcs}
+    for r in range(args.rounds):
+        for label in list(srcs) if r % 2 == 0 else list(srcs)[::-1]:
+            url = f"sqlite+aiosqlite:///{tmp}/stall-{label}-{r}.db"
+            for k, v in run_child(srcs[label], url, args.stall_rows, "--stall-child").items():
+                got[label].setdefault(k, []).append(v)
+    print(f"\nSQLite, spend commits during a sealer run of {args.stall_rows} rows: {args.rounds} rounds, "
+          "median (min–max over rounds)")
+    for k in ("longest_ms", "median_ms", "seal_ms", "commits"):
+        print(f"  {k:11} base {spread(got['base'][k]):26} this {spread(got['this'][k])}")
 
 
 def spread(values: list[float]) -> str:
@@ -129,6 +175,9 @@ async def main(args: argparse.Namespace) -> None:
             commit_ab("SQLite", {k: f"sqlite+aiosqlite:///{tmp}/{k}.db" for k in ("before", "after")},
                       args.base, args)
         await sealer("SQLite", f"sqlite+aiosqlite:///{tmp}/sealer.db", args.seal_rows)
+        if args.stall_base:
+            stall_ab(tmp, args.stall_base, args)
+            return
     url = os.environ.get("WARDEN_BENCH_DATABASE_URL", DEFAULT_URL)
     urls = {k: f"{url}_{k}" for k in ("before", "after", "sealer")}
     try:
@@ -149,9 +198,14 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--seal-rows", type=int, default=20_000)
+    parser.add_argument("--stall-base", help="the src/ of a tree whose sealer run to compare (SQLite)")
+    parser.add_argument("--stall-rows", type=int, default=1000)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--stall-child", help=argparse.SUPPRESS)
     a = parser.parse_args()
-    if a.child:
+    if a.stall_child:
+        print(json.dumps(asyncio.run(stall_child(a.stall_child, a.requests))))
+    elif a.child:
         print(json.dumps(asyncio.run(child(a.child, a.requests))))
     else:
         asyncio.run(main(a))

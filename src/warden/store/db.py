@@ -141,6 +141,21 @@ class Database:
                 await asyncio.sleep(0.002 * (attempt + 1))
         raise AuditConflict()
 
+    async def read_core(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` on a synchronous Core connection that only reads: on a SQLite file on a
+        worker thread beside the inserter's, so a long read (the spend sealer's) never
+        holds up the file's one writer; elsewhere on the async engine (``run_sync``)."""
+        if self._sqlite_file is None:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(fn)
+        engine = self._sync_writer().engine
+
+        def read() -> T:
+            with engine.connect() as conn:
+                return fn(conn)
+
+        return await asyncio.to_thread(read)
+
     async def run_tx(self, fn: Callable[[AsyncSession], Awaitable[T]], *, attempts: int = 20) -> T:
         """Run ``fn`` in a transaction, again from the start if it lost an audit-chain race."""
         for attempt in range(attempts):

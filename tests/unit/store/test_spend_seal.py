@@ -228,6 +228,37 @@ async def test_two_sealers_seal_every_row_once_on_one_linear_chain(db: Database)
         await other.close()
 
 
+async def test_rows_another_instance_seals_while_this_one_reads_them_are_left_to_it(tmp_path: Path) -> None:
+    """On a SQLite file a run reads and digests its rows apart from the one writer, then
+    stamps them: when another instance sealed them in between, this run seals nothing
+    (no second seal, no retry loop) and the next run finds only what is new."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    await migrate.upgrade(db)
+    other = Database(db.url)
+    try:
+        await write(db, row("t1"), row("t2", "ws_b"), seal=False)
+        loop, rival, raced = asyncio.get_running_loop(), SpendSealer(other, interval=1), []
+
+        def after_read(conn, cursor, statement, *_):  # noqa: ANN001 - SQLAlchemy's event signature
+            if "audit_seq IS NULL" in statement and not raced:  # this run has read: the rival seals now
+                raced.append(asyncio.run_coroutine_threadsafe(rival.seal_once(), loop).result(30))
+
+        engine = db._sync_writer().engine
+        event.listen(engine, "after_cursor_execute", after_read)
+        try:
+            assert await SpendSealer(db, interval=1).seal_once() == 0
+        finally:
+            event.remove(engine, "after_cursor_execute", after_read)
+        assert raced == [2]
+        await write(db, row("t3"), seal=False)
+        assert await SpendSealer(db, interval=1).seal_once() == 1
+        result = await verify(db)
+        assert (result.ok, result.seals, result.sealed_rows, result.unsealed_rows) == (True, 3, 3, 0)
+    finally:
+        await other.close()
+        await db.close()
+
+
 async def test_the_loop_outlives_a_failing_database_and_seals_when_it_is_back(
         db: Database, caplog: pytest.LogCaptureFixture) -> None:
     await write(db, row("o1"), seal=False)
