@@ -4,6 +4,7 @@ grouping, and the overview's day and month totals from them."""
 
 from __future__ import annotations
 
+import random
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -57,6 +58,24 @@ async def test_each_grouping_is_what_summarize_gives_alone(any_services: Service
     assert [(r.group, r.requests, r.errors) for r in each["day"]] == [("2026-11-01", 1, 0), ("2026-11-02", 5, 1)]
     assert sum((r.cost_usd for r in each["provider"]), Decimal(0)) == Decimal("0.4000004")
     assert each["provider"][1].group == "local" and each["provider"][1].unpriced_requests == 1
+
+
+async def test_cost_totals_are_exact_to_the_pico_over_many_rows(any_services: Services) -> None:
+    """Thousands of costs with all twelve decimals: the totals are their exact Decimal sum
+    on both databases (SQLite stores REALs; a float SUM was off in the 11th decimal)."""
+    svc = any_services
+    ws = (await svc.accounts.workspace_by_name("default")).id
+    rng = random.Random(7)
+    costs = [Decimal(rng.randrange(1, 10**13)).scaleb(-12) for _ in range(5000)]
+    at = datetime(2026, 11, 2, 12, tzinfo=UTC)
+    await _write(svc, [_row(ws, "openai", "gpt-4o", str(c), at, key=f"key_{i % 3}") for i, c in enumerate(costs)])
+    exact = sum(costs, Decimal(0))
+    for by in ("model", "key", "day"):
+        got = await summarize(svc.db, ws, by)  # type: ignore[arg-type]
+        assert sum((r.cost_usd for r in got), Decimal(0)) == exact, by
+    each = await summarize_each(svc.db, ws, ("model", "key"))
+    assert each["model"][0].cost_usd == exact
+    assert [r.cost_usd for r in each["key"]] == [sum(costs[k::3], Decimal(0)) for k in range(3)]
 
 
 def _stat(html: str, id_: str) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import Date, Select, case, cast, func, select
 
 from warden.store.db import Database
 from warden.store.models import SpendRow
+from warden.store.spend import pico_sum
 
 GroupBy = Literal["model", "provider", "key", "day", "session", "agent"]
 
@@ -52,7 +53,10 @@ def _query(db: Database, workspace_id: str, keys: list[Any],
             func.coalesce(func.sum(SpendRow.cache_read_tokens), 0),
             func.coalesce(func.sum(SpendRow.cache_write_tokens), 0),
             func.coalesce(func.sum(SpendRow.reasoning_tokens), 0),
-            func.coalesce(func.sum(SpendRow.cost_usd), 0),
+            # In whole pico-USD: SQLite keeps costs as REAL, and a SUM of those is a float
+            # sum (off in the 11th decimal over a few thousand rows); the rounded per-row
+            # picos add up exactly, as the budgets' totals do.
+            func.coalesce(pico_sum(db), 0),
             func.sum(case((SpendRow.cost_usd.is_(None), 1), else_=0)),
         )
         .where(SpendRow.workspace_id == workspace_id)
@@ -69,7 +73,7 @@ def _query(db: Database, workspace_id: str, keys: list[Any],
 def _row(group: Any, n: int, errs: int | None, i: int, o: int, cr: int, cw: int, r: int,
          cost: Any, unpriced: int | None) -> UsageRow:
     return UsageRow(None if group is None else str(group), n, errs or 0, i, o, cr, cw, r,
-                    Decimal(str(cost)).normalize() if cost else Decimal(0), unpriced or 0)
+                    Decimal(str(cost)).scaleb(-12).normalize() if cost else Decimal(0), unpriced or 0)
 
 
 async def summarize(db: Database, workspace_id: str, group_by: GroupBy,
