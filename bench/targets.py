@@ -42,7 +42,9 @@ def warden_env(data_dir: Path, port: int, **settings: object) -> dict[str, str]:
 
 
 def warden_cmd() -> list[str]:
-    return [str(ROOT / ".venv/bin/warden"), "serve"]
+    # `python -m warden serve` is what the `warden` script runs, and it follows PYTHONPATH to
+    # whichever source tree an A/B run selects (older trees have no `warden.entry`).
+    return [PY, "-m", "warden", "serve"]
 
 
 def api(port: int, method: str, path: str, body: object | None = None) -> tuple[int, object]:
@@ -70,10 +72,10 @@ def add_credential(port: int, upstream_port: int | None, *, label: str = "main",
 
 
 def start_warden(logs: Path, data_dir: Path, *, cpus: str | None = None, name: str = "warden",
-                 **settings: object) -> tuple[Proc, int]:
+                 env_extra: dict[str, str] | None = None, **settings: object) -> tuple[Proc, int]:
     port = free_port()
     proc = start(name, warden_cmd(), logs=logs, cpus=cpus,
-                 env=warden_env(data_dir, port, **settings))
+                 env={**(env_extra or {}), **warden_env(data_dir, port, **settings)})
     try:
         wait_port(port, proc)
     except BaseException:

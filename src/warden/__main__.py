@@ -1,3 +1,3 @@
-from warden.cli import main
+from warden.entry import main
 
 main()

@@ -1,15 +1,12 @@
-"""``warden serve`` (with its welcome), ``warden init``, ``warden migrate`` and
+"""``warden serve``, ``warden init``, ``warden migrate`` and
 ``warden status``: the commands about the server and its data directory. ``init``
 and ``migrate`` are bootstrap commands: they act on the database directly."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -20,82 +17,7 @@ from warden.config import Settings
 from warden.errors import ConfigError, WardenError
 
 if TYPE_CHECKING:
-    from warden.store.db import Database
-
-
-@dataclass(frozen=True)
-class Started:
-    key_file: Path | None  # None: the key is WARDEN_ADMIN_KEY
-    new_key: bool
-    providers: int
-
-
-async def _prepare(settings: Settings) -> Started:
-    """Migrate and bootstrap once (before any worker serves); what the welcome tells.
-    Only what that takes is imported and built (the store, migrations, vault, accounts,
-    the credential list), not every service: the serving process loads the stack, once."""
-    from warden.store import migrate
-    from warden.store.db import Database, private_dir
-    from warden.tenancy.accounts import Accounts, bootstrap_admin
-    from warden.tenancy.vault_open import open_vault
-
-    private_dir(settings.data_dir)
-    db = Database(settings.db_url)
-    try:
-        quiet = settings.log_level != "debug"
-        alembic = logging.getLogger("alembic")
-        level = alembic.level
-        if quiet:  # thirteen INFO lines that bury the welcome
-            alembic.setLevel(logging.WARNING)
-        try:
-            await migrate.upgrade(db)
-        finally:
-            alembic.setLevel(level)
-        await open_vault(db, settings)
-        accounts = Accounts(db)
-        new_key = await bootstrap_admin(accounts, settings.data_dir, settings.admin_key)
-        if new_key is not None:
-            logging.getLogger("warden").warning("bootstrap admin key written to %s (mode 0600)", new_key)
-        providers = await _provider_count(db, (await accounts.workspace_by_name("default")).id)
-    finally:
-        await db.close()
-    key_file = None if settings.admin_key else settings.data_dir / "admin.key"
-    return Started(key_file, new_key is not None, providers)
-
-
-async def _provider_count(db: Database, workspace_id: str) -> int:
-    """What ``warden byok list`` counts for the default workspace: its credentials and each
-    provider whose environment key no active credential shadows (``Byok.list``), without
-    importing the gateway's catalog and adapters (~0.4 CPU-s) for one number."""
-    from sqlalchemy import select
-
-    from warden.gateway.providers.registry import PROVIDERS
-    from warden.store.models import Credential
-
-    async with db.session() as s:
-        rows = (await s.execute(select(Credential.provider, Credential.status)
-                                .where(Credential.workspace_id == workspace_id))).all()
-    active = {provider for provider, status in rows if status == "active"}
-    env = [p for p in PROVIDERS.values() if p.id not in active
-           and any(os.environ.get(name, "").strip() for name in p.env)]
-    return len(rows) + len(env)
-
-
-def welcome(settings: Settings, started: Started, url: str) -> str:
-    """The short block a first (and every) start prints before the logs."""
-    lines = [f"Warden {__version__} on {url}", f"  data directory  {settings.data_dir}"]
-    if started.key_file is None:
-        lines.append("  admin key       WARDEN_ADMIN_KEY (as set in this environment)")
-    else:
-        lines += [f"  admin key       {started.key_file}{' (new)' if started.new_key else ''}; the CLI "
-                  "finds it, for curl and SDKs:",
-                  f"                  export WARDEN_KEY=$(cat {started.key_file})"]
-    if started.providers == 0:
-        nxt = "warden byok add PROVIDER --key -   (e.g. openai; the key is read from stdin)"
-    else:
-        nxt = 'warden chat -m auto "Hello"'
-    lines += [f"  next            {nxt}", f"  in a browser    {url}/  (API docs: {url}/docs)"]
-    return "\n".join(lines)
+    from warden.server import Started
 
 
 def serve(
@@ -104,42 +26,29 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes (WARDEN_WORKERS).")] = None,
 ) -> None:
     """Run the HTTP server (migrates the database first)."""
-    from warden.logs import configure_logging
-    from warden.server import server_url
-
+    # ``warden serve`` itself starts in warden/entry.py, past the CLI; this command is
+    # what answers ``--help`` and options that entry leaves to typer (a bad value).
     for name, value in (("WARDEN_HOST", host), ("WARDEN_PORT", port), ("WARDEN_WORKERS", workers)):
         if value is not None:
             os.environ[name] = str(value)
-    settings = settings_or_exit()
-    configure_logging(settings.log_level)
-    try:
-        started = asyncio.run(_prepare(settings))
-    except (WardenError, ConfigError) as exc:
-        fail(getattr(exc, "message", str(exc)))
-        return
-    _welcome_and_serve(settings, started)
-
-
-def _welcome_and_serve(settings: Settings, started: Started) -> None:
-    # A function of its own: the migrations above leave the calling frame untraced by coverage.
-    from warden.server import server_url
-
-    err.print(welcome(settings, started, server_url(settings)), highlight=False, soft_wrap=True)
+    settings_or_exit()
     sys.stdout.flush()
     sys.stderr.flush()
     # Same pid, same environment (the options above are in it): the serving process
-    # starts without the CLI and alembic loaded (see ``warden.server``).
+    # starts without the CLI loaded (see ``warden.server``).
     os.execv(sys.executable, [sys.executable, "-m", "warden.server"])
 
 
 def init_cmd() -> None:
     """Create (or bring up to date) the database and the first admin key, without serving."""
+    from warden.server import prepare
+
     settings = settings_or_exit()
     path = sqlite_path(settings)
     where = str(path) if path is not None else settings.db_url.split("@")[-1]
     err.print(f"bootstrapping the database directly: {where}", highlight=False, soft_wrap=True)
     try:
-        started = asyncio.run(_prepare(settings))
+        started = asyncio.run(prepare(settings))
     except (WardenError, ConfigError) as exc:
         fail(getattr(exc, "message", str(exc)))
         return
