@@ -262,6 +262,11 @@ class Settings(BaseSettings):
     def audit_checkpoint_path(self) -> Path:
         return self.audit_checkpoint_file or self.data_dir / "audit-checkpoints.jsonl"
 
+    @property
+    def address_file(self) -> Path:
+        """Where a running server writes its address (``warden.server``) for the CLI to find."""
+        return self.data_dir / "server.json"
+
     @cached_property
     def db_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'warden.db'}"

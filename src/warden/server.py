@@ -37,9 +37,6 @@ if TYPE_CHECKING:
     from warden.store.db import Database
 
 
-ADDRESS_FILE = "server.json"
-
-
 def server_url(settings: Settings) -> str:
     """The address a local client uses: a wildcard bind is reached on loopback."""
     host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(settings.host, settings.host)
@@ -50,7 +47,7 @@ def server_url(settings: Settings) -> str:
 
 def write_address(settings: Settings) -> Path:
     """Write ``<data dir>/server.json`` (0600, replaced atomically)."""
-    path = settings.data_dir / ADDRESS_FILE
+    path = settings.address_file
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

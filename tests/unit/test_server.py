@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from warden.config import load_settings
-from warden.server import ADDRESS_FILE, remove_address, server_url, write_address
+from warden.server import remove_address, server_url, write_address
 
 
 def test_server_url_reaches_a_wildcard_bind_on_loopback(tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ def test_server_url_reaches_a_wildcard_bind_on_loopback(tmp_path: Path) -> None:
 def test_the_address_file_is_private_and_only_its_writer_removes_it(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path / "data", port=9001)
     path = write_address(settings)
-    assert path == tmp_path / "data" / ADDRESS_FILE
+    assert path == tmp_path / "data" / "server.json" == settings.address_file
     assert json.loads(path.read_text()) == {"url": "http://127.0.0.1:9001", "pid": os.getpid()}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     path.write_text(json.dumps({"url": "http://127.0.0.1:9002", "pid": os.getpid() + 1}))

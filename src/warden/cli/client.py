@@ -56,9 +56,7 @@ def find_server(settings: Settings) -> Server | None:
         if not _answers(url):
             fail(f"WARDEN_URL={url}: no Warden answers there; start it (warden serve) or unset WARDEN_URL")
         return Server(url, "WARDEN_URL")
-    from warden.server import ADDRESS_FILE
-
-    path = settings.data_dir / ADDRESS_FILE
+    path = settings.address_file
     try:
         url = str(json.loads(path.read_text())["url"]).rstrip("/")
     except (OSError, ValueError, KeyError, TypeError):
