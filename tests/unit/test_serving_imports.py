@@ -33,3 +33,21 @@ def test_the_probe_sees_a_module_that_is_loaded(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path), "fastapi", "mcp"],
                          capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["fastapi"]
+
+
+_CLI_PROBE = """
+import json, sys
+from warden.config import load_settings
+from warden.cli.client import find_server
+assert find_server(load_settings(data_dir=sys.argv[1])) is None  # none runs there
+print(json.dumps(sorted(m for m in ("uvicorn", "fastapi", "warden.app", "warden.server", "sqlalchemy")
+                        if m in sys.modules)))
+"""
+
+
+def test_a_cli_command_looking_for_its_server_does_not_load_the_server(tmp_path: Path) -> None:
+    """Every client command finds the server first: that must not import the serving stack
+    (it did, for the address file's name: ~1 CPU-s a command)."""
+    out = subprocess.run([sys.executable, "-c", _CLI_PROBE, str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
