@@ -85,6 +85,37 @@ def import_round(name: str, src: Path, data: Path, out: dict[str, list[float]]) 
     out["modules"].append(probe["modules"])
 
 
+def paired(bases: list[str], src: Path, rounds: int, *, import_rounds: int = 0,
+           say=print) -> dict[str, dict[str, list[float]]]:  # noqa: ANN001 - a print-like callable
+    """Every sample of each variant (``tree`` = ``src``; each base by its revision)."""
+    work = Path(tempfile.mkdtemp(prefix="coldstart-ab-"))
+    logs = work / "logs"
+    variants = {rev: tree(rev, work) for rev in bases} | {"tree": src.resolve()}
+    upstream, up_port = start_upstream(logs, cpus="1")
+    samples: dict[str, dict[str, list[float]]] = {}
+    try:
+        for name, vsrc in variants.items():  # own data dir, migrated and with one credential
+            proc, port = start_warden(logs, work / f"data-{name}", name=f"setup-{name}",
+                                      env_extra={"PYTHONPATH": str(vsrc)})
+            try:
+                add_credential(port, up_port)
+            finally:
+                proc.stop()
+            samples[name] = {k: [] for k in ("cpu_s", "wall_s", "rss_answered_mb", "rss_idle_mb",
+                                             "import_cpu_s", "import_rss_mb", "modules")}
+        names = list(variants)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                one_round(name, variants[name], work / f"data-{name}", logs, samples[name])
+            say(f"round {r + 1}: " + ", ".join(f"{n} {samples[n]['cpu_s'][-1]:.2f}" for n in names))
+        for r in range(import_rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                import_round(name, variants[name], work / f"data-{name}", samples[name])
+    finally:
+        upstream.stop()
+    return samples
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", action="append", default=[], help="a git revision (repeatable)")
@@ -95,40 +126,16 @@ def main() -> None:
                     help="more alternated rounds of the import + create_app probe alone (cheap)")
     ap.add_argument("--json", type=Path, help="write every sample here")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="coldstart-ab-"))
-    logs = work / "logs"
-    variants = {rev: tree(rev, work) for rev in args.base or ["HEAD"]} | {"tree": args.tree.resolve()}
-    upstream, up_port = start_upstream(logs, cpus="1")
-    samples: dict[str, dict[str, list[float]]] = {}
     load = [Path("/proc/loadavg").read_text().split()[:3]]
-    try:
-        for name, src in variants.items():  # own data dir, migrated and with one credential
-            proc, port = start_warden(logs, work / f"data-{name}", name=f"setup-{name}",
-                                      env_extra={"PYTHONPATH": str(src)})
-            try:
-                add_credential(port, up_port)
-            finally:
-                proc.stop()
-            samples[name] = {k: [] for k in ("cpu_s", "wall_s", "rss_answered_mb", "rss_idle_mb",
-                                             "import_cpu_s", "import_rss_mb", "modules")}
-        names = list(variants)
-        for r in range(args.rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                one_round(name, variants[name], work / f"data-{name}", logs, samples[name])
-            print(f"round {r + 1}: " + ", ".join(f"{n} {samples[n]['cpu_s'][-1]:.2f}" for n in names),
-                  flush=True)
-        for r in range(args.import_rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                import_round(name, variants[name], work / f"data-{name}", samples[name])
-    finally:
-        upstream.stop()
+    samples = paired(args.base or ["HEAD"], args.tree, args.rounds, import_rounds=args.import_rounds,
+                     say=lambda m: print(m, flush=True))
     load.append(Path("/proc/loadavg").read_text().split()[:3])
     print(f"load average (1/5/15 min) before {' '.join(load[0])}, after {' '.join(load[1])}")
     for metric in samples["tree"]:
         med = {n: statistics.median(s[metric]) for n, s in samples.items()}
         cells = [f"{n} {med[n]:.2f} [{min(s[metric]):.2f}-{max(s[metric]):.2f}]"
                  for n, s in samples.items()]
-        ratios = [f"tree/{b} {med['tree'] / med[b]:.3f}x" for b in variants if b != "tree"]
+        ratios = [f"tree/{b} {med['tree'] / med[b]:.3f}x" for b in samples if b != "tree"]
         print(f"{metric:16} " + "  ".join(cells) + "  " + "  ".join(ratios))
     if args.json:
         args.json.write_text(json.dumps({"load": load, "samples": samples}, indent=1))

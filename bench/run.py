@@ -26,6 +26,7 @@ from bench.clients import Target
 from bench.machine import describe
 from bench.procs import CAN_PIN, ROOT, rss_mb
 from bench.targets import (
+    ROUND_START,
     MODEL,
     add_credential,
     direct_target,
@@ -224,6 +225,12 @@ def main(argv: list[str] | None = None) -> None:
             res["cold_start_s"] = [coldstart.first_answer_s(logs / "warden-data", "auto", logs,
                                                             cpus=PROXY_CPU)
                                    for _ in range(2 if q else 5)]
+            say(f"cold start, paired with the round's start ({ROUND_START})")
+            from bench.coldstart_ab import paired
+
+            ab = paired([ROUND_START], ROOT / "src", 2 if q else 5, say=lambda m: say("  " + m))
+            res["cold_start_ab"] = {"base": ROUND_START, **{k: {m: ab[k][m] for m in ("cpu_s", "wall_s")}
+                                                             for k in ab}}
         if "failover" in only:
             say("failover")
             fproc, fport = start_warden(logs, logs / "failover-data", cpus=PROXY_CPU, name="warden-failover",

@@ -30,6 +30,11 @@ def start_upstream(logs: Path, *, cpus: str | None = None, name: str = "upstream
     return proc, port
 
 
+# The commit this round of issue 19 began from: the cold-start target is a ratio to it,
+# measured in the same run (bench.coldstart_ab builds it as a source tree).
+ROUND_START = "04a695d"
+
+
 def direct_target(port: int) -> Target:
     return Target("direct", port, MODEL, key=UPSTREAM_KEY)
 
