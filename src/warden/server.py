@@ -31,7 +31,7 @@ from warden import __version__
 from warden.app import create_app, tune_process
 from warden.config import Settings, load_settings
 from warden.errors import ConfigError, WardenError
-from warden.logs import configure_logging
+from warden.logs import configure_logging, redact
 
 if TYPE_CHECKING:
     from warden.store.db import Database
@@ -78,9 +78,11 @@ class Started:
     providers: int
 
 
-async def prepare(settings: Settings) -> Started:
+async def prepare(settings: Settings, *, serving: bool = False) -> Started:
     """Migrate and bootstrap once (before any worker serves; ``warden init`` too); what the
-    welcome tells. Only the store, migrations, vault and accounts are built here."""
+    welcome tells. Only the store, migrations, vault and accounts are built here. When
+    ``serving``, a schema behind is brought up by a child process (``warden migrate``):
+    alembic would otherwise stay resident in the server (~12 MB) for its whole life."""
     from warden.store import migrate
     from warden.store.db import Database, private_dir
     from warden.tenancy.accounts import Accounts, bootstrap_admin
@@ -95,7 +97,10 @@ async def prepare(settings: Settings) -> Started:
         if quiet:  # thirteen INFO lines that bury the welcome
             alembic.setLevel(logging.WARNING)
         try:
-            await migrate.upgrade(db)
+            if serving and not await migrate.at_head(db):
+                await _migrate_apart(settings)
+            else:
+                await migrate.upgrade(db)
         finally:
             alembic.setLevel(level)
         await open_vault(db, settings)
@@ -108,6 +113,23 @@ async def prepare(settings: Settings) -> Started:
         await db.close()
     key_file = None if settings.admin_key else settings.data_dir / "admin.key"
     return Started(key_file, new_key is not None, providers)
+
+
+async def _migrate_apart(settings: Settings) -> None:
+    """``warden migrate`` on this process's database, in a child; its output only on failure."""
+    env = {**os.environ, "WARDEN_DATA_DIR": str(settings.data_dir)}
+    if settings.database_url:
+        env["WARDEN_DATABASE_URL"] = settings.database_url
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "warden", "migrate", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await child.communicate()
+    if child.returncode != 0:
+        raise MigrationFailed(redact(output.decode(errors="replace").strip()))
+
+
+class MigrationFailed(Exception):
+    """``warden migrate`` failed in the child; the message is its (redacted) output."""
 
 
 async def _provider_count(db: Database, workspace_id: str) -> int:
@@ -153,9 +175,12 @@ def main() -> None:
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
     try:
-        started = asyncio.run(prepare(settings))
+        started = asyncio.run(prepare(settings, serving=True))
     except (WardenError, ConfigError) as exc:
         print(f"error: {getattr(exc, 'message', str(exc))}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except MigrationFailed as exc:
+        print(f"error: the database migration failed:\n{exc}", file=sys.stderr)
         raise SystemExit(1) from None
     print(welcome(settings, started, server_url(settings)), file=sys.stderr, flush=True)
     address = write_address(settings)

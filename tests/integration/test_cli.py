@@ -160,3 +160,22 @@ def test_several_workers_without_redis_refuse_to_start(tmp_path: Path, entry: li
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
     assert not (tmp_path / "data" / "warden.db").exists()  # refused before touching anything
+
+
+def test_serve_stops_with_the_migrations_own_words_when_it_fails(tmp_path: Path) -> None:
+    """The serving process migrates a schema behind in a child (``warden migrate``); when
+    that fails, serve exits 1 with the child's (redacted) output, not a traceback of its own."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_") or k.startswith("WARDEN_TEST")}
+    env.update(WARDEN_DATA_DIR=str(data), WARDEN_PORT=str(_free_port()))
+    warden = Path(sys.executable).parent / "warden"
+    assert subprocess.run([str(warden), "init"], env=env, capture_output=True, timeout=120).returncode == 0
+    with sqlite3.connect(data / "warden.db") as conn:  # a revision no migration knows
+        conn.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    r = subprocess.run([str(warden), "serve"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    first, *rest = r.stderr.strip().splitlines()
+    assert first == "error: the database migration failed:" and "ffffffffffff" in "\n".join(rest)
+    assert not (data / "server.json").exists()

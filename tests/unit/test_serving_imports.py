@@ -51,3 +51,34 @@ def test_a_cli_command_looking_for_its_server_does_not_load_the_server(tmp_path:
     out = subprocess.run([sys.executable, "-c", _CLI_PROBE, str(tmp_path)],
                          capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+_PREPARE_PROBE = """
+import asyncio, json, sys
+from warden.config import load_settings
+from warden.server import prepare
+from warden.store import migrate
+from warden.store.db import Database
+settings = load_settings(data_dir=sys.argv[1])
+started = asyncio.run(prepare(settings, serving=sys.argv[2] == "serving"))
+
+async def at_head():
+    db = Database(settings.db_url)
+    try:
+        return await migrate.at_head(db)
+    finally:
+        await db.close()
+
+print(json.dumps({"alembic": "alembic" in sys.modules, "at_head": asyncio.run(at_head()),
+                  "new_key": started.new_key}))
+"""
+
+
+def test_the_serving_process_migrates_a_new_database_without_loading_alembic(tmp_path: Path) -> None:
+    """A first start (or one after an upgrade) migrates in a child: alembic would stay
+    resident in the server (~12 MB) for its life. ``warden init`` migrates in process."""
+    for mode, loaded in (("serving", False), ("init", True)):
+        out = subprocess.run([sys.executable, "-c", _PREPARE_PROBE, str(tmp_path / mode), mode],
+                             capture_output=True, text=True, timeout=180, check=True)
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+            "alembic": loaded, "at_head": True, "new_key": True}, mode

@@ -112,14 +112,17 @@ async def _sqlite_file_lock(db: Database) -> AsyncIterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+async def at_head(db: Database) -> bool:
+    """The schema is at the migrations' head: read without alembic (or its lock: a migration
+    commits its schema and version together, so a version at head means the schema is there)."""
+    head = script_head()
+    return head is not None and await _stored_revision(db) == head
+
+
 async def upgrade(db: Database, revision: str = "head") -> str | None:
     """Bring the schema to ``revision``; several instances starting at once take turns."""
-    if revision == "head":
-        # Without the lock: a migration commits its schema and version together, so a
-        # version at head means the schema is there; anything else takes the turn below.
-        head = script_head()
-        if head is not None and await _stored_revision(db) == head:
-            return head
+    if revision == "head" and await at_head(db):
+        return script_head()
     if db.is_sqlite:
         # A connection of its own, without the foreign-key pragma: a batch migration
         # that rebuilds a parent table must not cascade-delete its children.
