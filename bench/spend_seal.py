@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bench.spend_commit import row
@@ -44,13 +46,24 @@ from warden.store.spend import SpendWriter
 REPO = Path(__file__).resolve().parent.parent
 
 
-async def child(url: str, n: int) -> dict[str, float]:
-    """In the child: median ms from record to commit, CPU µs per request."""
+@contextlib.asynccontextmanager
+async def started_writer(url: str) -> AsyncIterator[tuple[Database, SpendWriter]]:
+    """A migrated database and a started spend writer that commits each row it is given
+    (``WARDEN_SPEND_COMMIT_WAIT``); both closed after."""
     db = Database(url)
     await migrate.upgrade(db)
     try:
         writer = SpendWriter(db, commit_wait=5.0)
         writer.start()
+        yield db, writer
+        await writer.close()
+    finally:
+        await db.close()
+
+
+async def child(url: str, n: int) -> dict[str, float]:
+    """In the child: median ms from record to commit, CPU µs per request."""
+    async with started_writer(url) as (_, writer):
         for i in range(50):  # warm-up: connections, compiled statements
             await writer.record(row(i))  # type: ignore[misc]
         samples = []
@@ -60,9 +73,6 @@ async def child(url: str, n: int) -> dict[str, float]:
             await writer.record(row(i))  # type: ignore[misc]
             samples.append((time.perf_counter() - t0) * 1000)
         cpu = (time.process_time() - cpu0) / n * 1e6
-        await writer.close()
-    finally:
-        await db.close()
     return {"ms": statistics.median(samples), "cpu_us": cpu}
 
 
@@ -70,11 +80,7 @@ async def stall_child(url: str, rows: int) -> dict[str, float]:
     """In the child: 1-row commits back to back while one sealer run seals ``rows``."""
     from warden.store.spend_sealer import SpendSealer
 
-    db = Database(url)
-    await migrate.upgrade(db)
-    try:
-        writer = SpendWriter(db, commit_wait=5.0)
-        writer.start()
+    async with started_writer(url) as (db, writer):
         for i in range(rows):
             writer.record(row(i))
         await writer.flush()
@@ -86,9 +92,6 @@ async def stall_child(url: str, rows: int) -> dict[str, float]:
             await writer.record(row(0))  # type: ignore[misc]
             waits.append((time.perf_counter() - c0) * 1000)
         sealed, seal_ms = await run, (time.perf_counter() - t0) * 1000
-        await writer.close()
-    finally:
-        await db.close()
     assert sealed == rows, sealed
     return {"longest_ms": max(waits), "median_ms": statistics.median(waits), "seal_ms": seal_ms,
             "commits": len(waits)}

@@ -56,7 +56,7 @@ def test_a_cli_command_looking_for_its_server_does_not_load_the_server(tmp_path:
 _PREPARE_PROBE = """
 import asyncio, json, sys
 from warden.config import load_settings
-from warden.server import prepare
+from warden.startup import prepare
 from warden.store import migrate
 from warden.store.db import Database
 settings = load_settings(data_dir=sys.argv[1])

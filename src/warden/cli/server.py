@@ -17,7 +17,7 @@ from warden.config import Settings
 from warden.errors import ConfigError, WardenError
 
 if TYPE_CHECKING:
-    from warden.server import Started
+    from warden.startup import Started
 
 
 def serve(
@@ -41,7 +41,7 @@ def serve(
 
 def init_cmd() -> None:
     """Create (or bring up to date) the database and the first admin key, without serving."""
-    from warden.server import prepare
+    from warden.startup import prepare
 
     settings = settings_or_exit()
     path = sqlite_path(settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from warden import __version__
-from warden.server import Started, welcome
+from warden.startup import Started, welcome
 from warden.config import load_settings
 
 

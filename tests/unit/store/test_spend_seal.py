@@ -11,6 +11,8 @@ from before it are sealed by the first run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -155,6 +157,16 @@ async def test_a_broken_seal_before_a_broken_link_is_named_first(db: Database) -
         False, 1, "spend seal broken: their contents differ from what it sealed")
 
 
+@contextlib.contextmanager
+def on_statements(engine: Any, when: str, fn: Any) -> Iterator[None]:
+    """``fn`` on each statement ``engine`` runs (``before_``/``after_cursor_execute``) in the block."""
+    event.listen(engine, when, fn)
+    try:
+        yield
+    finally:
+        event.remove(engine, when, fn)
+
+
 async def test_rows_are_committed_unsealed_and_the_next_run_seals_them(db: Database) -> None:
     await write(db, row("first"))
     await write(db, row("n1"), row("n2", "ws_b"), row("n3"), seal=False)
@@ -188,11 +200,8 @@ async def test_an_idle_run_is_one_query_and_appends_nothing(db: Database) -> Non
     def seen(conn, cursor, statement, *_):  # noqa: ANN001 - SQLAlchemy's event signature
         statements.append(statement)
 
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with on_statements(engine, "before_cursor_execute", seen):
         assert await SpendSealer(db, interval=1).seal_once() == 0
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
     assert len(statements) == 1 and "audit_seq IS NULL" in statements[0]
     result = await verify(db)
     assert (result.ok, result.count, result.seals) == (True, 1, 1)
@@ -243,12 +252,8 @@ async def test_rows_another_instance_seals_while_this_one_reads_them_are_left_to
             if "audit_seq IS NULL" in statement and not raced:  # this run has read: the rival seals now
                 raced.append(asyncio.run_coroutine_threadsafe(rival.seal_once(), loop).result(30))
 
-        engine = db._sync_writer().engine
-        event.listen(engine, "after_cursor_execute", after_read)
-        try:
+        with on_statements(db._sync_writer().engine, "after_cursor_execute", after_read):
             assert await SpendSealer(db, interval=1).seal_once() == 0
-        finally:
-            event.remove(engine, "after_cursor_execute", after_read)
         assert raced == [2]
         await write(db, row("t3"), seal=False)
         assert await SpendSealer(db, interval=1).seal_once() == 1
@@ -476,12 +481,10 @@ async def test_a_head_moved_after_the_stamps_costs_a_retry_not_a_wrong_seal(sqli
             with other.begin() as c:
                 audit.append_sync(c, workspace_id="ws_a", actor="admin", action="thing.done")
 
-    engine = db._sync_writer().engine
-    event.listen(engine, "before_cursor_execute", interleave)
     try:
-        assert await SpendSealer(db, interval=1).seal_once() == 1
+        with on_statements(db._sync_writer().engine, "before_cursor_execute", interleave):
+            assert await SpendSealer(db, interval=1).seal_once() == 1
     finally:
-        event.remove(engine, "before_cursor_execute", interleave)
         other.dispose()
     assert done and await seq_of(db, "h1") == 2
     result = await verify(db)
